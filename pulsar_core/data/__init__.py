@@ -1,0 +1,1 @@
+"""Loading, validation, raw-export aggregation and the synthetic generator."""

@@ -1,0 +1,1 @@
+"""Forecasting models: ElasticNet, the temporal CNN and the simple baselines."""

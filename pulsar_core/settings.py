@@ -1,0 +1,108 @@
+"""Environment contracts shared by the operator (which writes them) and the images (which read).
+
+One pydantic-settings class per image; `to_env()` renders the exact variables the operator puts
+into a Job or Deployment, so the two sides cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DataFormat = Literal["auto", "kandoo-csv", "snapshot-parquet"]
+
+
+def registered_model_name(city: str, service: str) -> str:
+    """`pulsar-<city>-<service>`, lower-case and DNS-safe, as registered in MLflow."""
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{city}-{service}".lower()).strip("-")
+    return f"pulsar-{slug}"
+
+
+class _EnvContract(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PULSAR_", extra="ignore")
+
+    def to_env(self) -> dict[str, str]:
+        """The `PULSAR_*` variables that reproduce this object (lists/dicts as JSON)."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is None:
+                continue
+            key = f"PULSAR_{name.upper()}"
+            env[key] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+        return env
+
+
+class TrainSettings(_EnvContract):
+    """What a trainer Job needs; `pulsar train` flags map onto the same fields."""
+
+    mlflow_tracking_uri: str = Field("sqlite:///.pulsar/mlflow.db", description="MLflow URI.")
+    nats_url: str | None = Field(None, description="Publish model.registered here when set.")
+    model_namespace: str = Field("default", description="Namespace of the SurgeModel.")
+    model_name: str = Field("local", description="Name of the SurgeModel resource.")
+    city: str = Field("tehran", description="City slug, part of the registered model name.")
+    city_id: int | None = Field(None, description="Keep only rows of this city id.")
+    service_type: str = Field("all", description="Service slug, part of the model name.")
+    service_type_id: int | None = Field(None, description="Keep only this service type id.")
+    data_uri: list[str] = Field(
+        default_factory=list, description="Files, directories, globs or pyarrow URIs (s3://)."
+    )
+    data_format: DataFormat = Field("auto", description="kandoo-csv | snapshot-parquet | auto.")
+    lookback_days: float | None = Field(None, description="Use only the last N days of data.")
+    holdout_days: float = Field(1.0, description="The last N days are the time-ordered test.")
+    horizons_minutes: list[float] = Field(default_factory=lambda: [30.0, 60.0, 90.0])
+    window: int = Field(12, ge=2, le=96, description="Periods of 7.5 minutes the CNN sees.")
+    elasticnet_alpha: float = Field(0.01, gt=0)
+    elasticnet_l1_ratio: float = Field(0.5, ge=0, le=1)
+    cnn_channels: int = Field(32, ge=4, le=512)
+    cnn_epochs: int = Field(30, ge=1, le=1000)
+    cnn_learning_rate: float = Field(0.003, gt=0)
+    cnn_patience: int = Field(4, ge=1)
+    cnn_batch_size: int = Field(512, ge=16)
+    seed: int = 7
+    run_key: str | None = Field(
+        None, description="Idempotency key: a retried Job with the same key reuses its run."
+    )
+    experiment: str | None = Field(None, description="MLflow experiment; default = model name.")
+    rejected_dir: str = Field(".pulsar/rejected", description="Where rejected rows are written.")
+
+    @field_validator("horizons_minutes")
+    @classmethod
+    def _horizons_are_periods(cls, value: list[float]) -> list[float]:
+        for horizon in value:
+            if horizon <= 0 or (horizon / 7.5) != int(horizon / 7.5):
+                raise ValueError(
+                    f"horizons_minutes: {horizon} is not a positive multiple of 7.5 minutes"
+                )
+        return sorted(set(value))
+
+    @property
+    def registered_model(self) -> str:
+        return registered_model_name(self.city, self.service_type)
+
+
+class ServeSettings(_EnvContract):
+    """What a predictor Deployment needs; `pulsar serve` flags map onto the same fields."""
+
+    mlflow_tracking_uri: str = Field("sqlite:///.pulsar/mlflow.db", description="MLflow URI.")
+    registered_model: str = Field("pulsar-tehran-all", description="MLflow registered model.")
+    model_alias: str = Field("champion", description="Alias to serve when no version is pinned.")
+    model_version: str | None = Field(None, description="Pinned version; wins over the alias.")
+    nats_url: str | None = Field(None, description="Live signals and promotion events.")
+    city: str = "tehran"
+    service_type: str = "all"
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+    auth_token: str | None = Field(None, description="Bearer token required when set.")
+    max_hexagons: int = Field(5000, ge=1, description="More hexagons in one request -> 413.")
+    confidence_threshold: float = Field(0.5, ge=0, le=1)
+    alias_poll_seconds: float = Field(60.0, gt=0)
+    live_max_age_minutes: float = Field(
+        60.0, gt=0, description="/readyz fails when live data is older (0 data = ready)."
+    )
+    request_timeout_seconds: float = Field(2.0, gt=0)
+    breaker_failures: int = Field(5, ge=1, description="CNN failures before the breaker opens.")
+    breaker_cooldown_seconds: float = Field(30.0, gt=0)

@@ -1,0 +1,1 @@
+"""Real services for tests: a nats-server subprocess and a local MLflow store."""

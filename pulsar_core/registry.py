@@ -1,0 +1,134 @@
+"""The one module that talks to MLflow's model registry (STYLE.md: a single seam).
+
+Synchronous, like MLflow's client; async callers (the operator, the predictor) wrap calls in
+`asyncio.to_thread`. MLflow is imported lazily so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+RUN_KEY_TAG = "pulsar.run_key"
+CHAMPION = "champion"
+
+
+class RegistryUnavailable(RuntimeError):
+    """MLflow could not be reached or answered with a server error; retry later."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    model_name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    created_ms: int = 0
+
+
+def _info(model_version: Any) -> VersionInfo:
+    return VersionInfo(
+        model_name=model_version.name,
+        version=str(model_version.version),
+        run_id=model_version.run_id,
+        source=model_version.source,
+        tags=dict(model_version.tags or {}),
+        aliases=tuple(getattr(model_version, "aliases", ()) or ()),
+        created_ms=int(model_version.creation_timestamp or 0),
+    )
+
+
+def _is_not_found(error: Exception) -> bool:
+    return "RESOURCE_DOES_NOT_EXIST" in str(getattr(error, "error_code", "")) or (
+        "not found" in str(error).lower() or "does not exist" in str(error).lower()
+    )
+
+
+class Registry:
+    """Typed, minimal view of the registry: versions, tags and aliases of one tracking URI."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri,
+                                        registry_uri=self.tracking_uri)
+        return self._client
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return getattr(self.client, method)(*args, **kwargs)
+        except MlflowException:
+            raise
+        except (OSError, ConnectionError) as error:
+            raise RegistryUnavailable(f"MLflow at {self.tracking_uri}: {error}") from error
+        except Exception as error:  # requests' errors and the like, translated at this seam
+            if type(error).__module__.startswith(("requests", "urllib3")):
+                raise RegistryUnavailable(f"MLflow at {self.tracking_uri}: {error}") from error
+            raise
+
+    def ensure_model(self, name: str, description: str = "") -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._call("get_registered_model", name)
+        except MlflowException as error:
+            if not _is_not_found(error):
+                raise
+            try:
+                self._call("create_registered_model", name, description=description or None)
+            except MlflowException as race:
+                if "ALREADY_EXISTS" not in str(race.error_code):
+                    raise
+
+    def create_version(
+        self, name: str, source: str, run_id: str, tags: dict[str, str]
+    ) -> VersionInfo:
+        self.ensure_model(name)
+        created = self._call("create_model_version", name, source, run_id=run_id, tags=tags)
+        return _info(created)
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """All versions of a model, newest first; empty when the model does not exist."""
+        found = self._call("search_model_versions", f"name = '{name}'", max_results=1000)
+        return sorted((_info(v) for v in found), key=lambda v: int(v.version), reverse=True)
+
+    def version_for_run_key(self, name: str, run_key: str) -> VersionInfo | None:
+        for version in self.versions(name):
+            if version.tags.get(RUN_KEY_TAG) == run_key:
+                return version
+        return None
+
+    def get_version(self, name: str, version: str) -> VersionInfo:
+        return _info(self._call("get_model_version", name, version))
+
+    def get_alias(self, name: str, alias: str = CHAMPION) -> VersionInfo | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return _info(self._call("get_model_version_by_alias", name, alias))
+        except MlflowException as error:
+            if _is_not_found(error) or "alias" in str(error).lower():
+                return None
+            raise
+
+    def set_alias(self, name: str, version: str, alias: str = CHAMPION) -> None:
+        self._call("set_registered_model_alias", name, alias, version)
+
+    def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self._call("set_model_version_tag", name, version, key, value)
+
+    def model_uri(self, name: str, version: str) -> str:
+        return f"models:/{name}/{version}"

@@ -1,0 +1,7 @@
+"""The one error type for whole-input data problems (as opposed to bad rows, which are rejected)."""
+
+from __future__ import annotations
+
+
+class DataContractError(ValueError):
+    """The input as a whole breaks the data contract: the message names the field and the fix."""

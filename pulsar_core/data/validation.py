@@ -1,0 +1,234 @@
+"""Row-level checks for snapshot frames and raw kandoo records: clean rows and rejected-with-reason.
+
+Every check is vectorised (no per-row Python); H3 validity is computed once per unique hexagon.
+A row gets the first reason that applies, in the order the checks are listed below. Whole-input
+problems (a missing column, a column of the wrong type) raise `DataContractError` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+import h3
+import h3.api.basic_int as h3i
+import numpy as np
+import pandas as pd
+
+from pulsar_core.contract import PERIOD, SNAPSHOT_DTYPES, Col, RawCol
+from pulsar_core.data.errors import DataContractError
+
+REASON = "reason"
+PERIOD_NS = PERIOD.value
+# Plausibility bounds: generous multiples of what real exports show (demand <= ~1,100,
+# surge -28..30 %, cumulative clipped at -50/200 %), tight enough to catch unit mistakes.
+DEMAND_MAX = 100_000.0
+SURGE_PERCENT_RANGE = (-100.0, 1_000.0)
+SURGE_ABSOLUTE_MAX = 1e8
+
+RAW_REQUIRED: tuple[str, ...] = (
+    RawCol.HEX_ID, RawCol.SERVICE_TYPE, RawCol.CITY_ID, RawCol.CLICKHOUSE_TIME,
+    RawCol.SURGE_PERCENT, RawCol.SURGE_ABSOLUTE, RawCol.CUMULATIVE_SURGE_PERCENT,
+    RawCol.CUMULATIVE_SURGE_ABSOLUTE, RawCol.RULE_SHEET_ID,
+)
+RAW_DTYPES: dict[str, str] = {
+    RawCol.HEX_ID: "int64", RawCol.SERVICE_TYPE: "int64", RawCol.CITY_ID: "int64",
+    RawCol.CLICKHOUSE_TIME: "datetime64[ns, UTC]", RawCol.SURGE_PERCENT: "float64",
+    RawCol.SURGE_ABSOLUTE: "float64", RawCol.CUMULATIVE_SURGE_PERCENT: "float64",
+    RawCol.CUMULATIVE_SURGE_ABSOLUTE: "float64", RawCol.RULE_SHEET_ID: "Int64",
+}
+SNAPSHOT_FIX = "export it, or pass --data-format kandoo-csv if this is a raw kandoo export"
+RAW_FIX = (
+    "export it from snapp_raw_log.kandoo_parameter_nats, or pass --data-format "
+    "snapshot-parquet if this is a snapshot file"
+)
+NULLABLE: frozenset[str] = frozenset({Col.RULE_SHEET_ID, RawCol.RULE_SHEET_ID})
+
+
+def require_columns(
+    columns: Iterable[str], expected: Sequence[str], fmt: str, fix: str
+) -> None:
+    """Raise naming every missing column, the format that needs it and how to fix the input."""
+    present = set(columns)
+    missing = [c for c in expected if c not in present]
+    if missing:
+        names = ", ".join(repr(str(c)) for c in missing)
+        noun = "column" if len(missing) == 1 else "columns"
+        raise DataContractError(
+            f"{fmt} input is missing {noun} {names} (expected columns: "
+            f"{', '.join(str(c) for c in expected)}); {fix}"
+        )
+
+
+@lru_cache(maxsize=200_000)
+def _cell_ok(cell: int) -> bool:
+    return bool(h3i.is_valid_cell(cell))
+
+
+def valid_cells(values: pd.Series) -> np.ndarray:
+    """Boolean mask of valid H3 cells; h3 is asked once per unique value (and cached)."""
+    uniques, inverse = np.unique(values.to_numpy(dtype="int64"), return_inverse=True)
+    ok = np.fromiter((u > 0 and _cell_ok(int(u)) for u in uniques), bool, len(uniques))
+    return ok[inverse.reshape(-1)]
+
+
+def _is_text(series: pd.Series) -> bool:
+    return series.dtype == object or pd.api.types.is_string_dtype(series.dtype)
+
+
+def _text_to_int(text: pd.Series, col: str) -> pd.Series:
+    """Parse integer text without a float round trip (H3 ids exceed float precision)."""
+    out = pd.Series(pd.NA, index=text.index, dtype="Int64")
+    digits = text.str.fullmatch(r"[+-]?\d{1,18}").fillna(False).astype(bool)
+    out[digits] = text[digits].astype("int64")
+    floats = pd.to_numeric(text.where(~digits), errors="coerce")
+    small_whole = floats.notna() & (floats == np.floor(floats)) & (floats.abs() < 2**53)
+    out[small_whole] = floats[small_whole].astype("int64")
+    todo = out.isna() & text.notna()
+    if col in (Col.HEXAGON, RawCol.HEX_ID) and bool(todo.any()):
+        # The H3 string form ("882d...") is accepted too; converted once per unique value.
+        names = {s: h3.str_to_int(s) for s in text[todo].unique() if h3.is_valid_cell(s)}
+        mapped = text[todo].map(names).dropna()
+        out[mapped.index] = mapped.astype("int64")
+    return out
+
+
+def _coerce_int(series: pd.Series, col: str) -> pd.Series:
+    if pd.api.types.is_integer_dtype(series.dtype):
+        return series.astype("Int64")
+    if _is_text(series):
+        return _text_to_int(series.astype("string").str.strip(), col)
+    numeric = pd.to_numeric(series, errors="coerce").astype("float64")
+    whole = numeric.notna() & (numeric == np.floor(numeric))
+    return numeric.where(whole).astype("Int64")
+
+
+def _coerce_time(series: pd.Series) -> pd.Series:
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    if pd.api.types.is_datetime64_dtype(series.dtype):
+        return series.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+    text = series.astype("string").str.strip()
+    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def _coerce(series: pd.Series, col: str, dtype: str) -> pd.Series:
+    if dtype.startswith("datetime64"):
+        return _coerce_time(series)
+    if dtype in ("int64", "Int64"):
+        return _coerce_int(series, col)
+    if _is_text(series):
+        series = series.astype("string").str.strip()
+    return pd.to_numeric(series, errors="coerce").astype("float64")
+
+
+def coerce_columns(
+    df: pd.DataFrame, dtypes: dict[str, str]
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Cast each contract column; rows whose value cannot be cast get reason `bad_type:<col>`.
+
+    A column where not a single non-null value can be cast is a whole-input error.
+    """
+    out = pd.DataFrame(index=df.index)
+    reason = pd.Series(pd.NA, index=df.index, dtype="string")
+    for col, dtype in dtypes.items():
+        raw = df[col]
+        cast = _coerce(raw, col, dtype)
+        given = raw.notna()
+        if _is_text(raw):
+            given &= raw.astype("string").str.strip().str.len() > 0
+        failed = given & cast.isna()
+        if bool(failed.any()) and not bool((given & cast.notna()).any()):
+            first = raw[failed].iloc[0]
+            raise DataContractError(
+                f"column {col!r} has dtype {raw.dtype} and none of its values can be read as "
+                f"{dtype} (first value: {first!r}); fix the column's type in the export"
+            )
+        reason = reason.mask(reason.isna() & failed, f"bad_type:{col}")
+        out[col] = cast
+    return out, reason
+
+
+def _first_reason(reason: pd.Series, checks: Iterable[tuple[str, pd.Series]]) -> pd.Series:
+    for name, bad in checks:
+        reason = reason.mask(reason.isna() & bad.to_numpy(), name)
+    return reason
+
+
+def _outside(values: pd.Series, low: float, high: float) -> pd.Series:
+    finite = np.isfinite(values.to_numpy(dtype="float64", na_value=np.nan))
+    return pd.Series(values.notna().to_numpy() & (~finite | (values < low) | (values > high))
+                     .to_numpy(), index=values.index)
+
+
+def _null_checks(df: pd.DataFrame, columns: Iterable[str]) -> list[tuple[str, pd.Series]]:
+    return [(f"null:{c}", df[c].isna()) for c in columns if c not in NULLABLE]
+
+
+def _split(
+    original: pd.DataFrame, typed: pd.DataFrame, reason: pd.Series
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    bad = reason.notna().to_numpy()
+    clean = typed.loc[~bad]
+    rejected = original.loc[bad].copy()
+    rejected[REASON] = reason[bad].astype(str).to_numpy()
+    return clean, rejected
+
+
+def validate_snapshots(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split snapshots into (clean rows with exact contract dtypes, rejected rows + reason)."""
+    require_columns(df.columns, list(SNAPSHOT_DTYPES), "snapshot-parquet", SNAPSHOT_FIX)
+    typed, reason = coerce_columns(df, SNAPSHOT_DTYPES)
+    start, end = typed[Col.PERIOD_START], typed[Col.PERIOD_END]
+    start_ns = start.to_numpy(dtype="datetime64[ns]").view("int64")
+    checks = [
+        *_null_checks(typed, SNAPSHOT_DTYPES),
+        ("invalid_hexagon", ~pd.Series(valid_cells(typed[Col.HEXAGON].fillna(0)), df.index)),
+        ("out_of_range:service_type", typed[Col.SERVICE_TYPE] <= 0),
+        ("out_of_range:city_id", typed[Col.CITY_ID] <= 0),
+        ("misaligned_period", pd.Series(start_ns % PERIOD_NS != 0, df.index)),
+        ("bad_period_end", end - start != PERIOD),
+        ("out_of_range:demand_signal", _outside(typed[Col.DEMAND_SIGNAL], 0.0, DEMAND_MAX)),
+        ("out_of_range:supply_signal", _outside(typed[Col.SUPPLY_SIGNAL], 0.0, DEMAND_MAX)),
+        ("out_of_range:acceptance_rate", _outside(typed[Col.ACCEPTANCE_RATE], 0.0, 1.0)),
+        ("out_of_range:price_conversion", _outside(typed[Col.PRICE_CONVERSION], 0.0, 1.0)),
+        *_surge_checks(typed, Col.SURGE_PERCENT, Col.CUMULATIVE_SURGE_PERCENT,
+                       Col.SURGE_ABSOLUTE, Col.CUMULATIVE_SURGE_ABSOLUTE),
+    ]
+    reason = _first_reason(reason, checks)
+    key = [Col.HEXAGON, Col.SERVICE_TYPE, Col.PERIOD_START]
+    dup = typed[key].assign(_ok=reason.isna()).loc[lambda t: t["_ok"], key].duplicated()
+    reason = _first_reason(reason, [("duplicate", dup.reindex(df.index, fill_value=False))])
+    clean, rejected = _split(df, typed, reason)
+    return clean.astype(SNAPSHOT_DTYPES), rejected
+
+
+def _surge_checks(
+    typed: pd.DataFrame, pct: str, cum_pct: str, absolute: str, cum_abs: str
+) -> list[tuple[str, pd.Series]]:
+    low, high = SURGE_PERCENT_RANGE
+    return [
+        (f"out_of_range:{pct}", _outside(typed[pct], low, high)),
+        (f"out_of_range:{cum_pct}", _outside(typed[cum_pct], low, high)),
+        (f"out_of_range:{absolute}", _outside(typed[absolute], -SURGE_ABSOLUTE_MAX,
+                                              SURGE_ABSOLUTE_MAX)),
+        (f"out_of_range:{cum_abs}", _outside(typed[cum_abs], -SURGE_ABSOLUTE_MAX,
+                                             SURGE_ABSOLUTE_MAX)),
+    ]
+
+
+def validate_raw_records(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split raw `kandoo_parameter_nats` rows into (typed clean records, rejected rows + reason)."""
+    require_columns(df.columns, list(RAW_REQUIRED), "kandoo-csv", RAW_FIX)
+    typed, reason = coerce_columns(df, RAW_DTYPES)
+    checks = [
+        *_null_checks(typed, RAW_DTYPES),
+        ("invalid_hexagon", ~pd.Series(valid_cells(typed[RawCol.HEX_ID].fillna(0)), df.index)),
+        ("out_of_range:service_type", typed[RawCol.SERVICE_TYPE] <= 0),
+        ("out_of_range:city_id", typed[RawCol.CITY_ID] <= 0),
+        *_surge_checks(typed, RawCol.SURGE_PERCENT, RawCol.CUMULATIVE_SURGE_PERCENT,
+                       RawCol.SURGE_ABSOLUTE, RawCol.CUMULATIVE_SURGE_ABSOLUTE),
+    ]
+    clean, rejected = _split(df, typed, _first_reason(reason, checks))
+    return clean.astype(RAW_DTYPES), rejected

@@ -1,0 +1,177 @@
+"""Live signals and promotion events from NATS.
+
+`pulsar.signals.<city>.<service>` carries JSON snapshot rows or raw kandoo records (one object or
+a list); they are validated by the core and stored in the live buffer. A bad message is counted
+and logged, never raised. `pulsar.events.model.promoted` triggers a background model reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import nats
+import pandas as pd
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+
+from pulsar_core.contract import PERIOD, SNAPSHOT_DTYPES, Col, RawCol
+from pulsar_core.data.validation import REASON, validate_snapshots
+from pulsar_core.events import MODEL_PROMOTED, ModelPromoted, signals_subject
+from pulsar_core.settings import ServeSettings
+from pulsar_predictor.buffer import LiveBuffer
+from pulsar_predictor.errors import InvalidInput
+from pulsar_predictor.hexagons import parse_one
+from pulsar_predictor.metrics import Metrics
+from pulsar_predictor.raw import RawRecords
+
+log = logging.getLogger(__name__)
+
+
+class BadMessage(ValueError):
+    """A live message that cannot be read at all (not JSON, wrong shape, wrong types)."""
+
+
+def _snapshot_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows).reindex(columns=list(SNAPSHOT_DTYPES))
+    frame[Col.HEXAGON] = [parse_one(h, "hexagon") for h in frame[Col.HEXAGON]]
+    frame[Col.PERIOD_START] = pd.to_datetime(frame[Col.PERIOD_START], utc=True)
+    ends = pd.to_datetime(frame[Col.PERIOD_END], utc=True)
+    frame[Col.PERIOD_END] = ends.fillna(frame[Col.PERIOD_START] + PERIOD)
+    frame[Col.CITY_ID] = frame[Col.CITY_ID].fillna(1)
+    return frame.astype(SNAPSHOT_DTYPES)
+
+
+def parse_message(payload: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """JSON object(s) -> (snapshot rows, raw kandoo records); BadMessage when unreadable."""
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BadMessage(f"not JSON: {error}") from error
+    items = data if isinstance(data, list) else [data]
+    if not items or not all(isinstance(item, dict) for item in items):
+        raise BadMessage("expected a JSON object or a non-empty list of objects")
+    rows = [item for item in items if RawCol.HEX_ID not in item]
+    raw = [item for item in items if RawCol.HEX_ID in item]
+    return rows, raw
+
+
+class SignalFeed:
+    """Owns the NATS connection: subscribes, ingests, reconnects; never crashes on input."""
+
+    def __init__(
+        self, settings: ServeSettings, buffer: LiveBuffer, metrics: Metrics,
+        on_promoted: Callable[[ModelPromoted], None],
+    ) -> None:
+        self.settings = settings
+        self.buffer = buffer
+        self.metrics = metrics
+        self.on_promoted = on_promoted
+        self.client: Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.subject = signals_subject(settings.city, settings.service_type)
+        self.raw = RawRecords()
+        self._raw_lock = threading.Lock()
+
+    def ingest(self, payload: bytes) -> int:
+        """Parse, validate and buffer one message; returns rows stored. Raises BadMessage."""
+        rows, raw = parse_message(payload)
+        stored = 0
+        try:
+            if rows:
+                stored += self._store(*validate_snapshots(_snapshot_rows(rows)))
+            if raw:
+                with self._raw_lock:
+                    stored += self._store(*self.raw.add(raw))
+        except (ValueError, TypeError, KeyError, OverflowError, InvalidInput) as error:
+            # DataContractError (a missing column) is a ValueError too
+            raise BadMessage(f"unreadable rows: {type(error).__name__}: {error}") from error
+        return stored
+
+    def _store(self, clean: pd.DataFrame, rejected: pd.DataFrame) -> int:
+        if len(rejected):
+            self.metrics.live_rows_in.labels("rejected").inc(len(rejected))
+            reasons = rejected[REASON].value_counts().to_dict()
+            log.warning("live feed: %d rows rejected by validation: %s", len(rejected), reasons)
+        stored = self.buffer.add(clean)
+        self.metrics.live_rows_in.labels("stored").inc(stored)
+        return stored
+
+    async def _on_signal(self, msg: Msg) -> None:
+        try:
+            await asyncio.to_thread(self.ingest, msg.data)
+        except BadMessage as error:
+            self.metrics.live_messages.labels("bad").inc()
+            log.warning("live feed: bad message on %s: %s", msg.subject, error)
+            return
+        except Exception:  # the subscriber must survive anything a message can trigger
+            self.metrics.live_messages.labels("bad").inc()
+            log.exception("live feed: message on %s could not be stored", msg.subject)
+            return
+        self.metrics.live_messages.labels("ok").inc()
+
+    async def _on_promoted(self, msg: Msg) -> None:
+        try:
+            event = ModelPromoted.model_validate_json(msg.data)
+        except ValidationError as error:
+            log.warning("ignoring malformed %s event: %s", MODEL_PROMOTED, error)
+            return
+        if event.model_name == self.settings.registered_model:
+            self.on_promoted(event)
+
+    async def start(self) -> None:
+        """Connect in the background (retrying), so the API serves even while NATS is down."""
+        if self.settings.nats_url and self._task is None:
+            self._task = asyncio.create_task(self._connect_forever(), name="nats-connect")
+
+    async def _connect_forever(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self.client = await nats.connect(
+                    self.settings.nats_url, name="pulsar-predictor", allow_reconnect=True,
+                    max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
+                    disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
+                    error_cb=self._error)
+                break
+            except (OSError, TimeoutError, nats.errors.Error) as error:
+                log.warning("NATS %s unreachable (%s); retrying in %.1fs",
+                            self.settings.nats_url, error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        await self.client.subscribe(self.subject, cb=self._on_signal)
+        await self.client.subscribe(MODEL_PROMOTED, cb=self._on_promoted)
+        await self.client.flush()
+        self.metrics.nats_connected.set(1)
+        log.info("subscribed to %s and %s", self.subject, MODEL_PROMOTED)
+
+    async def _disconnected(self) -> None:
+        self.metrics.nats_connected.set(0)
+        log.warning("NATS disconnected; reconnecting")
+
+    async def _reconnected(self) -> None:
+        self.metrics.nats_connected.set(1)
+        log.info("NATS reconnected")
+
+    async def _error(self, error: Exception) -> None:
+        log.warning("NATS error: %s", error)
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and self.client.is_connected
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.client is not None and not self.client.is_closed:
+            with contextlib.suppress(Exception):  # best effort on shutdown
+                await self.client.drain()
+        self.metrics.nats_connected.set(0)

@@ -1,0 +1,167 @@
+"""Wires one predictor together: model slot, live buffer, breaker, feed, service, metrics.
+
+Started and stopped by the app's lifespan; routes reach it through `app.state.runtime`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+import pandas as pd
+
+from pulsar_core.events import ModelPromoted
+from pulsar_core.settings import ServeSettings
+from pulsar_predictor.breaker import CircuitBreaker
+from pulsar_predictor.buffer import LiveBuffer
+from pulsar_predictor.feed import SignalFeed
+from pulsar_predictor.loader import RegistryLoader
+from pulsar_predictor.metrics import Metrics
+from pulsar_predictor.schemas import ModelInfo, ModelRef, Readiness
+from pulsar_predictor.service import ForecastService
+from pulsar_predictor.slot import LoadedModel, ModelLoader, ModelSlot
+
+log = logging.getLogger(__name__)
+
+# Periods kept per series at least (raised to twice the model's window when larger): the real
+# data has ~10 periods a day per series, so 128 covers the 7 days the seasonal features read.
+LIVE_PERIODS = 128
+LIVE_MAX_SERIES = 50_000
+
+
+def predict_threads() -> int:
+    """Worker threads for model calls; torch gets one intra-op thread each (see configure)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class Runtime:
+    """Everything one predictor process holds; `start()`/`stop()` bracket its life."""
+
+    def __init__(self, settings: ServeSettings, loader: ModelLoader | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.buffer = LiveBuffer(LIVE_PERIODS, LIVE_MAX_SERIES)
+        self.breaker = CircuitBreaker(settings.breaker_failures,
+                                      settings.breaker_cooldown_seconds)
+        self.slot = ModelSlot(loader or RegistryLoader(settings), on_swap=self._swapped,
+                              on_failure=self._load_failed)
+        self.executor = ThreadPoolExecutor(predict_threads(), thread_name_prefix="predict")
+        self.service = ForecastService(settings, self.slot, self.buffer, self.breaker,
+                                       self.metrics, self.executor)
+        self.feed = SignalFeed(settings, self.buffer, self.metrics, self._promoted)
+        self._poller: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        configure_torch(predict_threads())
+        self.slot.reload(self.settings.model_version)
+        await self.feed.start()
+        self._poller = asyncio.create_task(self._poll_forever(), name="alias-poll")
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        await self.feed.stop()
+        self.slot.close()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.alias_poll_seconds)
+            await asyncio.to_thread(self.slot.poll)
+
+    def _promoted(self, event: ModelPromoted) -> None:
+        if self.settings.model_version:
+            log.info("ignoring promotion of %s: version %s is pinned", event.version,
+                     self.settings.model_version)
+            return
+        self.slot.reload(event.version)
+
+    def _swapped(self, model: LoadedModel) -> None:
+        self.metrics.model_info.clear()
+        self.metrics.model_info.labels(model.name, model.version, model.run_id or "").set(1)
+        self.metrics.model_loads.labels("ok").inc()
+        self.metrics.model_load_failed.set(0)
+        spec = model.forecaster.spec
+        days = int(getattr(spec, "history_days", 1))
+        self.buffer.ensure_history(int(spec.window) * 2, pd.Timedelta(days=days))
+
+    def _load_failed(self, version: str | None, message: str) -> None:
+        self.metrics.model_loads.labels("failed").inc()
+        self.metrics.model_load_failed.set(1)
+
+    def live_age_seconds(self) -> float | None:
+        received = self.buffer.last_received
+        return None if received is None else max(0.0, time.time() - received)
+
+    def readiness(self) -> Readiness:
+        reasons = []
+        model = self.slot.current
+        if model is None:
+            reasons.append(f"no model loaded: {self.slot.last_error or 'still loading'}")
+        age = self.live_age_seconds()
+        max_age = self.settings.live_max_age_minutes * 60
+        if age is not None and age > max_age:
+            reasons.append(f"live data is stale: last message {age:.0f}s ago, more than "
+                           f"PULSAR_LIVE_MAX_AGE_MINUTES={self.settings.live_max_age_minutes}")
+        return Readiness(ready=not reasons, reasons=reasons,
+                         model_version=model.version if model else None,
+                         live_series=self.buffer.series_count(), live_age_seconds=age)
+
+    def model_info(self) -> ModelInfo:
+        model = self.service.model()
+        metadata = _jsonable(model.metadata)
+        return ModelInfo(
+            model=ModelRef(name=model.name, version=model.version, run_id=model.run_id),
+            alias=model.alias, loaded_at=model.loaded_at,
+            feature_spec=_jsonable(model.forecaster.spec),
+            training_window=metadata.get("training_window"),
+            metrics=metadata.get("metrics", {}), metadata=metadata)
+
+    def refresh_gauges(self) -> None:
+        self.metrics.breaker_state.set(int(self.breaker.state))
+        self.metrics.live_series.set(self.buffer.series_count())
+        self.metrics.live_rows.set(self.buffer.row_count())
+        self.metrics.live_evicted.set(self.buffer.evicted)
+        age = self.live_age_seconds()
+        self.metrics.live_age.set(age if age is not None else 0)
+        newest = self.buffer.newest_period_end
+        lag = (pd.Timestamp.now(tz="UTC") - newest).total_seconds() if newest is not None else 0
+        self.metrics.live_lag.set(lag)
+
+
+def _jsonable(value: Any) -> Any:
+    """Dataclasses, pydantic models, numpy and pandas scalars -> plain JSON values."""
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    elif hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return _jsonable(value.item())
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)
+
+
+def configure_torch(threads: int) -> None:
+    """Split the cores between concurrent predict calls instead of oversubscribing them."""
+    import torch
+
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores // threads))

@@ -1,0 +1,125 @@
+"""Request and response bodies of the /v1 API (these models are the OpenAPI contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+HexagonRef = str | int
+
+
+class HistoryRow(BaseModel):
+    """One observed 7.5-minute snapshot of a hexagon x service type (the column contract)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hexagon: HexagonRef = Field(description="H3 cell, as a string ('882c...fff') or an int.")
+    service_type: int = Field(ge=0, description="Service type id (1 Eco, 2 Plus, ...).")
+    city_id: int = Field(1, ge=0)
+    period_start: datetime = Field(description="Start of the 7.5-minute period (UTC).")
+    period_end: datetime | None = Field(None, description="Default: period_start + 7.5 min.")
+    demand_signal: float = Field(ge=0, le=1e6)
+    supply_signal: float = Field(ge=0, le=1e6)
+    acceptance_rate: float = Field(ge=0, le=1)
+    price_conversion: float = Field(ge=0, le=1)
+    rule_sheet_id: int | None = None
+    surge_percent: float = Field(ge=-1e4, le=1e4)
+    surge_absolute: float = Field(ge=-1e9, le=1e9)
+    cumulative_surge_percent: float = Field(ge=-1e4, le=1e4)
+    cumulative_surge_absolute: float = Field(ge=-1e9, le=1e9)
+
+
+class ForecastRequest(BaseModel):
+    """Hexagons to forecast; history comes from the live feed unless given explicitly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hexagons: list[HexagonRef] = Field(
+        min_length=1, description="H3 cells (string or int); more than the server's limit -> 413."
+    )
+    service_type: int | None = Field(None, ge=0, description="Only this service type.")
+    horizons_minutes: list[float] | None = Field(
+        None, min_length=1, description="Subset of the model's horizons; default: all of them."
+    )
+    history: list[HistoryRow] | None = Field(
+        None, description="Recent snapshots to forecast from instead of the live buffer."
+    )
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    run_id: str | None = None
+
+
+class Forecast(BaseModel):
+    """One hexagon x service type x horizon."""
+
+    hexagon: str = Field(description="H3 cell as a string.")
+    hexagon_id: int = Field(description="The same H3 cell as an int.")
+    service_type: int
+    horizon_minutes: float
+    issued_for: datetime = Field(description="Start of the last observed period (the anchor).")
+    target_period_start: datetime
+    current: float | None = Field(description="Demand in the anchor period.")
+    value: float | None = Field(description="Forecast demand_signal.")
+    change_pct: float | None = Field(description="Forecast vs current, in percent.")
+    direction: Literal["up", "down", "flat"]
+    confidence: float | None = Field(description="0..1; below the threshold -> low_confidence.")
+    low_confidence: bool
+    model: str = Field(description="Which model answered: cnn | elasticnet | baseline:<name>.")
+    explanation: str
+
+
+class Missing(BaseModel):
+    hexagon: str
+    reason: str
+
+
+class ForecastResponse(BaseModel):
+    model: ModelRef
+    source: Literal["history", "live"]
+    cnn_error: str | None = Field(None, description="Why the CNN did not answer, if it did not.")
+    forecasts: list[Forecast]
+    missing: list[Missing] = Field(description="Requested hexagons without a forecast, and why.")
+
+
+class TopResponse(BaseModel):
+    model: ModelRef
+    horizon_minutes: float
+    forecasts: list[Forecast] = Field(description="Largest expected rise first.")
+
+
+class ModelInfo(BaseModel):
+    model: ModelRef
+    alias: str | None
+    loaded_at: datetime
+    feature_spec: dict[str, Any]
+    training_window: dict[str, Any] | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reasons: list[str] = Field(description="Why not ready; empty when ready.")
+    model_version: str | None
+    live_series: int
+    live_age_seconds: float | None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,186 @@
+"""The forecast service: everything between a parsed request and a JSON answer.
+
+The HTTP layer (routes.py) only translates; this module decides. Model calls run on a small
+thread pool (they are CPU-bound) under a timeout, behind the CNN circuit breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pandas as pd
+
+from pulsar_core.contract import Col
+from pulsar_core.contract import ForecastCol as F
+from pulsar_core.settings import ServeSettings
+from pulsar_predictor import hexagons as hx
+from pulsar_predictor.breaker import BreakerState, CircuitBreaker
+from pulsar_predictor.buffer import LiveBuffer
+from pulsar_predictor.errors import InvalidInput, NotReady, Timeout, TooManyHexagons
+from pulsar_predictor.history import history_frame
+from pulsar_predictor.metrics import Metrics
+from pulsar_predictor.render import dumps, forecast_items, model_ref
+from pulsar_predictor.schemas import ForecastRequest
+from pulsar_predictor.slot import ForecastOutput, LoadedModel, ModelSlot
+
+log = logging.getLogger(__name__)
+
+
+class NoForecast:
+    """The answer when there is nothing to forecast from (no model call at all)."""
+
+    def __init__(self) -> None:
+        self.frame = pd.DataFrame({column: [] for column in F})
+        self.cnn_error: str | None = None
+
+
+def neighbour_ring(model: LoadedModel) -> int:
+    """How many H3 rings of neighbours the model's features read (0 when none)."""
+    return int(getattr(model.forecaster.spec, "neighbour_ring", 1) or 0)
+
+
+def horizons_of(model: LoadedModel) -> list[float]:
+    return [float(h) for h in model.forecaster.spec.horizon_minutes]
+
+
+class ForecastService:
+    """Answers forecasts from explicit history or the live buffer, with the model served now."""
+
+    def __init__(
+        self, settings: ServeSettings, slot: ModelSlot, buffer: LiveBuffer,
+        breaker: CircuitBreaker, metrics: Metrics, executor: ThreadPoolExecutor,
+    ) -> None:
+        self.settings = settings
+        self.slot = slot
+        self.buffer = buffer
+        self.breaker = breaker
+        self.metrics = metrics
+        self.executor = executor
+        self._top_cache: dict[tuple[Any, ...], pd.DataFrame] = {}
+        self._top_lock = asyncio.Lock()
+
+    def model(self) -> LoadedModel:
+        """The model serving this request (read once: a swap never changes it mid-request)."""
+        model = self.slot.current
+        if model is None:
+            reason = self.slot.last_error or "the model is still loading"
+            raise NotReady(f"no model loaded: {reason}")
+        return model
+
+    async def forecast(self, request: ForecastRequest) -> bytes:
+        if len(request.hexagons) > self.settings.max_hexagons:
+            raise TooManyHexagons(
+                f"hexagons: {len(request.hexagons)} requested, at most "
+                f"{self.settings.max_hexagons} per request; split the request",
+                field="hexagons", limit=self.settings.max_hexagons)
+        cells = hx.parse_many(request.hexagons)
+        model = self.model()
+        horizons = self._horizons(model, request.horizons_minutes, "horizons_minutes")
+        if request.history is not None:
+            snapshots, source = history_frame(request.history), "history"
+        else:
+            context = hx.with_neighbours(cells, neighbour_ring(model))
+            snapshots, source = self.buffer.rows_for(context, request.service_type), "live"
+        output = await self._predict(model, snapshots)
+        frame = output.frame
+        wanted = frame[F.HEXAGON].isin(cells) & frame[F.HORIZON_MINUTES].isin(horizons)
+        if request.service_type is not None:
+            wanted &= frame[F.SERVICE_TYPE] == request.service_type
+        answered = frame[wanted]
+        items = forecast_items(answered, self.settings.confidence_threshold)
+        self._count(answered)
+        found = set(answered[F.HEXAGON].tolist())
+        missing = [{"hexagon": hx.to_str(c), "reason": self._why_missing(c, source, request)}
+                   for c in cells if c not in found]
+        return dumps({"model": model_ref(model), "source": source, "cnn_error": output.cnn_error,
+                      "forecasts": items, "missing": missing})
+
+    async def top(self, horizon: float, limit: int, service_type: int | None) -> bytes:
+        model = self.model()
+        self._horizons(model, [horizon], "horizon")
+        frame = await self._live_forecasts(model, service_type)
+        rows = frame[frame[F.HORIZON_MINUTES] == horizon]
+        ranked = rows.assign(_rise=rows[F.VALUE] - rows[F.CURRENT]).sort_values(
+            [F.CHANGE_PCT, "_rise"], ascending=False, na_position="last").head(limit)
+        items = forecast_items(ranked, self.settings.confidence_threshold)
+        return dumps({"model": model_ref(model), "horizon_minutes": horizon, "forecasts": items})
+
+    async def _live_forecasts(self, model: LoadedModel, service_type: int | None) -> pd.DataFrame:
+        """Forecasts of the whole live buffer, cached per model version and buffer version."""
+        key = (model.version, self.buffer.version, service_type)
+        async with self._top_lock:
+            if key not in self._top_cache:
+                snapshots = self.buffer.frame()
+                if service_type is not None:
+                    snapshots = snapshots[snapshots[Col.SERVICE_TYPE] == service_type]
+                output = await self._predict(model, snapshots)
+                frame = output.frame
+                if service_type is not None:
+                    frame = frame[frame[F.SERVICE_TYPE] == service_type]
+                self._top_cache = {key: frame}
+            return self._top_cache[key]
+
+    def _horizons(self, model: LoadedModel, asked: list[float] | None, field: str) -> list[float]:
+        served = horizons_of(model)
+        if asked is None:
+            return served
+        unknown = [h for h in asked if h not in served]
+        if unknown:
+            raise InvalidInput(f"{field}: {unknown} not served; this model forecasts {served} "
+                               "minutes ahead", field=field, served=served)
+        return list(asked)
+
+    def _why_missing(self, cell: int, source: str, request: ForecastRequest) -> str:
+        if source == "history":
+            return "too little usable history for this hexagon in the request's history rows"
+        if not self.buffer.has_hexagon(cell, request.service_type):
+            service = request.service_type
+            scope = "" if service is None else f" (service_type {service})"
+            return f"no live data for this hexagon{scope}; send history rows in the request"
+        return "too little recent live data for this hexagon to forecast"
+
+    async def _predict(self, model: LoadedModel, snapshots: pd.DataFrame) -> ForecastOutput:
+        if snapshots.empty:
+            return NoForecast()
+        use_cnn = self.breaker.allow()
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self.executor, self._predict_sync, model, snapshots, use_cnn)
+        try:
+            output = await asyncio.wait_for(job, self.settings.request_timeout_seconds)
+        except TimeoutError:
+            raise Timeout(f"the forecast took longer than {self.settings.request_timeout_seconds}"
+                          "s (PULSAR_REQUEST_TIMEOUT_SECONDS); ask for fewer hexagons") from None
+        if not use_cnn:
+            self.metrics.fallbacks.labels("breaker_open").inc()
+        elif output.cnn_error is not None:
+            self.breaker.record_failure()
+            self.metrics.fallbacks.labels("cnn_error").inc()
+            log.warning("CNN failed, ElasticNet answered: %s", output.cnn_error)
+        else:
+            self.breaker.record_success()
+        self.metrics.breaker_state.set(int(self.breaker.state))
+        return output
+
+    def _predict_sync(self, model: LoadedModel, snapshots: pd.DataFrame,
+                      use_cnn: bool) -> ForecastOutput:
+        import torch
+
+        started = time.perf_counter()
+        with torch.inference_mode():
+            output = model.forecaster.predict(snapshots, use_cnn=use_cnn)
+        self.metrics.predict_latency.observe(time.perf_counter() - started)
+        return output
+
+    def _count(self, frame: pd.DataFrame) -> None:
+        for name, count in frame[F.MODEL].value_counts().items():
+            self.metrics.forecasts.labels(str(name)).inc(int(count))
+        confidence = frame[F.CONFIDENCE].astype("float64")
+        low = confidence.isna() | (confidence < self.settings.confidence_threshold)
+        self.metrics.low_confidence.inc(int(low.sum()))
+
+    def breaker_state(self) -> BreakerState:
+        return self.breaker.state

@@ -1,0 +1,107 @@
+"""The live feed over a real nats-server: rows, raw records, bad messages, a server restart."""
+
+import asyncio
+import json
+
+import h3
+import nats
+import pandas as pd
+import pytest
+from pulsar_predictor.buffer import LiveBuffer
+from pulsar_predictor.feed import SignalFeed
+from pulsar_predictor.metrics import Metrics
+
+from pulsar_core.contract import Col
+from pulsar_core.data.kandoo import records_to_snapshots
+from pulsar_core.events import MODEL_PROMOTED, ModelPromoted, signals_subject
+from pulsar_core.settings import ServeSettings
+from tests.predictor.factories import cells, now_period, raw_record, series_rows, snapshot_row
+from tests.support.services import NatsServer
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def _value(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+async def feed(nats_server: NatsServer):
+    settings = ServeSettings(nats_url=nats_server.url, city="tehran", service_type="eco")
+    promoted: list[ModelPromoted] = []
+    live = SignalFeed(settings, LiveBuffer(periods=8, max_series=100), Metrics(), promoted.append)
+    live.promoted = promoted
+    await live.start()
+    await _until(lambda: live.connected)
+    yield live
+    await live.stop()
+
+
+async def _publish(url: str, subject: str, *payloads: bytes) -> None:
+    client = await nats.connect(url)
+    for payload in payloads:
+        await client.publish(subject, payload)
+    await client.flush()
+    await client.close()
+
+
+async def test_rows_lists_and_raw_records_reach_the_buffer(feed, nats_server) -> None:
+    a, b = cells(2)
+    subject = signals_subject("tehran", "eco")
+    one = json.dumps(snapshot_row(a, now_period(), 80.0)).encode()
+    many = json.dumps(series_rows([b], 3)).encode()
+    start = now_period()
+    records = [raw_record(a, start + pd.Timedelta(seconds=s), 4.0, service=2) for s in (10, 20)]
+    later = [raw_record(a, start + pd.Timedelta(seconds=300), -3.0, service=2)]
+    await _publish(nats_server.url, subject, one, many, json.dumps(records).encode(),
+                   json.dumps(later).encode())
+    await _until(lambda: _value(feed.metrics, "pulsar_live_messages_total", outcome="ok") == 4)
+    frame = feed.buffer.frame()
+    assert feed.buffer.series_count() == 3
+    raw_rows = frame[frame[Col.SERVICE_TYPE] == 2]
+    # records of one period arriving in two messages give the snapshot of all three together
+    expected = records_to_snapshots(pd.DataFrame(records + later))
+    assert len(raw_rows) == 1
+    assert raw_rows[Col.DEMAND_SIGNAL].iloc[0] == expected[Col.DEMAND_SIGNAL].iloc[0]
+    assert raw_rows[Col.PERIOD_START].iloc[0] == start
+
+
+async def test_bad_messages_are_counted_and_the_subscriber_survives(feed, nats_server) -> None:
+    [cell] = cells(1)
+    subject = signals_subject("tehran", "eco")
+    bad_row = snapshot_row(cell, now_period(), -5.0)  # negative demand: rejected by validation
+    await _publish(nats_server.url, subject, b"not json", b"[1, 2]", b"[]",
+                   json.dumps({"hexagon": "nope", "period_start": "x"}).encode(),
+                   json.dumps([bad_row, snapshot_row(cell, now_period(-1), 50.0)]).encode())
+    await _until(lambda: _value(feed.metrics, "pulsar_live_messages_total", outcome="bad") == 4)
+    await _until(lambda: _value(feed.metrics, "pulsar_live_messages_total", outcome="ok") == 1)
+    assert _value(feed.metrics, "pulsar_live_ingested_rows_total", outcome="rejected") == 1
+    assert len(feed.buffer.frame()) == 1
+
+
+async def test_reconnects_after_a_nats_restart(feed, nats_server) -> None:
+    [cell] = cells(1)
+    subject = signals_subject("tehran", "eco")
+    nats_server.stop()
+    await _until(lambda: not feed.connected)
+    nats_server.start()
+    await _until(lambda: feed.connected, timeout=20)
+    await _publish(nats_server.url, subject, json.dumps(snapshot_row(cell, now_period(),
+                                                                     70.0)).encode())
+    await _until(lambda: feed.buffer.series_count() == 1)
+    assert h3.int_to_str(int(feed.buffer.frame()[Col.HEXAGON].iloc[0])) == cell
+
+
+async def test_promotion_events_of_this_model_only(feed, nats_server) -> None:
+    mine = ModelPromoted(model_name=feed.settings.registered_model, version="7")
+    other = ModelPromoted(model_name="pulsar-other-model", version="9")
+    await _publish(nats_server.url, MODEL_PROMOTED, other.model_dump_json().encode(),
+                   b"{broken", mine.model_dump_json().encode())
+    await _until(lambda: len(feed.promoted) == 1)
+    assert feed.promoted[0].version == "7"

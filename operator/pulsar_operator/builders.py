@@ -1,0 +1,236 @@
+"""Pure builders: (SurgeModel, trigger or version) -> the exact manifests the operator applies."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pulsar_core.settings import ServeSettings, TrainSettings, registered_model_name
+from pulsar_operator.spec import GROUP, KIND, VERSION, SurgeModelSpec
+
+MANAGER = "pulsar-operator"
+MODEL_LABEL = f"{GROUP}/model"
+TRIGGER_ANNOTATION = f"{GROUP}/trigger-id"
+VERSION_ANNOTATION = f"{GROUP}/model-version"
+SCRATCH = "/tmp"
+TriggerKind = Literal["spec", "schedule", "retrain", "manual"]
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Cluster wiring shared by all models (from OperatorSettings)."""
+
+    mlflow_tracking_uri: str
+    nats_url: str | None = None
+    service_account: str | None = None
+
+
+@dataclass(frozen=True)
+class SurgeModel:
+    """One SurgeModel as the builders see it: identity, parsed spec and platform wiring."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: SurgeModelSpec
+    platform: Platform
+    generation: int = 1
+
+    @property
+    def registered_model(self) -> str:
+        return registered_model_name(self.spec.city, self.spec.service_type)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Why a training run starts; `id` makes the Job name deterministic."""
+
+    kind: TriggerKind
+    id: str
+    reason: str = ""
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def short_hash(text: str, length: int = 10) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _dns_name(prefix: str, suffix: str, limit: int = 63) -> str:
+    """`<prefix><suffix>` cut to `limit` chars; a long prefix is shortened with its own hash."""
+    if len(prefix) + len(suffix) <= limit:
+        return prefix + suffix
+    keep = limit - len(suffix) - 7
+    return f"{prefix[:keep].rstrip('-')}-{short_hash(prefix, 6)}{suffix}"
+
+
+def job_name(model: SurgeModel, trigger: Trigger) -> str:
+    """`<model>-train-<hash(trigger id)>`: the same trigger always names the same Job."""
+    return _dns_name(model.name, f"-train-{short_hash(trigger.id)}")
+
+
+def predictor_name(model: SurgeModel) -> str:
+    return _dns_name(model.name, "-predictor")
+
+
+def labels(model: SurgeModel, component: str) -> dict[str, str]:
+    instance = _dns_name(model.name, "")
+    return {
+        "app.kubernetes.io/name": "pulsar",
+        "app.kubernetes.io/instance": instance,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "pulsar",
+        "app.kubernetes.io/managed-by": MANAGER,
+        MODEL_LABEL: instance,
+    }
+
+
+def owner_reference(model: SurgeModel) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": model.name,
+            "uid": model.uid, "controller": True, "blockOwnerDeletion": True}
+
+
+def _metadata(model: SurgeModel, name: str, component: str,
+              annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": model.namespace,
+                            "labels": labels(model, component),
+                            "ownerReferences": [owner_reference(model)]}
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def _env(values: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": key, "value": value} for key, value in sorted(values.items())]
+
+
+def _container_security() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def _pod_security() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def train_settings(model: SurgeModel, run_key: str) -> TrainSettings:
+    """The trainer's env contract for this model; `run_key` makes Job retries idempotent."""
+    spec, training = model.spec, model.spec.training
+    return TrainSettings(
+        mlflow_tracking_uri=model.platform.mlflow_tracking_uri,
+        nats_url=model.platform.nats_url,
+        model_namespace=model.namespace, model_name=model.name,
+        city=spec.city, city_id=spec.city_id,
+        service_type=spec.service_type, service_type_id=spec.service_type_id,
+        data_uri=list(spec.data.uris), data_format=spec.data.format,
+        lookback_days=spec.data.lookback_days, holdout_days=spec.data.holdout_days,
+        horizons_minutes=list(training.horizons_minutes), window=training.window,
+        elasticnet_alpha=training.elastic_net.alpha,
+        elasticnet_l1_ratio=training.elastic_net.l1_ratio,
+        cnn_channels=training.cnn.channels, cnn_epochs=training.cnn.epochs,
+        cnn_learning_rate=training.cnn.learning_rate, cnn_patience=training.cnn.patience,
+        run_key=run_key, rejected_dir=f"{SCRATCH}/rejected",
+    )
+
+
+def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
+    """The trainer Job for one trigger (batch/v1)."""
+    name = job_name(model, trigger)
+    training = model.spec.training
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": _pod_security(),
+        "containers": [{
+            "name": "trainer",
+            "image": training.image,
+            "args": ["train"],
+            "env": _env(train_settings(model, run_key=name).to_env()),
+            "resources": dict(training.resources),
+            "securityContext": _container_security(),
+            "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+        }],
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+    }
+    if model.platform.service_account:
+        pod_spec["serviceAccountName"] = model.platform.service_account
+    annotations = {TRIGGER_ANNOTATION: trigger.id, f"{GROUP}/trigger-kind": trigger.kind}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(model, name, "trainer", annotations),
+        "spec": {
+            "backoffLimit": training.backoff_limit,
+            "activeDeadlineSeconds": training.active_deadline_seconds,
+            "ttlSecondsAfterFinished": 7 * 24 * 3600,
+            "template": {"metadata": {"labels": labels(model, "trainer")}, "spec": pod_spec},
+        },
+    }
+
+
+def serve_settings(model: SurgeModel, version: str) -> ServeSettings:
+    """The predictor's env contract, serving exactly `version` (rollbacks are Deployment edits)."""
+    spec = model.spec
+    return ServeSettings(
+        mlflow_tracking_uri=model.platform.mlflow_tracking_uri,
+        registered_model=model.registered_model, model_version=version,
+        nats_url=model.platform.nats_url, city=spec.city, service_type=spec.service_type,
+        confidence_threshold=spec.serving.confidence_threshold,
+    )
+
+
+def build_predictor_deployment(model: SurgeModel, version: str) -> dict[str, Any]:
+    """The predictor Deployment (apps/v1) serving `version`."""
+    name = predictor_name(model)
+    selector = {key: value for key, value in labels(model, "predictor").items()
+                if key in ("app.kubernetes.io/instance", "app.kubernetes.io/component")}
+    env = serve_settings(model, version).to_env()
+    env["PULSAR_FALLBACK"] = model.spec.serving.fallback
+    probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10}
+    container = {
+        "name": "predictor",
+        "image": model.spec.serving.image,
+        "args": ["serve"],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "env": _env(env),
+        "resources": dict(model.spec.serving.resources),
+        "securityContext": _container_security(),
+        "readinessProbe": probe,
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                          "periodSeconds": 20},
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(model, name, "predictor", {VERSION_ANNOTATION: version}),
+        "spec": {
+            "replicas": model.spec.serving.replicas,
+            "selector": {"matchLabels": selector},
+            "progressDeadlineSeconds": model.spec.serving.rollout_deadline_seconds,
+            "template": {
+                "metadata": {"labels": labels(model, "predictor"),
+                             "annotations": {VERSION_ANNOTATION: version}},
+                "spec": {"securityContext": _pod_security(), "containers": [container],
+                         "volumes": [{"name": "scratch", "emptyDir": {}}]},
+            },
+        },
+    }
+
+
+def build_predictor_service(model: SurgeModel) -> dict[str, Any]:
+    """ClusterIP Service in front of the predictor pods."""
+    selector = {key: value for key, value in labels(model, "predictor").items()
+                if key in ("app.kubernetes.io/instance", "app.kubernetes.io/component")}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(model, predictor_name(model), "predictor"),
+        "spec": {"type": "ClusterIP", "selector": selector,
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }
+
+
+def predictor_endpoint(model: SurgeModel) -> str:
+    return f"http://{predictor_name(model)}.{model.namespace}.svc"

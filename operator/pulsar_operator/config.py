@@ -1,0 +1,47 @@
+"""OperatorSettings: one typed settings object, loaded from PULSAR_* at startup, failing fast."""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Everything the operator process needs; every field is a PULSAR_<NAME> variable."""
+
+    model_config = SettingsConfigDict(env_prefix="PULSAR_", extra="ignore")
+
+    mlflow_tracking_uri: str = Field(description="MLflow tracking/registry URI (required).")
+    nats_url: str | None = Field(None, description="NATS for retrain requests and model events.")
+    kube_api_url: str | None = Field(
+        None, description="API server URL without auth (kubectl proxy, tests); default: "
+        "in-cluster service account, then kubeconfig.")
+    namespaces: list[str] = Field(default_factory=list, description="Watch these; [] = all.")
+    workers: int = Field(16, ge=1, le=256, description="Concurrent reconciles of the resync loop.")
+    resync_seconds: float = Field(30.0, gt=0, description="Level-triggered check of every model.")
+    registry_poll_seconds: float = Field(300.0, gt=0, description="Registry poll per model.")
+    max_backoff_seconds: float = Field(300.0, gt=0, description="Cap of MLflow/NATS retries.")
+    metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus port; 0 = off.")
+    liveness_port: int = Field(8081, ge=0, le=65535, description="/healthz port; 0 = off.")
+    peering_name: str = Field("pulsar-operator", description="kopf peering object for HA.")
+    standalone: bool = Field(False, description="Skip peering (single replica, tests).")
+    trainer_service_account: str | None = Field(None, description="SA of trainer pods.")
+    retrain_durable: str = Field("pulsar-operator", description="JetStream durable consumer.")
+    retrain_max_deliver: int = Field(20, ge=1, description="Deliveries before a request is "
+                                     "terminated (e.g. no SurgeModel matches).")
+    log_format: str = Field("json", pattern="^(json|plain)$", description="json | plain.")
+
+
+class SettingsError(RuntimeError):
+    """Settings are missing or invalid; the message names each variable and the fix."""
+
+
+def load_settings() -> OperatorSettings:
+    try:
+        return OperatorSettings()  # type: ignore[call-arg]
+    except ValidationError as error:
+        lines = [
+            f"PULSAR_{str(issue['loc'][0]).upper()}: {issue['msg']}" for issue in error.errors()
+        ]
+        raise SettingsError("invalid operator settings:\n  " + "\n  ".join(lines)
+                            + "\nset the variables above (see docs/operator.md)") from error

@@ -1,0 +1,30 @@
+"""Prometheus metrics of the operator (one registry per process; tests read it directly)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry()
+RECONCILES = Counter("pulsar_operator_reconciles", "Reconciles by source.", ["source"],
+                     registry=REGISTRY)
+ERRORS = Counter("pulsar_operator_errors", "Reconcile errors by kind.", ["kind"],
+                 registry=REGISTRY)
+TRIGGERS = Counter("pulsar_operator_triggers", "Training runs started by trigger kind.", ["kind"],
+                   registry=REGISTRY)
+COALESCED = Counter("pulsar_operator_coalesced", "Retrain requests coalesced into a run.",
+                    registry=REGISTRY)
+PROMOTIONS = Counter("pulsar_operator_promotions", "Champion moves by reason.", ["reason"],
+                     registry=REGISTRY)
+QUEUE_DEPTH = Gauge("pulsar_operator_queue_depth", "Models waiting for a reconcile.",
+                    registry=REGISTRY)
+QUEUE_LAG = Histogram("pulsar_operator_queue_lag_seconds", "Enqueue-to-start delay.",
+                      registry=REGISTRY)
+DURATION = Histogram("pulsar_operator_reconcile_seconds", "Reconcile duration.",
+                     registry=REGISTRY)
+RETRAIN_MESSAGES = Counter("pulsar_operator_retrain_messages", "Retrain messages by outcome.",
+                           ["outcome"], registry=REGISTRY)
+
+
+def serve_metrics(port: int) -> None:
+    if port:
+        start_http_server(port, registry=REGISTRY)

@@ -1,0 +1,144 @@
+"""NATS side of the operator: one durable retrain consumer for all models, registered events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+from pydantic import ValidationError
+
+from pulsar_core.events import (
+    MODEL_REGISTERED,
+    RETRAIN_STREAM,
+    RETRAIN_SUBJECTS,
+    ModelRegistered,
+    RetrainRequest,
+)
+from pulsar_operator import metrics
+from pulsar_operator.kube import SURGEMODELS, KubeError
+from pulsar_operator.recorder import Decision, post_event
+from pulsar_operator.runtime import Key, Runtime
+from pulsar_operator.triggers import RETRAIN_ANNOTATION, RETRAIN_REASON_ANNOTATION
+
+log = logging.getLogger(__name__)
+
+
+class NatsPublisher:
+    """The Publisher the reconciler uses for ModelPromoted."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def publish(self, subject: str, payload: bytes) -> None:
+        await self.client.publish(subject, payload)
+
+
+async def connect(url: str) -> Client:
+    return await nats.connect(url, allow_reconnect=True, max_reconnect_attempts=-1,
+                              reconnect_time_wait=1)
+
+
+def _request_id(msg: Any) -> str:
+    header = (msg.headers or {}).get("Nats-Msg-Id")
+    return header or f"seq{msg.metadata.sequence.stream}"
+
+
+def _parse(data: bytes) -> RetrainRequest:
+    return RetrainRequest.model_validate_json(data) if data.strip() else RetrainRequest()
+
+
+async def _uid(runtime: Runtime, key: Key) -> str:
+    body = runtime.catalog.bodies.get(key) or {}
+    return str((body.get("metadata") or {}).get("uid", ""))
+
+
+async def _handle_batch(runtime: Runtime, messages: list[Any]) -> None:
+    """Group by model; record the newest request per model as an annotation, then ack."""
+    groups: dict[Key, list[tuple[Any, RetrainRequest]]] = defaultdict(list)
+    for msg in messages:
+        parts = msg.subject.split(".")
+        keys = runtime.catalog.by_scope(parts[2], parts[3]) if len(parts) == 4 else []
+        try:
+            request = _parse(msg.data)
+        except ValidationError as error:
+            await msg.term()
+            metrics.RETRAIN_MESSAGES.labels("invalid").inc()
+            detail = f"invalid retrain request on {msg.subject}: {error.errors()[0]['msg']}"
+            log.warning(detail)
+            for key in keys:
+                await post_event(runtime.kube, *key, await _uid(runtime, key),
+                                 Decision("InvalidRetrainRequest", detail, True))
+            continue
+        if not keys:
+            if msg.metadata.num_delivered >= runtime.settings.retrain_max_deliver:
+                await msg.term()
+                metrics.RETRAIN_MESSAGES.labels("unmatched").inc()
+                log.warning("no SurgeModel for %s; request terminated", msg.subject)
+            else:
+                await msg.nak(delay=2)  # the catalog may still be filling after a start
+            continue
+        for key in keys:
+            groups[key].append((msg, request))
+    for key, items in groups.items():
+        last_msg, last_request = items[-1]
+        annotations = {RETRAIN_ANNOTATION: _request_id(last_msg),
+                       RETRAIN_REASON_ANNOTATION: last_request.reason}
+        try:
+            await runtime.kube.patch(SURGEMODELS, key[0], key[1],
+                                     {"metadata": {"annotations": annotations}})
+        except KubeError as error:
+            log.warning("could not record retrain request on %s/%s: %s", *key, error)
+            for msg, _ in items:
+                await msg.nak(delay=5)
+            continue
+        runtime.queue.add(key)
+        for msg, _ in items:
+            await msg.ack()
+        metrics.RETRAIN_MESSAGES.labels("recorded").inc(len(items))
+
+
+async def consume_retrain(runtime: Runtime, client: Client) -> None:
+    """Pull from the one durable consumer forever; effects are recorded before acks."""
+    js = client.jetstream()
+    try:
+        await js.add_stream(StreamConfig(name=RETRAIN_STREAM, subjects=[RETRAIN_SUBJECTS],
+                                         duplicate_window=300))
+    except Exception as error:  # an existing stream with other settings is fine
+        log.info("retrain stream not (re)created: %s", error)
+    config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30,
+                            max_deliver=runtime.settings.retrain_max_deliver + 1)
+    subscription = await js.pull_subscribe(
+        RETRAIN_SUBJECTS, durable=runtime.settings.retrain_durable, stream=RETRAIN_STREAM,
+        config=config)
+    while True:
+        try:
+            messages = await subscription.fetch(batch=256, timeout=1)
+        except nats.errors.TimeoutError:
+            continue
+        except (nats.errors.Error, OSError) as error:
+            log.warning("retrain consumer: %s; retrying", error)
+            await asyncio.sleep(2)
+            continue
+        await _handle_batch(runtime, messages)
+
+
+async def listen_registered(runtime: Runtime, client: Client) -> None:
+    """A registered version marks its model for an immediate registry check (poll is backup)."""
+
+    async def on_message(msg: Any) -> None:
+        try:
+            event = ModelRegistered.model_validate_json(msg.data)
+        except ValidationError as error:
+            log.warning("ignoring invalid %s: %s", MODEL_REGISTERED, error)
+            return
+        keys = ([(event.surge_model.namespace, event.surge_model.name)] if event.surge_model
+                else runtime.catalog.by_registered_model(event.model_name))
+        for key in keys:
+            runtime.queue.add(key, registry=True)
+
+    await client.subscribe(MODEL_REGISTERED, cb=on_message)

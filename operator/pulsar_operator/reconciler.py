@@ -1,0 +1,201 @@
+"""One level-triggered reconcile of a SurgeModel: fetch, decide (pure), apply, report."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pulsar_core.registry import RegistryUnavailable
+from pulsar_operator import metrics
+from pulsar_operator.builders import SurgeModel
+from pulsar_operator.conditions import now_iso, set_condition
+from pulsar_operator.kube import SURGEMODELS
+from pulsar_operator.promoting import _call, move_champion, sync_registry
+from pulsar_operator.recorder import Decision, post_event
+from pulsar_operator.runtime import Key, Runtime
+from pulsar_operator.serving import sync_predictor, utcnow
+from pulsar_operator.spec import InvalidSpec, parse_spec
+from pulsar_operator.training import observe_job, start_training
+from pulsar_operator.triggers import parse_time
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a reconcile left behind; `retry_after` is set while a dependency is down."""
+
+    status: dict[str, Any]
+    retry_after: float | None = None
+    error: str | None = None
+
+
+def _registry_due(runtime: Runtime, status: dict[str, Any], forced: bool) -> bool:
+    registry = status.get("registry") or {}
+    retry_at = parse_time(registry.get("retryAt"))
+    if retry_at is not None:
+        return utcnow() >= retry_at or forced
+    checked = parse_time(registry.get("checkedAt"))
+    return forced or checked is None or (
+        utcnow() - checked).total_seconds() >= runtime.settings.registry_poll_seconds
+
+
+def _backoff(runtime: Runtime, status: dict[str, Any]) -> float:
+    failures = int((status.get("registry") or {}).get("failures") or 0)
+    return float(min(runtime.settings.max_backoff_seconds, 2.0 * 2 ** min(failures, 10)))
+
+
+async def _registry_step(runtime: Runtime, model: SurgeModel, status: dict[str, Any],
+                         annotations: dict[str, str], decisions: list[Decision]) -> str | None:
+    """Run the registry step; on MLflow trouble record Degraded + retryAt and return the error."""
+    try:
+        await sync_registry(runtime, model, status, annotations, decisions)
+    except RegistryUnavailable as error:
+        delay = _backoff(runtime, status)
+        failures = int((status.get("registry") or {}).get("failures") or 0) + 1
+        if failures == 1:
+            decisions.append(Decision("MLflowUnavailable", f"{error}; retrying with backoff",
+                                      True))
+        status["registry"] = {**(status.get("registry") or {}), "error": str(error)[:300],
+                              "failures": failures,
+                              "retryAt": (utcnow() + timedelta(seconds=delay)).isoformat()}
+        metrics.ERRORS.labels("mlflow").inc()
+        return str(error)
+    if (status.get("registry") or {}).get("failures"):
+        decisions.append(Decision("MLflowRecovered", "MLflow registry reachable again"))
+    status["registry"] = {"checkedAt": now_iso()}
+    return None
+
+
+async def _revert(runtime: Runtime, model: SurgeModel, status: dict[str, Any], to: str,
+                  decisions: list[Decision]) -> None:
+    bad = (status.get("champion") or {}).get("version")
+    target = await _call(runtime, "get_version", model.registered_model, to)
+    await move_champion(runtime, model, status, target, None, "RolloutReverted")
+    status["challenger"] = {**(status.get("challenger") or {}), "version": bad, "passed": False,
+                            "reason": f"predictor for version {bad} never became ready",
+                            "judgedAt": now_iso()}
+    decisions.append(Decision("RolloutReverted", f"predictor for version {bad} was not ready "
+                              f"within the deadline; reverted to version {to}", True))
+
+
+def _finish(status: dict[str, Any], model: SurgeModel | None, generation: int,
+            error: str | None) -> None:
+    conditions = status.get("conditions") or []
+    training = status.get("lastTraining") or {}
+    running = training.get("outcome") == "Running"
+    champion = (status.get("champion") or {}).get("version")
+    predictor = status.get("predictor") or {}
+    ready = bool(champion) and bool(predictor.get("available"))
+    promotion = status.get("promotion") or {}
+    conditions = set_condition(conditions, "Training", running,
+                               training.get("triggerKind", "Idle").capitalize() if running
+                               else training.get("outcome", "NeverTrained"),
+                               training.get("message") or training.get("job", "no Job yet"),
+                               generation)
+    conditions = set_condition(conditions, "Promoted", bool(champion),
+                               "Champion" if champion else promotion.get("eventReason")
+                               or "NoChampion",
+                               promotion.get("reason") or "waiting for a registered version",
+                               generation)
+    conditions = set_condition(conditions, "Degraded", error is not None,
+                               "MLflowUnavailable" if error else "AsExpected", error or "",
+                               generation)
+    conditions = set_condition(conditions, "Ready", ready,
+                               "PredictorAvailable" if ready else "NoChampion" if not champion
+                               else "PredictorNotReady",
+                               f"version {champion} served at {predictor.get('endpoint')}"
+                               if ready else "predictor not serving yet", generation)
+    status["conditions"] = conditions
+    status["observedGeneration"] = generation
+    paused = model is not None and model.spec.paused
+    status["phase"] = ("Paused" if paused else "Degraded" if error else "Training" if running
+                       else "Serving" if ready else "Pending")
+
+
+async def reconcile(runtime: Runtime, body: dict[str, Any], *, forced: bool = False,
+                    source: str = "loop") -> Outcome:
+    """Bring one SurgeModel's children and status to the state its spec and MLflow ask for."""
+    meta = body["metadata"]
+    key: Key = (meta["namespace"], meta["name"])
+    async with runtime.lock(key):
+        started = time.monotonic()
+        metrics.RECONCILES.labels(source).inc()
+        try:
+            return await _reconcile(runtime, body, key, forced)
+        finally:
+            metrics.DURATION.observe(time.monotonic() - started)
+
+
+async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: bool) -> Outcome:
+    meta = body["metadata"]
+    generation = int(meta.get("generation") or 1)
+    original = runtime.statuses.get(key) or {k: v for k, v in (body.get("status") or {}).items()
+                                             if k != "kopf"}
+    status = copy.deepcopy(original)
+    decisions: list[Decision] = []
+    annotations = dict(meta.get("annotations") or {})
+    try:
+        spec = parse_spec(body.get("spec") or {})
+    except InvalidSpec as error:
+        status["conditions"] = set_condition(status.get("conditions") or [], "Ready", False,
+                                             "InvalidSpec", str(error), generation)
+        status.update(phase="Failed", observedGeneration=generation)
+        if status != original:
+            decisions.append(Decision("InvalidSpec", str(error), True))
+        await _write(runtime, key, meta, original, status, decisions)
+        raise
+    model = SurgeModel(name=key[1], namespace=key[0], uid=str(meta.get("uid", "")), spec=spec,
+                       platform=runtime.platform, generation=generation)
+    error: str | None = None
+    if not spec.paused:
+        now = utcnow()
+        created = parse_time(meta.get("creationTimestamp")) or now
+        finished = await observe_job(runtime.kube, model, status, decisions)
+        await start_training(runtime.kube, model, status, annotations, created, now, decisions)
+        if _registry_due(runtime, status, forced or finished):
+            error = await _registry_step(runtime, model, status, annotations, decisions)
+        elif (status.get("registry") or {}).get("error"):
+            error = status["registry"]["error"]
+        revert_to = await sync_predictor(runtime.kube, model, status, now, decisions)
+        if revert_to and error is None:
+            try:
+                await _revert(runtime, model, status, revert_to, decisions)
+                await sync_predictor(runtime.kube, model, status, now, decisions)
+            except RegistryUnavailable as failure:
+                error = str(failure)
+    _finish(status, model, generation, error)
+    await _write(runtime, key, meta, original, status, decisions)
+    retry = None
+    if error is not None:
+        retry_at = parse_time((status.get("registry") or {}).get("retryAt"))
+        retry = max(1.0, (retry_at - utcnow()).total_seconds()) if retry_at else 5.0
+    return Outcome(status, retry, error)
+
+
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 merge patch turning `old` into `new` (removed keys become null)."""
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            if value != before:
+                patch[key] = merge_patch(before, value)
+        elif value != before or key not in old:
+            patch[key] = value
+    return patch
+
+
+async def _write(runtime: Runtime, key: Key, meta: dict[str, Any], original: dict[str, Any],
+                 status: dict[str, Any], decisions: list[Decision]) -> None:
+    """Patch status only when it changed, then post the decisions as Events."""
+    if status != original:
+        patch = merge_patch(original, status)
+        await runtime.kube.patch(SURGEMODELS, key[0], key[1], {"status": patch}, sub="status")
+    runtime.statuses[key] = status
+    for decision in decisions:
+        await post_event(runtime.kube, key[0], key[1], str(meta.get("uid", "")), decision)

@@ -1,0 +1,101 @@
+"""Process-wide state: clients, the watch-fed catalog of SurgeModels, and the work queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pulsar_core.registry import Registry
+from pulsar_operator import metrics
+from pulsar_operator.builders import Platform
+from pulsar_operator.config import OperatorSettings
+from pulsar_operator.kube import Kube
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+class Publisher(Protocol):
+    async def publish(self, subject: str, payload: bytes) -> None: ...
+
+
+class Catalog:
+    """The latest body of every SurgeModel, kept by kopf's watch events (no extra API lists)."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[Key, dict[str, Any]] = {}
+
+    def put(self, body: dict[str, Any]) -> None:
+        meta = body.get("metadata", {})
+        self.bodies[(meta["namespace"], meta["name"])] = body
+
+    def drop(self, key: Key) -> None:
+        self.bodies.pop(key, None)
+
+    def by_scope(self, city: str, service: str) -> list[Key]:
+        return [key for key, body in self.bodies.items()
+                if (body.get("spec") or {}).get("city") == city
+                and (body.get("spec") or {}).get("serviceType") == service]
+
+    def by_registered_model(self, registered: str) -> list[Key]:
+        from pulsar_core.settings import registered_model_name
+
+        return [key for key, body in self.bodies.items()
+                if registered_model_name(str((body.get("spec") or {}).get("city")),
+                                         str((body.get("spec") or {}).get("serviceType")))
+                == registered]
+
+
+class WorkQueue:
+    """Unique keys waiting for a reconcile; a key queued twice is reconciled once."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: dict[Key, float] = {}
+        self.force_registry: set[Key] = set()
+
+    def add(self, key: Key, registry: bool = False) -> None:
+        if registry:
+            self.force_registry.add(key)
+        if key not in self._queued:
+            self._queued[key] = time.monotonic()
+            self._queue.put_nowait(key)
+            metrics.QUEUE_DEPTH.set(len(self._queued))
+
+    def add_all(self, keys: Iterable[Key]) -> None:
+        for key in keys:
+            self.add(key)
+
+    async def take(self) -> tuple[Key, bool]:
+        key = await self._queue.get()
+        metrics.QUEUE_LAG.observe(time.monotonic() - self._queued.pop(key, time.monotonic()))
+        metrics.QUEUE_DEPTH.set(len(self._queued))
+        forced = key in self.force_registry
+        self.force_registry.discard(key)
+        return key, forced
+
+
+@dataclass
+class Runtime:
+    """Everything handlers need; lives in kopf's memo for the operator's lifetime."""
+
+    settings: OperatorSettings
+    kube: Kube
+    registry: Registry
+    platform: Platform
+    publisher: Publisher | None = None
+    catalog: Catalog = field(default_factory=Catalog)
+    queue: WorkQueue = field(default_factory=WorkQueue)
+    statuses: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def lock(self, key: Key) -> asyncio.Lock:
+        return self.locks.setdefault(key, asyncio.Lock())
+
+    def forget(self, key: Key) -> None:
+        self.catalog.drop(key)
+        self.statuses.pop(key, None)
+        self.locks.pop(key, None)

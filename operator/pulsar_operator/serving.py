@@ -1,0 +1,75 @@
+"""Serving step of a reconcile: roll the predictor to the champion, revert rollouts that fail."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pulsar_operator.builders import (
+    SurgeModel,
+    build_predictor_deployment,
+    build_predictor_service,
+    predictor_endpoint,
+    predictor_name,
+    short_hash,
+)
+from pulsar_operator.conditions import now_iso
+from pulsar_operator.kube import DEPLOYMENTS, SERVICES, Kube
+from pulsar_operator.recorder import Decision
+from pulsar_operator.triggers import parse_time
+
+
+def deployment_health(deployment: dict[str, Any] | None, replicas: int) -> tuple[int, bool, bool]:
+    """(ready replicas, available, progress deadline exceeded) from a Deployment's status."""
+    status = (deployment or {}).get("status") or {}
+    ready = int(status.get("readyReplicas") or 0)
+    exceeded = any(c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+                   for c in status.get("conditions") or [])
+    updated = int(status.get("updatedReplicas") or 0)
+    return ready, ready >= replicas and updated >= replicas, exceeded
+
+
+async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], now: datetime,
+                         decisions: list[Decision]) -> str | None:
+    """Apply the predictor for status.champion; return a version to revert to, if any."""
+    version = (status.get("champion") or {}).get("version")
+    if not version:
+        return None
+    deployment = build_predictor_deployment(model, version)
+    applied = short_hash(json.dumps(deployment, sort_keys=True), 16)
+    predictor = dict(status.get("predictor") or {})
+    if predictor.get("appliedHash") != applied:
+        await kube.apply(DEPLOYMENTS, deployment)
+        await kube.apply(SERVICES, build_predictor_service(model))
+        rolled = predictor.get("version") != version
+        predictor = {"deployment": predictor_name(model), "version": version,
+                     "appliedHash": applied, "endpoint": predictor_endpoint(model),
+                     "rolloutStartedAt": now_iso() if rolled else
+                     predictor.get("rolloutStartedAt") or now_iso(),
+                     "rolledOutAt": None if rolled else predictor.get("rolledOutAt")}
+        if rolled:
+            decisions.append(Decision("PredictorRollout",
+                                      f"predictor {predictor_name(model)} rolls to version "
+                                      f"{version}"))
+    live = await kube.get(DEPLOYMENTS, model.namespace, predictor_name(model))
+    ready, available, exceeded = deployment_health(live, model.spec.serving.replicas)
+    predictor.update(readyReplicas=ready, replicas=model.spec.serving.replicas,
+                     available=available)
+    status["predictor"] = predictor
+    if available:
+        predictor["rolledOutAt"] = predictor.get("rolledOutAt") or now_iso()
+        return None
+    if predictor.get("rolledOutAt"):
+        return None  # this version was ready once: a later dip is not a failed rollout
+    started = parse_time(predictor.get("rolloutStartedAt")) or now
+    late = (now - started).total_seconds() > model.spec.serving.rollout_deadline_seconds
+    last_good = status.get("lastGoodVersion")
+    if (late or exceeded) and last_good and last_good != version \
+            and not model.spec.serving.model_version:
+        return str(last_good)
+    return None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,83 @@
+"""Training step of a reconcile: observe the running Job, start one Job per new trigger."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pulsar_operator import metrics
+from pulsar_operator.builders import SurgeModel, build_training_job, job_name
+from pulsar_operator.conditions import now_iso
+from pulsar_operator.kube import JOBS, Kube
+from pulsar_operator.recorder import Decision
+from pulsar_operator.triggers import TriggerState, next_trigger, training_hash
+
+
+def job_outcome(job: dict[str, Any] | None) -> tuple[str, str]:
+    """(Running|Succeeded|Failed, message) from a Job's status; a vanished Job failed."""
+    if job is None:
+        return "Failed", "the training Job no longer exists"
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+            outcome = "Succeeded" if cond["type"] == "Complete" else "Failed"
+            return outcome, cond.get("message") or cond.get("reason") or outcome
+    if (status.get("succeeded") or 0) > 0:
+        return "Succeeded", "the training Job completed"
+    if (status.get("failed") or 0) > (job.get("spec") or {}).get("backoffLimit", 6):
+        return "Failed", f"{status.get('failed')} pods failed"
+    return "Running", "the training Job is running"
+
+
+async def observe_job(kube: Kube, model: SurgeModel, status: dict[str, Any],
+                      decisions: list[Decision]) -> bool:
+    """Update lastTraining from the live Job; True when a run just finished."""
+    training = status.get("lastTraining") or {}
+    if training.get("outcome") != "Running":
+        return False
+    job = await kube.get(JOBS, model.namespace, training["job"])
+    outcome, message = job_outcome(job)
+    if outcome == "Running":
+        return False
+    status["lastTraining"] = {**training, "outcome": outcome, "message": message,
+                              "completedAt": now_iso()}
+    decisions.append(Decision(f"Training{outcome}", f"Job {training['job']}: {message}",
+                              outcome == "Failed"))
+    return True
+
+
+async def start_training(kube: Kube, model: SurgeModel, status: dict[str, Any],
+                         annotations: dict[str, str], created: datetime, now: datetime,
+                         decisions: list[Decision]) -> None:
+    """Start the Job for the next trigger, or coalesce it into the Job already running."""
+    spec = model.spec
+    state = TriggerState.read(status, annotations, created)
+    trigger = next_trigger(spec, model.generation, state, now,
+                           annotations.get("forecasting.pulsar.dev/retrain-reason", ""))
+    if trigger is None:
+        return
+    running = (status.get("lastTraining") or {}).get("outcome") == "Running"
+    if running:
+        if trigger.kind == "retrain":
+            status["lastRetrainRequest"] = state.pending_request
+            metrics.COALESCED.inc()
+            decisions.append(Decision("RetrainCoalesced", f"request {state.pending_request} "
+                                      "joins the training Job already running"))
+        elif trigger.kind == "schedule":
+            status["lastScheduledAt"] = trigger.at.isoformat()
+        return
+    manifest = build_training_job(model, trigger)
+    created_now = await kube.create(JOBS, manifest)
+    name = job_name(model, trigger)
+    status["lastTraining"] = {"job": name, "triggerId": trigger.id, "triggerKind": trigger.kind,
+                              "specHash": training_hash(spec), "startedAt": now_iso(),
+                              "outcome": "Running"}
+    status["lastTrigger"] = {"kind": trigger.kind, "id": trigger.id, "reason": trigger.reason,
+                             "at": trigger.at.isoformat()}
+    if trigger.kind == "retrain":
+        status["lastRetrainRequest"] = state.pending_request
+    if trigger.kind == "schedule" or "lastScheduledAt" not in status:
+        status["lastScheduledAt"] = trigger.at.isoformat()
+    metrics.TRIGGERS.labels(trigger.kind).inc()
+    verb = "started" if created_now else "already existed (adopted after a restart)"
+    decisions.append(Decision("TrainingStarted", f"Job {name} {verb}: {trigger.reason}"))

@@ -1,0 +1,81 @@
+"""Pure trigger decisions: which training run, if any, spec + status + annotations ask for."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from croniter import croniter
+
+from pulsar_operator.builders import Trigger, short_hash
+from pulsar_operator.spec import GROUP, SurgeModelSpec
+
+RETRAIN_ANNOTATION = f"{GROUP}/retrain-request"
+RETRAIN_REASON_ANNOTATION = f"{GROUP}/retrain-reason"
+APPROVE_ANNOTATION = f"{GROUP}/approve-version"
+
+
+def training_hash(spec: SurgeModelSpec) -> str:
+    """Hash of what a trained model depends on; serving or schedule edits do not retrain."""
+    relevant = spec.model_dump(mode="json", include={"city", "city_id", "service_type",
+                                                      "service_type_id", "data", "training"})
+    relevant["training"].pop("schedule", None)
+    relevant["training"].pop("resources", None)
+    return short_hash(json.dumps(relevant, sort_keys=True), 12)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def last_cron_slot(schedule: str, now: datetime) -> datetime:
+    """The most recent time at or before `now` the schedule fired."""
+    return croniter(schedule, now).get_prev(datetime).astimezone(UTC)
+
+
+def valid_schedule(schedule: str) -> bool:
+    return bool(croniter.is_valid(schedule))
+
+
+@dataclass(frozen=True)
+class TriggerState:
+    """What status and annotations say was already handled."""
+
+    trained_hash: str | None
+    schedule_base: datetime
+    pending_request: str | None
+    handled_request: str | None
+
+    @classmethod
+    def read(cls, status: dict[str, Any], annotations: dict[str, str],
+             created: datetime) -> TriggerState:
+        training = status.get("lastTraining") or {}
+        return cls(
+            trained_hash=training.get("specHash"),
+            schedule_base=parse_time(status.get("lastScheduledAt")) or created,
+            pending_request=annotations.get(RETRAIN_ANNOTATION),
+            handled_request=status.get("lastRetrainRequest"),
+        )
+
+
+def next_trigger(spec: SurgeModelSpec, generation: int, state: TriggerState, now: datetime,
+                 reason: str = "") -> Trigger | None:
+    """Spec change first, then a pending retrain request, then a due cron slot; None if idle."""
+    if spec.paused:
+        return None
+    current = training_hash(spec)
+    if state.trained_hash != current:
+        why = "first training" if state.trained_hash is None else "training spec changed"
+        return Trigger("spec", f"spec-g{generation}-{current}", why, now)
+    if state.pending_request and state.pending_request != state.handled_request:
+        return Trigger("retrain", f"retrain-{state.pending_request}",
+                       reason or "retrain requested over NATS", now)
+    slot = last_cron_slot(spec.training.schedule, now)
+    if slot > state.schedule_base:
+        return Trigger("schedule", f"schedule-{slot.strftime('%Y%m%dT%H%M')}",
+                       f"schedule {spec.training.schedule!r}", slot)
+    return None

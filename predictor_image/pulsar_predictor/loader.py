@@ -25,8 +25,6 @@ class RegistryLoader:
         return found.version if found else None
 
     def load(self, version: str | None) -> LoadedModel:
-        from pulsar_core.bundle import load_forecaster  # heavy (torch, mlflow): lazy
-
         version = version or self.resolve()
         if version is None:
             raise ModelNotFound(
@@ -34,6 +32,8 @@ class RegistryLoader:
                 f"{self.settings.model_alias!r} at {self.settings.mlflow_tracking_uri}: train and "
                 "promote one, or pin PULSAR_MODEL_VERSION"
             )
+        from pulsar_core.bundle import load_forecaster  # heavy (torch, mlflow): lazy
+
         bundle = load_forecaster(
             self.settings.mlflow_tracking_uri, self.settings.registered_model, version=version,
             alias=self.settings.model_alias,

@@ -1,0 +1,79 @@
+"""The chart's RBAC is generated from the operator's one source (pulsar_operator.rbac.RULES)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import yaml
+from pulsar_operator.rbac import RULES
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "charts" / "pulsar"
+
+
+def sync_script() -> ModuleType:
+    """scripts/ is not a package: load the generator from its path."""
+    path = ROOT / "scripts" / "sync_chart_crd.py"
+    spec = importlib.util.spec_from_file_location("sync_chart_crd", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building
+    spec.loader.exec_module(module)
+    return module
+
+
+def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) triples: rule shapes differ, permissions must not."""
+    return {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def chart_sections() -> dict[str, list[dict[str, Any]]]:
+    return yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text())
+
+
+def test_chart_rules_grant_exactly_the_operator_rules() -> None:
+    sections = chart_sections()
+    granted = set().union(*(grants(rules) for rules in sections.values()))
+    assert granted == grants(RULES)
+
+
+def test_chart_rules_file_is_the_generated_one() -> None:
+    assert chart_sections() == sync_script().split_rules(RULES)
+
+
+def test_namespaced_roles_hold_no_cluster_scoped_resource() -> None:
+    sections = chart_sections()
+    cluster_scoped = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings"}
+    for section in ("namespaced", "namespacedPeering"):
+        assert {r for _, r, _ in grants(sections[section])} & cluster_scoped == set()
+    assert {r for _, r, _ in grants(sections["cluster"])} <= cluster_scoped
+
+
+def test_peering_rules_are_only_granted_with_peering() -> None:
+    sections = chart_sections()
+    assert {r for _, r, _ in grants(sections["clusterPeering"])} == {"clusterkopfpeerings"}
+    assert {r for _, r, _ in grants(sections["namespacedPeering"])} == {"kopfpeerings"}
+    template = (CHART / "templates" / "rbac.yaml").read_text()
+    for section in ("clusterPeering", "namespacedPeering"):
+        guarded = re.search(r"{{-\s*if \$peering\s*}}\s*{{-\s*toYaml \$rules\." + section, template)
+        assert guarded, f"{section} must be granted only under `if $peering`"
+
+
+def test_template_uses_every_section() -> None:
+    template = (CHART / "templates" / "rbac.yaml").read_text()
+    used = set(re.findall(r"\$rules\.([A-Za-z]+)", template))
+    assert used == set(chart_sections())
+
+
+def test_every_rule_is_a_valid_policy_rule() -> None:
+    for rules in chart_sections().values():
+        for rule in rules:
+            assert set(rule) == {"apiGroups", "resources", "verbs"}
+            assert rule["verbs"] and "*" not in rule["verbs"]
+            assert "*" not in rule["resources"]

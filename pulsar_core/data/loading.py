@@ -167,7 +167,7 @@ def _lookback(frame: pd.DataFrame, days: float | None, tally: _Tally) -> pd.Data
 
 
 def load_snapshots(
-    uris: str | Sequence[str],
+    uris: str | Path | Sequence[str | Path],
     *,
     data_format: DataFormat = "auto",
     city_id: int | None = None,

@@ -52,10 +52,13 @@ class Source:
 
     def columns(self) -> list[str]:
         """Column names from the Parquet schema or the CSV header line."""
-        if self.container == "parquet":
-            return list(pq.read_schema(self.fs.open_input_file(self.path)).names)
-        with self.fs.open_input_stream(self.path, compression="detect") as stream:
-            first = io.TextIOWrapper(stream, encoding="utf-8").readline()
+        try:
+            if self.container == "parquet":
+                return list(pq.read_schema(self.fs.open_input_file(self.path)).names)
+            with self.fs.open_input_stream(self.path, compression="detect") as stream:
+                first = io.TextIOWrapper(stream, encoding="utf-8").readline()
+        except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
+            raise DataContractError(f"cannot read {self.uri!r}: {err}") from err
         return next(csv.reader([first]), [])
 
 
@@ -123,9 +126,9 @@ def _expand_one(uri: str) -> list[Source]:
     return [Source(fs, p, scheme + p) for p in paths]
 
 
-def resolve_sources(uris: str | Sequence[str]) -> list[Source]:
+def resolve_sources(uris: str | Path | Sequence[str | Path]) -> list[Source]:
     """Concrete files for the given URIs, in a stable order; every URI must match something."""
-    items = [uris] if isinstance(uris, str) else list(uris)
+    items = [uris] if isinstance(uris, str | Path) else list(uris)
     if not items:
         raise DataContractError("no data URI given; pass at least one file, directory or glob")
     return [source for uri in items for source in _expand_one(str(uri))]

@@ -142,7 +142,7 @@ def coerce_columns(
         if bool(failed.any()) and not bool((given & cast.notna()).any()):
             first = raw[failed].iloc[0]
             raise DataContractError(
-                f"column {col!r} has dtype {raw.dtype} and none of its values can be read as "
+                f"column {str(col)!r} has dtype {raw.dtype} and none of its values can be read as "
                 f"{dtype} (first value: {first!r}); fix the column's type in the export"
             )
         reason = reason.mask(reason.isna() & failed, f"bad_type:{col}")

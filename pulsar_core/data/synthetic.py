@@ -31,8 +31,8 @@ RULE_SHEETS = np.array([5470, 5772, 5773, 6320, 6516, 6611, 6650, 6660])
 CUMULATIVE_BASES = (np.array([0, 75, -20, 140, -30, 18, 34]),
                     np.array([0.38, 0.3, 0.1, 0.08, 0.04, 0.05, 0.05]))
 PLACE_W = (0.6, 0.7)
-LOCAL_W = 0.4
-NOISE_W = 0.2
+LOCAL_W = 0.55
+NOISE_W = 0.15
 ACT_SCALE = 1.5
 ON_RATE, OFF_RATE = 0.73, 0.01
 LEVEL_W = 9.0

@@ -1,0 +1,182 @@
+"""The Forecaster: both models, the feature spec and the served choice per horizon, as one unit.
+
+Bundles are JSON + a torch state_dict + an .npz: no pickles. One model is trained across all
+service types (service type is a feature).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+import pulsar_core
+from pulsar_core.contract import PERIOD, ForecastCol
+from pulsar_core.evaluation import direction, served_label
+from pulsar_core.features import SEQUENCE_CHANNELS, FeatureSet, FeatureSpec, build_features
+from pulsar_core.models.baselines import baseline_forecast
+from pulsar_core.models.cnn import CNNModel
+from pulsar_core.models.elasticnet import ElasticNetModel
+from pulsar_core.models.explain import explain
+
+if TYPE_CHECKING:
+    from pulsar_core.evaluation import EvaluationReport
+    from pulsar_core.settings import TrainSettings
+
+log = logging.getLogger(__name__)
+BUNDLE_JSON = "forecaster.json"
+
+
+@dataclass
+class ForecastResult:
+    frame: pd.DataFrame
+    cnn_error: str | None
+
+
+@dataclass
+class Forecaster:
+    spec: FeatureSpec
+    elasticnet: ElasticNetModel
+    cnn: CNNModel | None
+    served: dict[int, str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def _cnn_forecast(self, features: FeatureSet, use_cnn: bool) -> tuple[np.ndarray | None,
+                                                                          str | None]:
+        if not use_cnn or self.cnn is None or "cnn" not in self.served.values():
+            return None, None
+        try:
+            forecast = np.asarray(self.cnn.predict(features), dtype=np.float64)
+        except Exception as exc:  # any CNN failure must degrade to ElasticNet, never fail
+            log.warning("CNN failed, ElasticNet answers: %s", exc, exc_info=True)
+            return None, f"{type(exc).__name__}: {exc}"
+        if forecast.shape != (len(features), len(self.spec.horizons)):
+            return None, f"CNN returned shape {forecast.shape}, expected " \
+                         f"{(len(features), len(self.spec.horizons))}"
+        served_cnn = [i for i, h in enumerate(self.spec.horizons) if self.served.get(h) == "cnn"]
+        bad = ~np.isfinite(forecast[:, served_cnn])
+        if bad.any():
+            return forecast, f"CNN returned {int(bad.sum())} non-finite values; ElasticNet " \
+                             "answered those"
+        return forecast, None
+
+    def predict(self, snapshots: pd.DataFrame, *, use_cnn: bool = True) -> ForecastResult:
+        """One row per series x horizon at each series' last period (contract.ForecastCol)."""
+        features = build_features(snapshots, self.spec, targets=False, last_only=True)
+        linear = self.elasticnet.predict(features)
+        cnn, cnn_error = self._cnn_forecast(features, use_cnn)
+        valid_mae = self.metadata.get("valid_mae_served", {})
+        blocks = []
+        for i, horizon in enumerate(self.spec.horizons):
+            choice = self.served.get(horizon, "baseline:persistence")
+            label = np.full(len(features), choice, dtype=object)
+            if choice == "cnn":
+                value = linear[:, i].copy()
+                label[:] = "elasticnet"
+                if cnn is not None:
+                    ok = np.isfinite(cnn[:, i])
+                    value[ok] = cnn[ok, i]
+                    label[ok] = "cnn"
+            elif choice == "elasticnet":
+                value = linear[:, i]
+            else:
+                value = baseline_forecast(served_label(choice), features, horizon)
+            blocks.append(self._frame(features, i, value, label,
+                                      valid_mae.get(str(horizon))))
+        frame = pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(
+            columns=[c.value for c in ForecastCol])
+        return ForecastResult(frame=frame, cnn_error=cnn_error)
+
+    def _frame(self, features: FeatureSet, index: int, value: np.ndarray, label: np.ndarray,
+               mae: float | None) -> pd.DataFrame:
+        horizon = self.spec.horizons[index]
+        minutes = self.spec.horizon_minutes[index]
+        current = features.current
+        change = 100 * (value - current) / np.maximum(np.abs(current), 1.0)
+        explanation = explain(self.elasticnet.contributions(features, index),
+                              self.elasticnet.names, change, minutes,
+                              features.column("rising_periods"))
+        baseline = np.char.startswith(label.astype(str), "baseline:")
+        if baseline.any():
+            reason = ("it beat the learned models on validation" if mae is not None else
+                      "no validation target spans this horizon")
+            note = pd.Series(np.round(change[baseline]).astype(int)).map("{:+d}%".format)
+            explanation[baseline] = (note + f" in {minutes:g} min: {label[baseline][0]} "
+                                     f"answers ({reason})").to_numpy(dtype=object)
+        confidence = (np.abs(value) / (np.abs(value) + mae)) if mae else np.zeros(len(value))
+        names = np.array(["down", "flat", "up"], dtype=object)
+        return pd.DataFrame({
+            ForecastCol.HEXAGON: features.keys["hexagon"].to_numpy(),
+            ForecastCol.SERVICE_TYPE: features.keys["service_type"].to_numpy(),
+            ForecastCol.ISSUED_FOR: features.keys["period_start"].to_numpy(),
+            ForecastCol.HORIZON_MINUTES: minutes,
+            ForecastCol.TARGET_PERIOD_START: features.keys["period_start"] + horizon * PERIOD,
+            ForecastCol.CURRENT: current,
+            ForecastCol.VALUE: value,
+            ForecastCol.CHANGE_PCT: change,
+            ForecastCol.DIRECTION: names[direction(value - current, current) + 1],
+            ForecastCol.CONFIDENCE: np.clip(confidence, 0.0, 1.0),
+            ForecastCol.MODEL: label,
+            ForecastCol.EXPLANATION: explanation,
+        })
+
+    def save(self, directory: Path) -> None:
+        """forecaster.json + elasticnet.npz + cnn.pt (a torch state_dict)."""
+        import torch
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        en_meta, en_arrays = self.elasticnet.state()
+        np.savez(directory / "elasticnet.npz", **en_arrays)
+        cnn_meta = None
+        if self.cnn is not None:
+            cnn_meta, cnn_arrays = self.cnn.state()
+            torch.save({k: torch.from_numpy(v) for k, v in cnn_arrays.items()},
+                       directory / "cnn.pt")
+        document = {
+            "bundle_format": pulsar_core.BUNDLE_FORMAT_VERSION,
+            "pulsar_core_version": pulsar_core.__version__,
+            "spec": self.spec.to_dict(),
+            "served": {str(h): m for h, m in self.served.items()},
+            "elasticnet": en_meta,
+            "cnn": cnn_meta,
+            "sequence_channels": list(SEQUENCE_CHANNELS),
+            "metadata": self.metadata,
+        }
+        (directory / BUNDLE_JSON).write_text(json.dumps(document, indent=2, default=str))
+
+    @classmethod
+    def load(cls, directory: Path) -> Forecaster:
+        """Inverse of save(); refuses a bundle of another major format."""
+        import torch
+
+        directory = Path(directory)
+        document = json.loads((directory / BUNDLE_JSON).read_text())
+        if document.get("bundle_format") != pulsar_core.BUNDLE_FORMAT_VERSION:
+            raise ValueError(f"bundle format {document.get('bundle_format')} in {directory} is "
+                             f"not {pulsar_core.BUNDLE_FORMAT_VERSION}: retrain the model")
+        with np.load(directory / "elasticnet.npz") as arrays:
+            elasticnet = ElasticNetModel.from_state(document["elasticnet"], dict(arrays))
+        cnn = None
+        if document.get("cnn") is not None:
+            state = torch.load(directory / "cnn.pt", map_location="cpu", weights_only=True)
+            cnn = CNNModel.from_state(document["cnn"], state, len(document["sequence_channels"]),
+                                      len(elasticnet.names))
+        return cls(spec=FeatureSpec.from_dict(document["spec"]), elasticnet=elasticnet, cnn=cnn,
+                   served={int(h): m for h, m in document["served"].items()},
+                   metadata=document.get("metadata", {}))
+
+
+def train_forecaster(snapshots: pd.DataFrame, params: TrainSettings, *,
+                     progress: Callable[[str], None] | None = None,
+                     ) -> tuple[Forecaster, EvaluationReport]:
+    """Train both models, choose the served model per horizon on validation, score on test."""
+    from pulsar_core.training import train
+
+    return train(snapshots, params, progress=progress)

@@ -1,0 +1,40 @@
+"""Simple baselines per horizon, computed from a FeatureSet (so serving can answer with them).
+
+- persistence: y(t+h) = y(t).
+- same_phase: the last observed period with the target's sawtooth phase: y(t) for even h,
+  y(t-1) for odd h; falls back to persistence where period t-1 does not exist.
+- seasonal_naive: the target's time of day on the most recent earlier day (up to
+  FeatureSpec.history_days) where that exact period exists; falls back to persistence.
+- series_mean: the series' mean over the last history_days up to and including t (past only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pulsar_core.features import FeatureSet
+
+BASELINES: tuple[str, ...] = ("persistence", "same_phase", "seasonal_naive", "series_mean")
+
+
+def baseline_forecast(name: str, features: FeatureSet, horizon: int) -> np.ndarray:
+    """The `name` baseline's forecast of demand `horizon` periods after each anchor."""
+    current = features.current.astype(np.float64)
+    if name == "persistence":
+        return current.copy()
+    if name == "same_phase":
+        if horizon % 2 == 0:
+            return current.copy()
+        missing = features.column("lag_1_missing") > 0.5
+        return np.where(missing, current, features.column("lag_1"))
+    if name == "seasonal_naive":
+        missing = features.column(f"seasonal_h{horizon}_missing") > 0.5
+        return np.where(missing, current, features.column(f"seasonal_h{horizon}"))
+    if name == "series_mean":
+        return features.column("hist_mean").astype(np.float64)
+    raise ValueError(f"unknown baseline {name!r}: choose one of {', '.join(BASELINES)}")
+
+
+def all_baselines(features: FeatureSet, horizon: int) -> dict[str, np.ndarray]:
+    """Every baseline's forecast at one horizon."""
+    return {name: baseline_forecast(name, features, horizon) for name in BASELINES}

@@ -1,0 +1,32 @@
+"""H3 neighbourhoods: which hexagons of a frame touch which (same resolution, ring k)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def neighbour_edges(hex_ids: np.ndarray, ring: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(source, neighbour) index pairs into the sorted unique `hex_ids`, neighbours in the frame.
+
+    The loop runs once per distinct hexagon (thousands), never per row.
+    """
+    import h3
+
+    if ring < 1 or len(hex_ids) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    sources: list[int] = []
+    targets: list[int] = []
+    for index, cell in enumerate(hex_ids.tolist()):
+        name = h3.int_to_str(cell)
+        if not h3.is_valid_cell(name):
+            continue  # not an H3 cell (synthetic ids): it simply has no neighbours
+        disk = h3.grid_disk(name, ring)
+        found = [h3.str_to_int(c) for c in disk]
+        sources.extend([index] * len(found))
+        targets.extend(found)
+    source = np.asarray(sources, np.int64)
+    target = np.asarray(targets, np.uint64).astype(np.int64)
+    position = np.searchsorted(hex_ids, target)
+    position = np.minimum(position, len(hex_ids) - 1)
+    keep = (hex_ids[position] == target) & (position != source)
+    return source[keep], position[keep]

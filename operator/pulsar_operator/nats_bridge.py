@@ -102,14 +102,19 @@ async def _handle_batch(runtime: Runtime, messages: list[Any]) -> None:
         metrics.RETRAIN_MESSAGES.labels("recorded").inc(len(items))
 
 
-async def consume_retrain(runtime: Runtime, client: Client) -> None:
-    """Pull from the one durable consumer forever; effects are recorded before acks."""
-    js = client.jetstream()
+async def ensure_retrain_stream(js: Any) -> None:
+    """The retrain stream; dedupes publishes by Nats-Msg-Id within five minutes."""
     try:
         await js.add_stream(StreamConfig(name=RETRAIN_STREAM, subjects=[RETRAIN_SUBJECTS],
                                          duplicate_window=300))
-    except Exception as error:  # an existing stream with other settings is fine
-        log.info("retrain stream not (re)created: %s", error)
+    except nats.js.errors.BadRequestError as error:  # exists with other settings: keep it
+        log.info("retrain stream kept as is: %s", error)
+
+
+async def consume_retrain(runtime: Runtime, client: Client) -> None:
+    """Pull from the one durable consumer forever; effects are recorded before acks."""
+    js = client.jetstream()
+    await ensure_retrain_stream(js)
     config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30,
                             max_deliver=runtime.settings.retrain_max_deliver + 1)
     subscription = await js.pull_subscribe(

@@ -10,10 +10,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import kmock
 import kopf
+import mlflow
 import pytest
 from pulsar_operator.config import OperatorSettings
+
+from pulsar_core.gate import HorizonScore, scores_to_tags
+from pulsar_core.registry import Registry
 
 SM = kmock.resource("forecasting.pulsar.dev", "v1alpha1", "surgemodels")
 JOBS = kmock.resource("batch", "v1", "jobs")
@@ -100,3 +105,62 @@ async def running_operator(server: Any, **overrides: Any) -> AsyncIterator[dict[
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
+
+
+async def api(server: Any, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    """Talk to KMock over HTTP so watchers see the change (as kubectl would)."""
+    headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+    async with aiohttp.ClientSession() as session, session.request(
+            method, str(server.url).rstrip("/") + path, json=body, headers=headers) as response:
+        assert response.status < 400, await response.text()
+        return await response.json()
+
+
+async def finish_job(server: Any, name: str, ok: bool = True) -> None:
+    kind = "Complete" if ok else "Failed"
+    await api(server, "PATCH", f"/apis/batch/v1/namespaces/{NS}/jobs/{name}/status",
+              {"status": {"succeeded": 1 if ok else 0, "failed": 0 if ok else 3,
+                          "conditions": [{"type": kind, "status": "True"}]}})
+
+
+async def patch_model(server: Any, name: str, patch: dict[str, Any]) -> None:
+    await api(server, "PATCH", f"/apis/forecasting.pulsar.dev/v1alpha1/namespaces/{NS}/"
+              f"surgemodels/{name}", patch)
+
+
+def status_of(server: Any, name: str) -> dict[str, Any]:
+    return dict(server.objects[SM, NS, name].raw.get("status") or {})
+
+
+def condition(server: Any, name: str, kind: str) -> dict[str, Any]:
+    return next((c for c in status_of(server, name).get("conditions") or []
+                 if c["type"] == kind), {})
+
+
+GOOD = {30.0: HorizonScore(30.0, 8.0, 10.0, 9.5, 100),
+        60.0: HorizonScore(60.0, 9.0, 11.0, 10.0, 100)}
+BAD = {30.0: HorizonScore(30.0, 11.0, 10.0, 9.5, 100)}
+
+
+def register_version(uri: str, registered: str, scores: dict[float, HorizonScore]) -> str:
+    """A real MLflow run + registered version whose tags carry the gate's inputs."""
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run() as run:
+        mlflow.log_dict({"bundle": 1}, "model/bundle.json")
+    version = Registry(uri).create_version(registered, f"runs:/{run.info.run_id}/model",
+                                           run.info.run_id, scores_to_tags(scores))
+    return version.version
+
+
+def champion_version(uri: str, registered: str) -> str | None:
+    found = Registry(uri).get_alias(registered)
+    return found.version if found else None
+
+
+def deployment_version(server: Any, name: str) -> str | None:
+    deployments = [d for d in objects(server, DEPLOYMENTS)
+                   if d["metadata"]["name"] == f"{name}-predictor"]
+    if not deployments:
+        return None
+    env = deployments[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    return next(item["value"] for item in env if item["name"] == "PULSAR_MODEL_VERSION")

@@ -21,6 +21,7 @@ from pulsar_core.events import ModelPromoted
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor.breaker import CircuitBreaker
 from pulsar_predictor.buffer import LiveBuffer
+from pulsar_predictor.errors import PredictorError
 from pulsar_predictor.feed import SignalFeed
 from pulsar_predictor.loader import RegistryLoader
 from pulsar_predictor.metrics import Metrics
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 # data has ~10 periods a day per series, so 128 covers the 7 days the seasonal features read.
 LIVE_PERIODS = 128
 LIVE_MAX_SERIES = 50_000
+LIVE_REFRESH_SECONDS = 0.25
 
 
 def predict_threads() -> int:
@@ -57,18 +59,21 @@ class Runtime:
                                        self.metrics, self.executor)
         self.feed = SignalFeed(settings, self.buffer, self.metrics, self._promoted)
         self._poller: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         configure_torch(predict_threads())
         self.slot.reload(self.settings.model_version)
         await self.feed.start()
         self._poller = asyncio.create_task(self._poll_forever(), name="alias-poll")
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="live-refresh")
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._refresher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.feed.stop()
         self.slot.close()
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -77,6 +82,17 @@ class Runtime:
         while True:
             await asyncio.sleep(self.settings.alias_poll_seconds)
             await asyncio.to_thread(self.slot.poll)
+
+    async def _refresh_forever(self) -> None:
+        """Keep the live forecast table current (one recompute per buffer or model change)."""
+        while True:
+            await asyncio.sleep(LIVE_REFRESH_SECONDS)
+            if self.buffer.series_count() == 0:
+                continue
+            try:
+                await self.service.refresh_live()
+            except PredictorError as error:  # a timeout: retried on the next tick
+                log.warning("live forecast refresh failed: %s", error.message)
 
     def _promoted(self, event: ModelPromoted) -> None:
         if self.settings.model_version:
@@ -123,7 +139,7 @@ class Runtime:
             model=ModelRef(name=model.name, version=model.version, run_id=model.run_id),
             alias=model.alias, loaded_at=model.loaded_at,
             feature_spec=_jsonable(model.forecaster.spec),
-            training_window=metadata.get("training_window"),
+            training_window=metadata.get("data_window"),
             metrics=metadata.get("metrics", {}), metadata=metadata)
 
     def refresh_gauges(self) -> None:

@@ -10,11 +10,9 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pandas as pd
 
-from pulsar_core.contract import Col
 from pulsar_core.contract import ForecastCol as F
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor import hexagons as hx
@@ -22,12 +20,21 @@ from pulsar_predictor.breaker import BreakerState, CircuitBreaker
 from pulsar_predictor.buffer import LiveBuffer
 from pulsar_predictor.errors import InvalidInput, NotReady, Timeout, TooManyHexagons
 from pulsar_predictor.history import history_frame
+from pulsar_predictor.live import LiveForecasts
 from pulsar_predictor.metrics import Metrics
 from pulsar_predictor.render import dumps, forecast_items, model_ref
 from pulsar_predictor.schemas import ForecastRequest
 from pulsar_predictor.slot import ForecastOutput, LoadedModel, ModelSlot
 
 log = logging.getLogger(__name__)
+
+
+class Precomputed:
+    """Rows taken from the live forecast table (no model call)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.cnn_error: str | None = None
 
 
 class NoForecast:
@@ -60,8 +67,8 @@ class ForecastService:
         self.breaker = breaker
         self.metrics = metrics
         self.executor = executor
-        self._top_cache: dict[tuple[Any, ...], pd.DataFrame] = {}
-        self._top_lock = asyncio.Lock()
+        self.live: LiveForecasts | None = None
+        self._refresh_lock = asyncio.Lock()
 
     def model(self) -> LoadedModel:
         """The model serving this request (read once: a swap never changes it mid-request)."""
@@ -80,12 +87,16 @@ class ForecastService:
         cells = hx.parse_many(request.hexagons)
         model = self.model()
         horizons = self._horizons(model, request.horizons_minutes, "horizons_minutes")
+        cached = self.live
         if request.history is not None:
-            snapshots, source = history_frame(request.history), "history"
+            output, source = await self._predict(model, history_frame(request.history)), "history"
+        elif (cached is not None and cached.model_version == model.version
+              and cached.covers(c for c in cells if self.buffer.has_hexagon(c))):
+            output, source = Precomputed(cached.for_cells(cells)), "live"
         else:
             context = hx.with_neighbours(cells, neighbour_ring(model))
             snapshots, source = self.buffer.rows_for(context, request.service_type), "live"
-        output = await self._predict(model, snapshots)
+            output = await self._predict(model, snapshots)
         frame = output.frame
         wanted = frame[F.HEXAGON].isin(cells) & frame[F.HORIZON_MINUTES].isin(horizons)
         if request.service_type is not None:
@@ -109,20 +120,30 @@ class ForecastService:
         items = forecast_items(ranked, self.settings.confidence_threshold)
         return dumps({"model": model_ref(model), "horizon_minutes": horizon, "forecasts": items})
 
+    async def refresh_live(self) -> LiveForecasts | None:
+        """Recompute the live forecast table if the model or the buffer changed since."""
+        model = self.slot.current
+        if model is None:
+            return None
+        async with self._refresh_lock:
+            version = self.buffer.version
+            cached = self.live
+            if cached is not None and (cached.model_version, cached.buffer_version) == (
+                    model.version, version):
+                return cached
+            output = await self._predict(model, self.buffer.frame())
+            self.live = LiveForecasts.build(model.version, version, output.frame)
+            return self.live
+
     async def _live_forecasts(self, model: LoadedModel, service_type: int | None) -> pd.DataFrame:
-        """Forecasts of the whole live buffer, cached per model version and buffer version."""
-        key = (model.version, self.buffer.version, service_type)
-        async with self._top_lock:
-            if key not in self._top_cache:
-                snapshots = self.buffer.frame()
-                if service_type is not None:
-                    snapshots = snapshots[snapshots[Col.SERVICE_TYPE] == service_type]
-                output = await self._predict(model, snapshots)
-                frame = output.frame
-                if service_type is not None:
-                    frame = frame[frame[F.SERVICE_TYPE] == service_type]
-                self._top_cache = {key: frame}
-            return self._top_cache[key]
+        """The live forecast table for this model, (re)computed first if out of date."""
+        cached = self.live
+        if cached is None or cached.model_version != model.version:
+            cached = await self.refresh_live()
+        frame = cached.frame if cached is not None else NoForecast().frame
+        if service_type is not None:
+            frame = frame[frame[F.SERVICE_TYPE] == service_type]
+        return frame
 
     def _horizons(self, model: LoadedModel, asked: list[float] | None, field: str) -> list[float]:
         served = horizons_of(model)

@@ -1,9 +1,9 @@
 """What the API answers before any model is involved: auth, limits, input errors, not-ready."""
 
 import pytest
+from pulsar_predictor import create_app
 
 from pulsar_core.settings import ServeSettings
-from pulsar_predictor import create_app
 from tests.predictor.client import eventually, serving
 from tests.predictor.factories import cells
 

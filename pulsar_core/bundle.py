@@ -1,0 +1,257 @@
+"""The model bundle: one MLflow pyfunc per run holding the Forecaster (both models), the feature
+spec, the data window and the metrics.
+
+The Forecaster's directory (JSON + torch state_dict + .npz, no pickles) travels as a pyfunc
+artifact; `SurgeBundle` imports `pulsar_core` from the environment (the images install it).
+`load_forecaster` is the predictor's fast path: resolve a version through the Registry,
+download the artifacts, `Forecaster.load` them, no pyfunc wrapper in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+import pulsar_core
+from pulsar_core.contract import PERIOD, SNAPSHOT_DTYPES, Col, ForecastCol
+from pulsar_core.registry import CHAMPION, Registry
+
+if TYPE_CHECKING:
+    from mlflow.models.model import ModelInfo
+    from mlflow.pyfunc import PythonModel, PythonModelContext
+
+    from pulsar_core.evaluation import EvaluationReport
+    from pulsar_core.forecaster import Forecaster
+else:  # the class must subclass PythonModel at runtime; mlflow is present wherever it is used
+    from mlflow.pyfunc import PythonModel
+
+log = logging.getLogger(__name__)
+
+ARTIFACT = "forecaster"
+# MLflow "models from code": the bundle stores this script, not a pickled Python object.
+MODEL_CODE = """from mlflow.models import set_model
+
+from pulsar_core.bundle import SurgeBundle
+
+set_model(SurgeBundle())
+"""
+BUNDLE_NAME = "bundle"
+TIMESTAMPS = (Col.PERIOD_START, Col.PERIOD_END)
+# What build_features reads; everything else in the contract is optional at serving time.
+REQUIRED_INPUT = (
+    Col.HEXAGON, Col.SERVICE_TYPE, Col.PERIOD_START, Col.DEMAND_SIGNAL, Col.SURGE_PERCENT,
+    Col.SURGE_ABSOLUTE, Col.CUMULATIVE_SURGE_PERCENT, Col.CUMULATIVE_SURGE_ABSOLUTE,
+)
+OPTIONAL_INPUT = (
+    Col.CITY_ID, Col.PERIOD_END, Col.ACCEPTANCE_RATE, Col.PRICE_CONVERSION, Col.SUPPLY_SIGNAL,
+)
+
+
+class IncompatibleBundle(RuntimeError):
+    """The bundle was written in another major format than this pulsar_core reads."""
+
+
+class BundleNotFound(LookupError):
+    """No version (or alias) of the registered model matches the request."""
+
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    forecaster: Forecaster
+    version: str
+    run_id: str | None
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LoggedBundle:
+    model_uri: str  # models:/m-<id>, the source a registered version points at
+    model_id: str | None
+    run_id: str
+
+
+def snapshot_input(frame: pd.DataFrame) -> pd.DataFrame:
+    """Contract dtypes for serving input; timestamps may be naive (taken as UTC) or tz-aware."""
+    missing = [c.value for c in REQUIRED_INPUT if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"forecast input lacks column(s) {', '.join(missing)}: send recent snapshot rows "
+            f"with {', '.join(c.value for c in REQUIRED_INPUT)}"
+        )
+    out = frame.copy()
+    for column in TIMESTAMPS:
+        if column in out:
+            stamps = pd.to_datetime(out[column], utc=False)
+            out[column] = (stamps.dt.tz_localize("UTC") if stamps.dt.tz is None
+                           else stamps.dt.tz_convert("UTC"))
+    if Col.PERIOD_END not in out:
+        out[Col.PERIOD_END] = out[Col.PERIOD_START] + PERIOD
+    for column, dtype in SNAPSHOT_DTYPES.items():
+        if column not in out:
+            out[column] = pd.Series(pd.NA if dtype == "Int64" else float("nan"), index=out.index)
+        out[column] = out[column].astype(dtype)
+    ordered = out[list(SNAPSHOT_DTYPES)].sort_values([Col.HEXAGON, Col.SERVICE_TYPE,
+                                                      Col.PERIOD_START])
+    return ordered.drop_duplicates([Col.HEXAGON, Col.SERVICE_TYPE, Col.PERIOD_START], keep="last")
+
+
+def _naive(frame: pd.DataFrame) -> pd.DataFrame:
+    """MLflow schemas hold timezone-naive datetimes only: UTC, tz dropped."""
+    out = frame.copy()
+    for column in out.columns:
+        if isinstance(out[column].dtype, pd.DatetimeTZDtype):
+            out[column] = out[column].dt.tz_convert("UTC").dt.tz_localize(None)
+    return out
+
+
+class SurgeBundle(PythonModel):
+    """pyfunc: recent snapshot rows in, the forecast frame out (column `model` says who answered).
+
+    params: `use_cnn` (bool, default True) — False asks ElasticNet / the baselines directly.
+    """
+
+    def load_context(self, context: PythonModelContext) -> None:
+        from pulsar_core.forecaster import Forecaster
+
+        self._forecaster = Forecaster.load(Path(context.artifacts[ARTIFACT]))
+        self.last_cnn_error: str | None = None
+
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        use_cnn = bool((params or {}).get("use_cnn", True))
+        result = self._forecaster.predict(snapshot_input(model_input), use_cnn=use_cnn)
+        self.last_cnn_error = result.cnn_error
+        if result.cnn_error:
+            log.warning("bundle: CNN failed for this request, fell back: %s", result.cnn_error)
+        return result.frame
+
+
+def bundle_metadata(forecaster: Forecaster, report: EvaluationReport) -> dict[str, Any]:
+    """What the MLmodel file records beside the artifacts: versions, spec, window, metrics."""
+    meta = forecaster.metadata
+    return {
+        "pulsar_core_version": pulsar_core.__version__,
+        "bundle_format_version": pulsar_core.BUNDLE_FORMAT_VERSION,
+        "feature_spec": forecaster.spec.to_dict(),
+        "served": {f"{h:g}": m for h, m in report.served.items()},
+        "data_window": {k: meta.get(k) for k in ("data_start", "valid_start", "test_start",
+                                                 "data_end", "rows")},
+        "metrics": report.metrics(),
+    }
+
+
+def _signature() -> Any:
+    """Input: snapshot columns (naive UTC datetimes); output: the forecast frame; use_cnn."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    kinds = {"int64": "long", "float64": "double", "datetime64[ns, UTC]": "datetime"}
+    inputs = Schema([
+        ColSpec(kinds[SNAPSHOT_DTYPES[c]], c.value, required=c in REQUIRED_INPUT)
+        for c in (*REQUIRED_INPUT, *OPTIONAL_INPUT)
+    ])
+    text = {ForecastCol.DIRECTION, ForecastCol.MODEL, ForecastCol.EXPLANATION}
+    stamps = {ForecastCol.ISSUED_FOR, ForecastCol.TARGET_PERIOD_START}
+    whole = {ForecastCol.HEXAGON, ForecastCol.SERVICE_TYPE}
+    outputs = Schema([
+        ColSpec("string" if c in text else "datetime" if c in stamps
+                else "long" if c in whole else "double", c.value)
+        for c in ForecastCol
+    ])
+    params = ParamSchema([ParamSpec("use_cnn", "boolean", True)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def log_bundle(
+    forecaster: Forecaster, report: EvaluationReport, example: pd.DataFrame,
+) -> LoggedBundle:
+    """Log the bundle into the active MLflow run; `example` = a few recent snapshot rows."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_bundle needs an active MLflow run (mlflow.start_run())")
+    columns = [c.value for c in (*REQUIRED_INPUT, *OPTIONAL_INPUT)]
+    input_example = _naive(snapshot_input(example)[columns])
+    with tempfile.TemporaryDirectory(prefix="pulsar-bundle-") as tmp:
+        forecaster.save(Path(tmp) / ARTIFACT)
+        code = Path(tmp) / "surge_bundle.py"
+        code.write_text(MODEL_CODE)
+        info: ModelInfo = mlflow.pyfunc.log_model(
+            name=BUNDLE_NAME,
+            python_model=str(code),
+            artifacts={ARTIFACT: str(Path(tmp) / ARTIFACT)},
+            signature=_signature(),
+            input_example=input_example,
+            # Explicit: requirement inference would import and time the model (slow).
+            pip_requirements=[f"pulsar-surge=={pulsar_core.__version__}"],
+            metadata=bundle_metadata(forecaster, report),
+        )
+    return LoggedBundle(model_uri=info.model_uri, model_id=getattr(info, "model_id", None),
+                        run_id=run.info.run_id)
+
+
+def example_rows(snapshots: pd.DataFrame, series: int = 3) -> pd.DataFrame:
+    """The last window of a few series: a realistic input example."""
+    keys = snapshots[[Col.HEXAGON, Col.SERVICE_TYPE]].drop_duplicates().head(series)
+    picked = snapshots.merge(keys, on=[Col.HEXAGON.value, Col.SERVICE_TYPE.value])
+    return picked.groupby([Col.HEXAGON.value, Col.SERVICE_TYPE.value]).tail(16)
+
+
+def _check_format(metadata: dict[str, Any], where: str) -> None:
+    found = metadata.get("bundle_format_version")
+    if found is None or int(found) != pulsar_core.BUNDLE_FORMAT_VERSION:
+        raise IncompatibleBundle(
+            f"{where} has bundle format {found!r}, this pulsar_core "
+            f"{pulsar_core.__version__} reads format {pulsar_core.BUNDLE_FORMAT_VERSION}: "
+            "retrain the model with this version, or run a matching image"
+        )
+
+
+def read_bundle(local_dir: Path, where: str = "bundle") -> tuple[Forecaster, dict[str, Any]]:
+    """Forecaster + metadata from a downloaded pyfunc directory (MLmodel + artifacts/)."""
+    from mlflow.models import Model
+
+    from pulsar_core.forecaster import Forecaster
+
+    model = Model.load(str(local_dir))
+    metadata = dict(model.metadata or {})
+    _check_format(metadata, where)
+    pyfunc = model.flavors.get("python_function", {})
+    artifact = (pyfunc.get("artifacts") or {}).get(ARTIFACT, {})
+    relative = artifact.get("path", f"artifacts/{ARTIFACT}")
+    return Forecaster.load(Path(local_dir) / relative), metadata
+
+
+def load_forecaster(
+    tracking_uri: str, model_name: str, *, version: str | None = None, alias: str = CHAMPION,
+    dst_dir: Path | None = None,
+) -> LoadedBundle:
+    """Load a registered version (pinned `version`, else `alias`) without the pyfunc wrapper."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    registry = Registry(tracking_uri)
+    try:
+        info = (registry.get_version(model_name, version) if version is not None
+                else registry.get_alias(model_name, alias))
+    except MlflowException as error:
+        raise BundleNotFound(f"{model_name} version {version}: {error.message}") from error
+    if info is None:
+        raise BundleNotFound(f"{model_name} has no version with alias {alias!r}: train and "
+                             "promote one, or pin a version")
+    where = f"{model_name} version {info.version}"
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=info.source, dst_path=str(dst_dir) if dst_dir else None,
+        tracking_uri=tracking_uri,
+    )
+    forecaster, metadata = read_bundle(Path(local), where)
+    return LoadedBundle(forecaster=forecaster, version=info.version, run_id=info.run_id,
+                        metadata=metadata)

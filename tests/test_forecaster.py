@@ -1,0 +1,109 @@
+"""The Forecaster: training end to end, predict(), save/load, CNN fallback, served baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pulsar_core.contract import ForecastCol
+from pulsar_core.forecaster import Forecaster, train_forecaster
+from pulsar_core.settings import TrainSettings
+from tests.support.frames import city_frame
+
+
+@pytest.fixture(scope="module")
+def trained():
+    frame = city_frame(days=4)
+    params = TrainSettings(horizons_minutes=[30.0], holdout_days=1.0, cnn_epochs=2,
+                           cnn_channels=8, cnn_batch_size=64)
+    forecaster, report = train_forecaster(frame, params)
+    return frame, forecaster, report
+
+
+def test_training_reports_every_model_and_baseline_per_horizon(trained):
+    _, forecaster, report = trained
+    assert forecaster.spec.horizons == (1, 4)
+    models = set(report.table.model)
+    assert {"elasticnet", "cnn", "served", "persistence", "same_phase", "seasonal_naive",
+            "series_mean"} <= models
+    assert report.row(7.5, "served").evaluable and report.row(30.0, "served").coverage > 0
+    assert set(forecaster.served) == {1, 4}
+    assert forecaster.metadata["served"]["7.5"] == forecaster.served[1]
+    assert forecaster.metadata["test_start"] > forecaster.metadata["valid_start"]
+    assert set(report.gate_scores()) == {7.5, 30.0}
+
+
+def test_predict_returns_one_row_per_series_and_horizon(trained):
+    frame, forecaster, _ = trained
+    result = forecaster.predict(frame)
+    out = result.frame
+    series = frame.groupby(["hexagon", "service_type"]).ngroups
+    assert len(out) == 2 * series and list(out.columns) == [c.value for c in ForecastCol]
+    assert set(out[ForecastCol.DIRECTION]) <= {"up", "down", "flat"}
+    assert out[ForecastCol.CONFIDENCE].between(0, 1).all()
+    assert out[ForecastCol.EXPLANATION].str.contains(" min: ").all()
+    assert result.cnn_error is None
+
+
+def test_save_load_gives_the_same_predictions(trained, tmp_path):
+    frame, forecaster, _ = trained
+    forecaster.save(tmp_path / "bundle")
+    assert not list((tmp_path / "bundle").glob("*.pkl"))
+    again = Forecaster.load(tmp_path / "bundle")
+    assert again.served == forecaster.served and again.spec == forecaster.spec
+    pd.testing.assert_frame_equal(again.predict(frame).frame, forecaster.predict(frame).frame)
+
+
+class _Raises(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, sequence, tabular):
+        raise RuntimeError("kernel exploded")
+
+
+class _NaNs(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, sequence, tabular):
+        return torch.full((sequence.shape[0], 2), float("nan"))
+
+
+@pytest.mark.parametrize(("module", "message"), [(_Raises(), "kernel exploded"),
+                                                 (_NaNs(), "non-finite")])
+def test_cnn_failure_falls_back_to_elasticnet(trained, tmp_path, module, message):
+    frame, original, _ = trained
+    original.save(tmp_path / "bundle")
+    forecaster = Forecaster.load(tmp_path / "bundle")
+    forecaster.served = {1: "cnn", 4: "cnn"}
+    forecaster.cnn.network = module
+    result = forecaster.predict(frame)
+    assert result.cnn_error is not None and message in result.cnn_error
+    assert (result.frame[ForecastCol.MODEL] == "elasticnet").all()
+    expected = forecaster.predict(frame, use_cnn=False).frame
+    pd.testing.assert_series_equal(result.frame[ForecastCol.VALUE], expected[ForecastCol.VALUE])
+
+
+def test_a_served_baseline_answers_and_says_so(trained, tmp_path):
+    frame, original, _ = trained
+    original.save(tmp_path / "bundle")
+    forecaster = Forecaster.load(tmp_path / "bundle")
+    forecaster.served = {1: "baseline:same_phase", 4: "elasticnet"}
+    out = forecaster.predict(frame).frame
+    first = out[out[ForecastCol.HORIZON_MINUTES] == 7.5]
+    assert (first[ForecastCol.MODEL] == "baseline:same_phase").all()
+    assert first[ForecastCol.EXPLANATION].str.contains("baseline:same_phase answers").all()
+    last = frame.sort_values("period_start").groupby(["hexagon", "service_type"]).tail(2)
+    previous = last.groupby(["hexagon", "service_type"]).demand_signal.first()
+    np.testing.assert_array_equal(first[ForecastCol.VALUE].to_numpy(), previous.to_numpy())
+    assert (out[out[ForecastCol.HORIZON_MINUTES] == 30.0][ForecastCol.MODEL] == "elasticnet").all()
+
+
+def test_too_little_data_for_the_splits_is_a_clear_error():
+    with pytest.raises(ValueError, match="holdout_days"):
+        train_forecaster(city_frame(days=1), TrainSettings(holdout_days=1.0, cnn_epochs=1))

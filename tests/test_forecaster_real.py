@@ -1,0 +1,24 @@
+"""Real Tehran data (skips where ../shared/data is absent): a subsample trains end to end."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pulsar_core.forecaster import train_forecaster
+from pulsar_core.settings import TrainSettings
+
+
+@pytest.mark.slow
+def test_real_subsample_trains_and_reports_90_minutes_as_not_evaluable(real_snapshots_path):
+    snapshots = pd.read_parquet(real_snapshots_path)
+    snapshots = snapshots[snapshots.service_type.isin([5, 7, 11])]
+    params = TrainSettings(holdout_days=1.0, cnn_epochs=3)
+    forecaster, report = train_forecaster(snapshots, params)
+    scores = report.gate_scores()
+    assert not scores[90.0].evaluable and scores[90.0].coverage == 0
+    assert forecaster.served[12] == "baseline:persistence"
+    for horizon in (7.5, 30.0):
+        assert scores[horizon].evaluable and scores[horizon].coverage > 1000
+    # The sawtooth makes plain persistence weak at 7.5 min; the served model must beat it.
+    assert scores[7.5].mae < 0.9 * scores[7.5].persistence_mae

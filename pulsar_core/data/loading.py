@@ -32,6 +32,7 @@ from pulsar_core.data.validation import (
     RAW_REQUIRED,
     REASON,
     SNAPSHOT_FIX,
+    is_sorted,
     require_columns,
     validate_raw_records,
     validate_snapshots,
@@ -128,21 +129,13 @@ def _load_snapshot_file(source: Source, tally: _Tally, city_id: int | None,
     tally.reject(rejected, source.uri)
     keep = _scope(clean, Col.CITY_ID, Col.SERVICE_TYPE, city_id, service_type_id)
     tally.out_of_scope += int((~keep).sum())
-    return clean.loc[keep].assign(**{SOURCE: source.uri, _WEIGHT: 1})
+    clean = clean if keep.all() else clean.loc[keep]
+    return clean.assign(**{SOURCE: source.uri, _WEIGHT: 1})
 
 
 def _is_sorted(frame: pd.DataFrame) -> bool:
-    if len(frame) < 2:
-        return True
-    cols = [frame[c].to_numpy(dtype="datetime64[ns]").view("int64")
-            if c == Col.PERIOD_START else frame[c].to_numpy() for c in KEY]
-    before = np.zeros(len(frame) - 1, dtype=bool)  # row i < row i+1 decided on an earlier key
-    for values in cols:
-        lower, upper = values[:-1], values[1:]
-        if np.any(~before & (lower > upper)):
-            return False
-        before |= lower < upper
-    return True
+    return is_sorted([frame[c].to_numpy(dtype="datetime64[ns]").view("int64")
+                      if c == Col.PERIOD_START else frame[c].to_numpy() for c in KEY])
 
 
 def _combine(frames: list[pd.DataFrame], tally: _Tally) -> pd.DataFrame:

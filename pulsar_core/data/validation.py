@@ -67,9 +67,9 @@ def _cell_ok(cell: int) -> bool:
 
 def valid_cells(values: pd.Series) -> np.ndarray:
     """Boolean mask of valid H3 cells; h3 is asked once per unique value (and cached)."""
-    uniques, inverse = np.unique(values.to_numpy(dtype="int64"), return_inverse=True)
+    codes, uniques = pd.factorize(values.to_numpy(dtype="int64"))
     ok = np.fromiter((u > 0 and _cell_ok(int(u)) for u in uniques), bool, len(uniques))
-    return ok[inverse.reshape(-1)]
+    return ok[codes]
 
 
 def _is_text(series: pd.Series) -> bool:
@@ -94,6 +94,8 @@ def _text_to_int(text: pd.Series, col: str) -> pd.Series:
 
 
 def _coerce_int(series: pd.Series, col: str) -> pd.Series:
+    if series.dtype == np.int64:
+        return series  # cannot hold nulls: nothing to coerce (the common, fast case)
     if pd.api.types.is_integer_dtype(series.dtype):
         return series.astype("Int64")
     if _is_text(series):
@@ -104,6 +106,8 @@ def _coerce_int(series: pd.Series, col: str) -> pd.Series:
 
 
 def _coerce_time(series: pd.Series) -> pd.Series:
+    if series.dtype == "datetime64[ns, UTC]":
+        return series
     if isinstance(series.dtype, pd.DatetimeTZDtype):
         return series.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
     if pd.api.types.is_datetime64_dtype(series.dtype):
@@ -118,6 +122,8 @@ def _coerce(series: pd.Series, col: str, dtype: str) -> pd.Series:
         return _coerce_time(series)
     if dtype in ("int64", "Int64"):
         return _coerce_int(series, col)
+    if series.dtype == np.float64:
+        return series
     if _is_text(series):
         series = series.astype("string").str.strip()
     return pd.to_numeric(series, errors="coerce").astype("float64")
@@ -135,6 +141,9 @@ def coerce_columns(
     for col, dtype in dtypes.items():
         raw = df[col]
         cast = _coerce(raw, col, dtype)
+        if cast is raw:  # already the contract type: no value can fail to cast
+            out[col] = cast
+            continue
         given = raw.notna()
         if _is_text(raw):
             given &= raw.astype("string").str.strip().str.len() > 0
@@ -170,6 +179,8 @@ def _split(
     original: pd.DataFrame, typed: pd.DataFrame, reason: pd.Series
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     bad = reason.notna().to_numpy()
+    if not bad.any():
+        return typed, original.iloc[:0].assign(**{REASON: pd.Series(dtype="string")})
     clean = typed.loc[~bad]
     rejected = original.loc[bad].copy()
     rejected[REASON] = reason[bad].astype(str).to_numpy()
@@ -197,11 +208,42 @@ def validate_snapshots(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                        Col.SURGE_ABSOLUTE, Col.CUMULATIVE_SURGE_ABSOLUTE),
     ]
     reason = _first_reason(reason, checks)
-    key = [Col.HEXAGON, Col.SERVICE_TYPE, Col.PERIOD_START]
-    dup = typed[key].assign(_ok=reason.isna()).loc[lambda t: t["_ok"], key].duplicated()
-    reason = _first_reason(reason, [("duplicate", dup.reindex(df.index, fill_value=False))])
+    reason = _first_reason(reason, [("duplicate", _duplicates(typed, reason.isna().to_numpy()))])
     clean, rejected = _split(df, typed, reason)
     return clean.astype(SNAPSHOT_DTYPES), rejected
+
+
+def _duplicates(typed: pd.DataFrame, ok: np.ndarray) -> pd.Series:
+    """Later repeats of (hexagon, service type, period) among rows that passed every check.
+
+    Sorted input (the usual case) is checked by comparing neighbours, in one pass.
+    """
+    key = [Col.HEXAGON, Col.SERVICE_TYPE, Col.PERIOD_START]
+    rows = typed.loc[ok, key] if not ok.all() else typed[key]
+    cols = [rows[c].to_numpy(dtype="datetime64[ns]").view("int64") if c == Col.PERIOD_START
+            else rows[c].to_numpy(dtype="int64") for c in key]
+    if is_sorted(cols):
+        same = np.ones(len(rows) - 1 if len(rows) else 0, dtype=bool)
+        for values in cols:
+            same &= values[1:] == values[:-1]
+        dup = pd.Series(np.concatenate([[False], same]) if len(rows) else [], index=rows.index,
+                        dtype=bool)
+    else:
+        dup = rows.duplicated()
+    return dup.reindex(typed.index, fill_value=False)
+
+
+def is_sorted(cols: Sequence[np.ndarray]) -> bool:
+    """Whether rows are in lexicographic order of the given key columns (vectorised)."""
+    if len(cols[0]) < 2:
+        return True
+    before = np.zeros(len(cols[0]) - 1, dtype=bool)  # row i < row i+1 on an earlier key
+    for values in cols:
+        lower, upper = values[:-1], values[1:]
+        if np.any(~before & (lower > upper)):
+            return False
+        before |= lower < upper
+    return True
 
 
 def _surge_checks(

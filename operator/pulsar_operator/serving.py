@@ -24,6 +24,9 @@ def deployment_health(deployment: dict[str, Any] | None, replicas: int) -> tuple
     """(ready replicas, available, progress deadline exceeded) from a Deployment's status."""
     status = (deployment or {}).get("status") or {}
     ready = int(status.get("readyReplicas") or 0)
+    meta = (deployment or {}).get("metadata") or {}
+    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+        return 0, False, False  # the status still describes the previous template
     exceeded = any(c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
                    for c in status.get("conditions") or [])
     updated = int(status.get("updatedReplicas") or 0)
@@ -60,8 +63,8 @@ async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], 
     if available:
         predictor["rolledOutAt"] = predictor.get("rolledOutAt") or now_iso()
         return None
-    if predictor.get("rolledOutAt"):
-        return None  # this version was ready once: a later dip is not a failed rollout
+    if predictor.get("rolledOutAt") and not exceeded:
+        return None  # ready once: a later dip is not a failed rollout unless K8s says so
     started = parse_time(predictor.get("rolloutStartedAt")) or now
     late = (now - started).total_seconds() > model.spec.serving.rollout_deadline_seconds
     last_good = status.get("lastGoodVersion")

@@ -1,0 +1,123 @@
+"""Job succeeded + version registered -> gate -> champion alias -> predictor serves it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.operator.conftest import (
+    BAD,
+    DEPLOYMENTS,
+    GOOD,
+    NS,
+    SM,
+    api,
+    champion_version,
+    condition,
+    deployment_version,
+    events_of,
+    eventually,
+    finish_job,
+    objects,
+    patch_model,
+    register_version,
+    running_operator,
+    status_of,
+    surge_model,
+)
+
+REGISTERED = "pulsar-tehran-eco"
+
+
+def _reasons(server: Any, name: str) -> set[str]:
+    return {e["reason"] for e in events_of(server, name)}
+
+
+async def _ready(server: Any, name: str) -> None:
+    await api(server, "PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/{name}-predictor/"
+              "status", {"status": {"readyReplicas": 2, "updatedReplicas": 2,
+                                    "availableReplicas": 2}})
+
+
+async def test_succeeded_job_and_good_version_become_champion_and_served(
+        k8s: Any, mlflow_uri: str) -> None:
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        training = await eventually(lambda: status_of(k8s, "tehran-eco").get("lastTraining"))
+        version = register_version(mlflow_uri, REGISTERED, GOOD)
+        await finish_job(k8s, training["job"])
+        await eventually(lambda: champion_version(mlflow_uri, REGISTERED) == version,
+                         what="champion alias")
+        await eventually(lambda: deployment_version(k8s, "tehran-eco") == version)
+        status = await eventually(lambda: status_of(k8s, "tehran-eco").get("champion"))
+        assert status["version"] == version and status["mae30m"] == 8.0
+        assert status_of(k8s, "tehran-eco")["lastTraining"]["outcome"] == "Succeeded"
+        await _ready(k8s, "tehran-eco")
+        await eventually(lambda: condition(k8s, "tehran-eco", "Ready").get("status") == "True")
+        assert status_of(k8s, "tehran-eco")["phase"] == "Serving"
+        await eventually(lambda: {"TrainingSucceeded", "Promoted",
+                                  "PredictorRollout"} <= _reasons(k8s, "tehran-eco"))
+        deployments = objects(k8s, DEPLOYMENTS)
+        assert deployments[0]["metadata"]["ownerReferences"][0]["kind"] == "SurgeModel"
+
+
+async def test_failing_gate_keeps_the_champion_and_says_why(k8s: Any, mlflow_uri: str) -> None:
+    good = register_version(mlflow_uri, REGISTERED, GOOD)
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        await eventually(lambda: champion_version(mlflow_uri, REGISTERED) == good)
+        bad = register_version(mlflow_uri, REGISTERED, BAD)
+        challenger = await eventually(
+            lambda: (status_of(k8s, "tehran-eco").get("challenger") or {}).get("version") == bad
+            and status_of(k8s, "tehran-eco")["challenger"], what="the verdict on the bad one")
+        assert challenger["passed"] is False and "persistence" in challenger["reason"]
+        await eventually(lambda: "GateFailed" in _reasons(k8s, "tehran-eco"))
+        assert champion_version(mlflow_uri, REGISTERED) == good
+        assert deployment_version(k8s, "tehran-eco") == good
+
+
+async def test_pinned_version_wins_over_the_gate(k8s: Any, mlflow_uri: str) -> None:
+    first = register_version(mlflow_uri, REGISTERED, BAD)
+    register_version(mlflow_uri, REGISTERED, GOOD)
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco",
+                                                    serving={"modelVersion": first})
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        await eventually(lambda: deployment_version(k8s, "tehran-eco") == first)
+        assert champion_version(mlflow_uri, REGISTERED) == first
+        await eventually(lambda: "PinnedVersion" in _reasons(k8s, "tehran-eco"))
+
+
+async def test_manual_policy_promotes_on_the_approval_annotation(
+        k8s: Any, mlflow_uri: str) -> None:
+    version = register_version(mlflow_uri, REGISTERED, GOOD)
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco", promotion={"policy": "manual"})
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        await eventually(lambda: (status_of(k8s, "tehran-eco").get("challenger") or {}).get(
+            "awaitingApproval"), what="awaiting approval")
+        assert champion_version(mlflow_uri, REGISTERED) is None
+        assert deployment_version(k8s, "tehran-eco") is None
+        await patch_model(k8s, "tehran-eco", {"metadata": {"annotations": {
+            "forecasting.pulsar.dev/approve-version": version}}})
+        await eventually(lambda: champion_version(mlflow_uri, REGISTERED) == version)
+        await eventually(lambda: deployment_version(k8s, "tehran-eco") == version)
+
+
+async def test_rollout_that_never_gets_ready_is_reverted(k8s: Any, mlflow_uri: str) -> None:
+    first = register_version(mlflow_uri, REGISTERED, GOOD)
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        await eventually(lambda: deployment_version(k8s, "tehran-eco") == first)
+        await _ready(k8s, "tehran-eco")
+        await eventually(lambda: condition(k8s, "tehran-eco", "Ready").get("status") == "True")
+        second = register_version(mlflow_uri, REGISTERED, GOOD)
+        await eventually(lambda: deployment_version(k8s, "tehran-eco") == second)
+        await eventually(lambda: status_of(k8s, "tehran-eco").get("lastGoodVersion") == first)
+        await api(k8s, "PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/"
+                  "tehran-eco-predictor/status", {"status": {"readyReplicas": 0, "conditions": [
+                      {"type": "Progressing", "status": "False",
+                       "reason": "ProgressDeadlineExceeded"}]}})
+        await eventually(lambda: champion_version(mlflow_uri, REGISTERED) == first,
+                         what="alias reverted")
+        await eventually(lambda: deployment_version(k8s, "tehran-eco") == first)
+        await eventually(lambda: "RolloutReverted" in _reasons(k8s, "tehran-eco"))
+        challenger = status_of(k8s, "tehran-eco")["challenger"]
+        assert challenger["version"] == second and challenger["passed"] is False

@@ -17,18 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+# Runtime, not TYPE_CHECKING: SurgeBundle subclasses PythonModel, and MLflow resolves
+# predict()'s type hints (typing.get_type_hints) when the class is defined.
+from mlflow.pyfunc import PythonModel, PythonModelContext
+
 import pulsar_core
 from pulsar_core.contract import PERIOD, SNAPSHOT_DTYPES, Col, ForecastCol
 from pulsar_core.registry import CHAMPION, Registry
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
-    from mlflow.pyfunc import PythonModel, PythonModelContext
 
     from pulsar_core.evaluation import EvaluationReport
     from pulsar_core.forecaster import Forecaster
-else:  # the class must subclass PythonModel at runtime; mlflow is present wherever it is used
-    from mlflow.pyfunc import PythonModel
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,100 @@
+"""`pulsar train` and the trainer image's entrypoint: settings from flags and PULSAR_* env.
+
+Exit codes: 0 registered (or reused), 2 bad settings or data, 3 MLflow unavailable,
+1 anything unexpected (`--verbose` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from pulsar_trainer.settings_cli import (
+    add_settings_flags,
+    describe_error,
+    env_contract_markdown,
+    settings_from,
+)
+
+EXIT_USER, EXIT_UNAVAILABLE, EXIT_INTERNAL = 2, 3, 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pulsar train",
+        description="Train one surge model, register it in MLflow, publish the event.",
+    )
+    parser.add_argument("--env-contract", action="store_true",
+                        help="print the PULSAR_* env contract (Markdown) and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs, tracebacks")
+    add_settings_flags(parser)
+    return parser
+
+
+class _Progress:
+    """Progress lines on stderr, stamped with the time since start."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        import mlflow  # noqa: F401  (its import configures its loggers; quiet them afterwards)
+
+        # MLflow's INFO chatter (database migrations, example validation): not progress.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"pulsar train: {message}", file=sys.stderr)
+    return code
+
+
+def _error_code(error: Exception) -> int:
+    from pydantic import ValidationError
+
+    from pulsar_core.data.errors import DataContractError
+    from pulsar_core.registry import RegistryUnavailable
+    from pulsar_trainer.tracking import MlflowUnavailable
+
+    if isinstance(error, MlflowUnavailable | RegistryUnavailable):
+        return EXIT_UNAVAILABLE
+    if isinstance(error, ValidationError | DataContractError | FileNotFoundError | ValueError):
+        return EXIT_USER
+    return EXIT_INTERNAL
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.env_contract:
+        print(env_contract_markdown())
+        return 0
+    _configure_logging(args.verbose)
+    try:
+        from pulsar_trainer.pipeline import run_training
+        from pulsar_trainer.report import render
+
+        settings = settings_from(args)
+        outcome = run_training(settings, progress=_Progress())
+    except Exception as error:
+        code = _error_code(error)
+        if code == EXIT_INTERNAL and args.verbose:
+            logging.exception("pulsar train failed")
+        hint = "" if code != EXIT_INTERNAL or args.verbose else " (rerun with --verbose)"
+        first_line = describe_error(error).strip().splitlines()[0] if str(error) else ""
+        return _fail(code, f"{type(error).__name__}: {first_line}{hint}"
+                     if code == EXIT_INTERNAL else first_line)
+    print(render(settings, outcome))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""One trainer run: load -> train -> evaluate -> log the bundle -> register -> gate -> event.
+
+Idempotent per run key: a retried Job reuses the registered version, or the run it already
+logged (registering it), or the run that crashed mid-training (training again inside it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from pulsar_core.data.errors import DataContractError
+from pulsar_core.data.report import RejectionReport
+from pulsar_core.events import ModelRegistered, SurgeModelRef
+from pulsar_core.gate import (
+    GateVerdict,
+    HorizonScore,
+    PromotionPolicy,
+    decide,
+    scores_from_tags,
+    scores_to_tags,
+)
+from pulsar_core.publisher import PublishError, publish_model_registered
+from pulsar_core.registry import RUN_KEY_TAG, Registry, VersionInfo
+from pulsar_core.settings import TrainSettings
+from pulsar_trainer import tracking
+
+if TYPE_CHECKING:
+    from pulsar_core.data.loading import LoadResult
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+Reuse = Literal["new", "resumed-run", "logged-run", "registered-version"]
+
+
+@dataclass
+class TrainOutcome:
+    """What a run produced; `reused` says how much of a previous attempt was reused."""
+
+    model_name: str
+    version: str
+    run_id: str
+    model_uri: str
+    reused: Reuse
+    scores: dict[float, HorizonScore]
+    verdict: GateVerdict
+    champion_version: str | None
+    table: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    rejected: RejectionReport | None = None
+    published: str | None = None  # "core" | "jetstream:<stream>" | None
+    publish_error: str | None = None
+
+
+@dataclass
+class LoggedRun:
+    run_id: str
+    bundle_uri: str
+    reused: Reuse
+    table: str
+    rejected: RejectionReport | None = None
+
+
+def train_run(settings: TrainSettings, *, progress: Progress | None = None) -> LoggedRun:
+    """Steps up to a complete MLflow run (bundle logged), reusing the run key's run if any."""
+    import mlflow
+
+    say = progress or log.info
+    experiment = tracking.experiment_id(settings)
+    previous = tracking.run_for_key(experiment, settings.run_key) if settings.run_key else None
+    if previous is not None and tracking.BUNDLE_TAG in previous.data.tags:
+        say(f"run key {settings.run_key}: reusing logged run {previous.info.run_id}")
+        return LoggedRun(previous.info.run_id, previous.data.tags[tracking.BUNDLE_TAG],
+                         "logged-run", tracking.logged_table(previous.info.run_id))
+    loaded = _load(settings, say)  # before any run exists: bad data leaves no failed run
+    if previous is not None:
+        say(f"run key {settings.run_key}: resuming unfinished run {previous.info.run_id}")
+    reused: Reuse = "resumed-run" if previous is not None else "new"
+    with mlflow.start_run(run_id=previous.info.run_id if previous else None,
+                          experiment_id=experiment) as run:
+        tracking.log_settings(settings)
+        tracking.log_load_report(loaded.rejected)
+        return _train_in_run(settings, loaded, run.info.run_id, reused, say)
+
+
+def _load(settings: TrainSettings, say: Progress) -> LoadResult:
+    from pulsar_core.data.loading import load_snapshots
+
+    if not settings.data_uri:
+        raise DataContractError("no input data: pass --data or set PULSAR_DATA_URI")
+    say(f"loading {', '.join(settings.data_uri)}")
+    loaded = load_snapshots(
+        settings.data_uri, data_format=settings.data_format, city_id=settings.city_id,
+        service_type_id=settings.service_type_id, lookback_days=settings.lookback_days,
+        rejected_dir=settings.rejected_dir,
+    )
+    say(loaded.rejected.summary())
+    if loaded.snapshots.empty:
+        raise DataContractError(f"no valid rows left to train on: {loaded.rejected.summary()}")
+    return loaded
+
+
+def _train_in_run(settings: TrainSettings, loaded: LoadResult, run_id: str, reused: Reuse,
+                  say: Progress) -> LoggedRun:
+    import mlflow
+
+    from pulsar_core.bundle import example_rows, log_bundle
+    from pulsar_core.forecaster import train_forecaster
+
+    forecaster, report = train_forecaster(loaded.snapshots, settings, progress=say)
+    tracking.log_evaluation(report, forecaster.metadata)
+    say("logging the bundle to MLflow")
+    bundle = log_bundle(forecaster, report, example_rows(loaded.snapshots))
+    mlflow.set_tags(scores_to_tags(report.gate_scores()))
+    mlflow.set_tag(tracking.BUNDLE_TAG, bundle.model_uri)  # last: marks the run complete
+    return LoggedRun(run_id, bundle.model_uri, reused, report.format_table(), loaded.rejected)
+
+
+def _version_tags(settings: TrainSettings, run_tags: dict[str, str]) -> dict[str, str]:
+    tags = {k: v for k, v in run_tags.items() if k.startswith("pulsar.gate.")}
+    tags[tracking.SURGE_MODEL_TAG] = f"{settings.model_namespace}/{settings.model_name}"
+    if settings.run_key:
+        tags[RUN_KEY_TAG] = settings.run_key
+    return tags
+
+
+def register(settings: TrainSettings, logged: LoggedRun, registry: Registry) -> VersionInfo:
+    """A new version of `settings.registered_model` from a complete run (gate inputs as tags)."""
+    from mlflow import MlflowClient
+
+    run_tags = MlflowClient().get_run(logged.run_id).data.tags
+    return registry.create_version(settings.registered_model, logged.bundle_uri,
+                                   logged.run_id, _version_tags(settings, run_tags))
+
+
+def _served_metrics(run_id: str) -> dict[str, float]:
+    from mlflow import MlflowClient
+
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    return {k: float(v) for k, v in sorted(metrics.items())
+            if k.endswith("_served") or k.startswith(("coverage_", "rows_"))}
+
+
+def run_training(settings: TrainSettings, *, progress: Progress | None = None) -> TrainOutcome:
+    """The whole trainer Job; see the module docstring for what a retry reuses."""
+    say = progress or log.info
+    tracking.check_reachable(settings.mlflow_tracking_uri)
+    registry = Registry(settings.mlflow_tracking_uri)
+    name = settings.registered_model
+    existing = registry.version_for_run_key(name, settings.run_key) if settings.run_key else None
+    if existing is not None:
+        say(f"run key {settings.run_key}: already registered as {name} version "
+            f"{existing.version}")
+        tracking.experiment_id(settings)  # points MLflow at the URI for the reads below
+        run_id = existing.run_id or ""
+        logged = LoggedRun(run_id, existing.source, "registered-version",
+                           tracking.logged_table(run_id))
+        version = existing
+    else:
+        logged = train_run(settings, progress=say)
+        version = register(settings, logged, registry)
+        say(f"registered {name} version {version.version}")
+    scores = scores_from_tags(version.tags)
+    champion = registry.get_alias(name)
+    rival = champion if champion is not None and champion.version != version.version else None
+    verdict = decide(scores, scores_from_tags(rival.tags) if rival else None, PromotionPolicy())
+    outcome = TrainOutcome(
+        model_name=name, version=version.version, run_id=logged.run_id,
+        model_uri=registry.model_uri(name, version.version), reused=logged.reused,
+        scores=scores, verdict=verdict, champion_version=champion.version if champion else None,
+        table=logged.table, metrics=_served_metrics(logged.run_id), rejected=logged.rejected,
+    )
+    if settings.nats_url:
+        _publish(settings, outcome, say)
+    return outcome
+
+
+def _publish(settings: TrainSettings, outcome: TrainOutcome, say: Progress) -> None:
+    """Best effort: the operator's registry poll finds the version even if NATS is down."""
+    event = ModelRegistered(
+        model_name=outcome.model_name, version=outcome.version, run_id=outcome.run_id,
+        metrics=outcome.metrics,
+        surge_model=SurgeModelRef(namespace=settings.model_namespace, name=settings.model_name),
+    )
+    try:
+        outcome.published = publish_model_registered(str(settings.nats_url), event)
+        say(f"published {outcome.model_name} v{outcome.version} on NATS ({outcome.published})")
+    except PublishError as error:
+        outcome.publish_error = str(error)
+        log.warning("%s; the operator's registry poll will still find the version", error)

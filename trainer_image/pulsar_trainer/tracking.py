@@ -1,0 +1,130 @@
+"""MLflow tracking for one training run: experiment, run-key lookup, what a run logs.
+
+Tracking API only (runs, params, metrics, artifacts); the model registry is reached through
+`pulsar_core.registry.Registry`, never from here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pulsar_core.registry import RUN_KEY_TAG
+from pulsar_core.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+    from pulsar_core.data.report import RejectionReport
+    from pulsar_core.evaluation import EvaluationReport
+
+BUNDLE_TAG = "pulsar.bundle_uri"  # set last: a run carrying it has a complete bundle
+SURGE_MODEL_TAG = "pulsar.surge_model"
+TABLE_ARTIFACT = "evaluation/table.txt"
+# Connection settings are not parameters of the model.
+NOT_PARAMS = {"mlflow_tracking_uri", "nats_url"}
+
+
+class MlflowUnavailable(RuntimeError):
+    """The tracking server did not answer; the message names the URI."""
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast on an unreachable `mlflow server` (MLflow's client would retry for minutes)."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as answer:
+            if answer.status >= 500:
+                raise MlflowUnavailable(f"MLflow at {uri} answered {answer.status}")
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise MlflowUnavailable(
+            f"MLflow at {uri} is unreachable ({reason}); check PULSAR_MLFLOW_TRACKING_URI"
+        ) from error
+
+
+def experiment_id(settings: TrainSettings) -> str:
+    """Point MLflow at the settings' URI and return the experiment's id (created if absent)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    name = settings.experiment or settings.registered_model
+    found = mlflow.get_experiment_by_name(name)
+    return found.experiment_id if found else mlflow.create_experiment(name)
+
+
+def run_for_key(experiment: str, run_key: str) -> Run | None:
+    """The newest run tagged with `run_key`, preferring one whose bundle was logged."""
+    from mlflow import MlflowClient
+
+    runs = MlflowClient().search_runs(
+        [experiment], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'",
+        order_by=["attributes.start_time DESC"], max_results=50,
+    )
+    complete = [r for r in runs if BUNDLE_TAG in r.data.tags]
+    return (complete or runs or [None])[0]
+
+
+def log_settings(settings: TrainSettings) -> None:
+    import mlflow
+
+    params = {k: json.dumps(v) if isinstance(v, list) else v
+              for k, v in settings.model_dump(mode="json").items()
+              if k not in NOT_PARAMS and v is not None}
+    mlflow.log_params(params)
+    tags = {SURGE_MODEL_TAG: f"{settings.model_namespace}/{settings.model_name}"}
+    if settings.run_key:
+        tags[RUN_KEY_TAG] = settings.run_key
+    mlflow.set_tags(tags)
+
+
+def _metric_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-/ ]+", "_", text).strip("_") or "unknown"
+
+
+def log_load_report(report: RejectionReport) -> None:
+    """Rows read/kept/rejected as metrics; rejected rows (Parquet) and the summary as artifacts."""
+    import mlflow
+
+    metrics = {"rows_read": report.rows_read, "rows_kept": report.rows_kept,
+               "rows_rejected": report.rejected, "rows_out_of_scope": report.out_of_scope}
+    metrics |= {f"rejected_{_metric_name(reason)}": n for reason, n in report.counts.items()}
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    mlflow.log_text(report.summary(), "data/load_report.txt")
+    if report.path is not None and Path(report.path).exists():
+        mlflow.log_artifact(str(report.path), "data")
+
+
+def log_evaluation(report: EvaluationReport, metadata: dict[str, Any]) -> None:
+    """Metrics, the table (CSV + text), the report as JSON and the forecast-vs-actual plot."""
+    import mlflow
+
+    mlflow.log_metrics(report.metrics())
+    mlflow.log_metrics({k: float(v) for k, v in metadata.get("timings", {}).items()})
+    mlflow.log_text(report.table.to_csv(index=False), "evaluation/table.csv")
+    mlflow.log_text(report.format_table(), TABLE_ARTIFACT)
+    mlflow.log_dict(report.to_dict(), "evaluation/report.json")
+    with tempfile.TemporaryDirectory(prefix="pulsar-plot-") as tmp:
+        plot = Path(tmp) / "forecast_vs_actual.png"
+        report.plot_forecast_vs_actual(plot)
+        mlflow.log_artifact(str(plot), "evaluation")
+
+
+def logged_table(run_id: str) -> str:
+    """The evaluation table a run logged (for a retried Job that reuses the run)."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.artifacts.load_text(f"runs:/{run_id}/{TABLE_ARTIFACT}")
+    except (MlflowException, OSError):
+        return f"(run {run_id} logged no evaluation table)"

@@ -126,7 +126,8 @@ def scores_from_tags(tags: Mapping[str, str]) -> dict[float, HorizonScore]:
     for key, value in tags.items():
         if not key.startswith(f"{TAG_PREFIX}.h"):
             continue
-        horizon_part, _, name = key[len(TAG_PREFIX) + 2 :].partition(".")
+        # rpartition: the horizon itself may hold a dot ("h7.5.mae").
+        horizon_part, _, name = key[len(TAG_PREFIX) + 2 :].rpartition(".")
         fields.setdefault(float(horizon_part), {})[name] = value
 
     def _num(raw: str | None) -> float | None:

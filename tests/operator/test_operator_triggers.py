@@ -1,0 +1,137 @@
+"""NATS retrain requests (burst, offline, invalid) and MLflow outages, with real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from pulsar_operator.nats_bridge import ensure_retrain_stream
+
+from pulsar_core.events import retrain_subject
+from tests.operator.conftest import (
+    JOBS,
+    NS,
+    SM,
+    condition,
+    events_of,
+    eventually,
+    finish_job,
+    objects,
+    running_operator,
+    status_of,
+    surge_model,
+)
+from tests.support.services import free_port, wait_for_port
+
+
+async def _publish(url: str, subject: str, bodies: list[tuple[str, bytes]]) -> None:
+    client = await nats.connect(url)
+    js = client.jetstream()
+    await ensure_retrain_stream(js)
+    for msg_id, body in bodies:
+        await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id})
+    await client.close()
+
+
+async def _trained_once(server: Any) -> None:
+    """Let the first (spec) Job finish so retrain requests start a new run."""
+    training = await eventually(lambda: status_of(server, "tehran-eco").get("lastTraining"))
+    await finish_job(server, training["job"])
+    await eventually(lambda: status_of(server, "tehran-eco")["lastTraining"]["outcome"]
+                     == "Succeeded")
+
+
+async def test_burst_of_100_retrain_requests_makes_one_job(
+        k8s: Any, mlflow_uri: str, nats_server: Any) -> None:
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    k8s.objects[SM, NS, "tehran-bike"] = surge_model("tehran-bike", service="bike")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri, nats_url=nats_server.url):
+        await _trained_once(k8s)
+        burst = [(f"req-{i}", json.dumps({"reason": f"drift {i}"}).encode()) for i in range(100)]
+        await _publish(nats_server.url, retrain_subject("tehran", "eco"), burst + burst[:10])
+        await eventually(lambda: status_of(k8s, "tehran-eco").get("lastRetrainRequest")
+                         == "req-99", what="the last request recorded")
+        retrain_jobs = [j for j in objects(k8s, JOBS) if j["metadata"]["annotations"][
+            "forecasting.pulsar.dev/trigger-kind"] == "retrain"]
+        assert len(retrain_jobs) == 1
+        assert status_of(k8s, "tehran-eco")["lastTrigger"]["kind"] == "retrain"
+    owners = [j["metadata"]["ownerReferences"][0]["name"] for j in objects(k8s, JOBS)]
+    assert owners.count("tehran-eco") == 2 and owners.count("tehran-bike") == 1
+
+
+async def test_requests_sent_while_the_operator_is_down_are_handled_after_start(
+        k8s: Any, mlflow_uri: str, nats_server: Any) -> None:
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri, nats_url=nats_server.url):
+        await _trained_once(k8s)
+    await _publish(nats_server.url, retrain_subject("tehran", "eco"),
+                   [("offline-1", b'{"reason": "nightly"}'), ("offline-2", b"")])
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri, nats_url=nats_server.url):
+        await eventually(lambda: status_of(k8s, "tehran-eco").get("lastRetrainRequest")
+                         == "offline-2", what="offline requests handled")
+    assert len(objects(k8s, JOBS)) == 2
+
+
+async def test_invalid_retrain_payload_is_terminated_and_reported(
+        k8s: Any, mlflow_uri: str, nats_server: Any) -> None:
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri, nats_url=nats_server.url):
+        await _trained_once(k8s)
+        await _publish(nats_server.url, retrain_subject("tehran", "eco"),
+                       [("bad-1", b'{"reason": "x", "unknown": 1}'), ("bad-2", b"not json")])
+        warnings = await eventually(lambda: [e for e in events_of(k8s, "tehran-eco")
+                                             if e["reason"] == "InvalidRetrainRequest"])
+        assert warnings[0]["type"] == "Warning"
+        await eventually(lambda: len([e for e in events_of(k8s, "tehran-eco")
+                                      if e["reason"] == "InvalidRetrainRequest"]) == 2)
+        client = await nats.connect(nats_server.url)
+        info = await client.jetstream().consumer_info("PULSAR_RETRAIN", "pulsar-operator")
+        await client.close()
+        assert info.num_pending == 0 and info.num_ack_pending == 0
+    assert len(objects(k8s, JOBS)) == 1
+
+
+@pytest.fixture
+def mlflow_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    return free_port()
+
+
+async def test_mlflow_down_degrades_and_recovers_without_restart(
+        k8s: Any, tmp_path: Path, mlflow_port: int) -> None:
+    uri = f"http://127.0.0.1:{mlflow_port}"
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    async with running_operator(k8s, mlflow_tracking_uri=uri):
+        await eventually(lambda: condition(k8s, "tehran-eco", "Degraded").get("status")
+                         == "True", what="Degraded")
+        degraded = condition(k8s, "tehran-eco", "Degraded")
+        assert degraded["reason"] == "MLflowUnavailable" and str(mlflow_port) in degraded[
+            "message"]
+        assert status_of(k8s, "tehran-eco")["phase"] == "Degraded"
+        assert objects(k8s, JOBS), "training still starts while MLflow is down"
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+             str(mlflow_port), "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}",
+             "--artifacts-destination", str(tmp_path / "art"), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_for_port(mlflow_port, timeout=120)
+            await eventually(lambda: condition(k8s, "tehran-eco", "Degraded").get("status")
+                             == "False", timeout=60, what="recovery")
+            await eventually(lambda: "MLflowRecovered" in {
+                e["reason"] for e in events_of(k8s, "tehran-eco")})
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=10)

@@ -94,10 +94,15 @@ class Registry:
                     raise
 
     def create_version(
-        self, name: str, source: str, run_id: str, tags: dict[str, str]
+        self, name: str, source: str, run_id: str, tags: dict[str, str],
+        model_id: str | None = None,
     ) -> VersionInfo:
         self.ensure_model(name)
-        created = self._call("create_model_version", name, source, run_id=run_id, tags=tags)
+        if model_id is None and source.startswith("models:/m-"):
+            # An MLflow 3 logged model: a remote `mlflow server` requires its id beside it.
+            model_id = source.removeprefix("models:/")
+        created = self._call("create_model_version", name, source, run_id=run_id, tags=tags,
+                             model_id=model_id)
         return _info(created)
 
     def versions(self, name: str) -> list[VersionInfo]:

@@ -1,19 +1,22 @@
 """Forecasts of the whole live buffer, computed in the background whenever the buffer changes.
 
 Live data changes once per 7.5-minute period per series, while forecasts are asked for many
-times per second: computing them once per buffer change and answering requests by lookup keeps
-the hot path at a dictionary access. An answer may trail the newest message by one refresh.
+times per second: computing them once per buffer change, already rendered as JSON-ready items
+grouped by hexagon, keeps a live request's hot path at dictionary lookups. An answer may trail
+the newest message by one refresh.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from pulsar_core.contract import ForecastCol as F
+from pulsar_predictor.render import forecast_items
+
+Item = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -23,21 +26,23 @@ class LiveForecasts:
     model_version: str
     buffer_version: int
     frame: pd.DataFrame
-    rows: dict[int, np.ndarray]  # hexagon -> positions of its rows in `frame`
+    items: dict[int, list[Item]]  # hexagon -> its rendered forecasts
 
     @classmethod
-    def build(cls, model_version: str, buffer_version: int, frame: pd.DataFrame
-              ) -> LiveForecasts:
-        frame = frame.reset_index(drop=True)
-        rows = {int(h): idx for h, idx in frame.groupby(F.HEXAGON, sort=False).indices.items()}
-        return cls(model_version, buffer_version, frame, rows)
+    def build(cls, model_version: str, buffer_version: int, frame: pd.DataFrame,
+              threshold: float) -> LiveForecasts:
+        items: dict[int, list[Item]] = {}
+        for item in forecast_items(frame, threshold):
+            items.setdefault(item["hexagon_id"], []).append(item)
+        return cls(model_version, buffer_version, frame.reset_index(drop=True), items)
 
     def covers(self, cells: Iterable[int]) -> bool:
-        return all(cell in self.rows for cell in cells)
+        return all(cell in self.items for cell in cells)
 
-    def for_cells(self, cells: Iterable[int]) -> pd.DataFrame:
-        """The rows of these hexagons (every service type and horizon)."""
-        found = [self.rows[c] for c in cells if c in self.rows]
-        if not found:
-            return self.frame.iloc[:0]
-        return self.frame.take(np.concatenate(found) if len(found) > 1 else found[0])
+    def select(self, cells: Iterable[int], service_type: int | None,
+               horizons: Iterable[float]) -> list[Item]:
+        """The forecasts of these hexagons, optionally one service type, these horizons."""
+        wanted = set(horizons)
+        return [item for cell in cells for item in self.items.get(cell, ())
+                if item["horizon_minutes"] in wanted
+                and (service_type is None or item["service_type"] == service_type)]

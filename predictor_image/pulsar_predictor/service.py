@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pandas as pd
 
@@ -88,26 +90,29 @@ class ForecastService:
         model = self.model()
         horizons = self._horizons(model, request.horizons_minutes, "horizons_minutes")
         cached = self.live
-        if request.history is not None:
-            output, source = await self._predict(model, history_frame(request.history)), "history"
-        elif (cached is not None and cached.model_version == model.version
-              and cached.covers(c for c in cells if self.buffer.has_hexagon(c))):
-            output, source = Precomputed(cached.for_cells(cells)), "live"
+        if request.history is None and cached is not None and (
+                cached.model_version == model.version
+                and cached.covers(c for c in cells if self.buffer.has_hexagon(c))):
+            items, source, cnn_error = cached.select(
+                cells, request.service_type, horizons), "live", None
         else:
-            context = hx.with_neighbours(cells, neighbour_ring(model))
-            snapshots, source = self.buffer.rows_for(context, request.service_type), "live"
+            if request.history is not None:
+                snapshots, source = history_frame(request.history), "history"
+            else:
+                context = hx.with_neighbours(cells, neighbour_ring(model))
+                snapshots, source = self.buffer.rows_for(context, request.service_type), "live"
             output = await self._predict(model, snapshots)
-        frame = output.frame
-        wanted = frame[F.HEXAGON].isin(cells) & frame[F.HORIZON_MINUTES].isin(horizons)
-        if request.service_type is not None:
-            wanted &= frame[F.SERVICE_TYPE] == request.service_type
-        answered = frame[wanted]
-        items = forecast_items(answered, self.settings.confidence_threshold)
-        self._count(answered)
-        found = set(answered[F.HEXAGON].tolist())
+            frame = output.frame
+            wanted = frame[F.HEXAGON].isin(cells) & frame[F.HORIZON_MINUTES].isin(horizons)
+            if request.service_type is not None:
+                wanted &= frame[F.SERVICE_TYPE] == request.service_type
+            items = forecast_items(frame[wanted], self.settings.confidence_threshold)
+            cnn_error = output.cnn_error
+        self._count(items)
+        found = {item["hexagon_id"] for item in items}
         missing = [{"hexagon": hx.to_str(c), "reason": self._why_missing(c, source, request)}
                    for c in cells if c not in found]
-        return dumps({"model": model_ref(model), "source": source, "cnn_error": output.cnn_error,
+        return dumps({"model": model_ref(model), "source": source, "cnn_error": cnn_error,
                       "forecasts": items, "missing": missing})
 
     async def top(self, horizon: float, limit: int, service_type: int | None) -> bytes:
@@ -132,7 +137,9 @@ class ForecastService:
                     model.version, version):
                 return cached
             output = await self._predict(model, self.buffer.frame())
-            self.live = LiveForecasts.build(model.version, version, output.frame)
+            self.live = await asyncio.get_running_loop().run_in_executor(
+                self.executor, LiveForecasts.build, model.version, version, output.frame,
+                self.settings.confidence_threshold)
             return self.live
 
     async def _live_forecasts(self, model: LoadedModel, service_type: int | None) -> pd.DataFrame:
@@ -196,12 +203,12 @@ class ForecastService:
         self.metrics.predict_latency.observe(time.perf_counter() - started)
         return output
 
-    def _count(self, frame: pd.DataFrame) -> None:
-        for name, count in frame[F.MODEL].value_counts().items():
-            self.metrics.forecasts.labels(str(name)).inc(int(count))
-        confidence = frame[F.CONFIDENCE].astype("float64")
-        low = confidence.isna() | (confidence < self.settings.confidence_threshold)
-        self.metrics.low_confidence.inc(int(low.sum()))
+    def _count(self, items: list[dict[str, Any]]) -> None:
+        for name, count in Counter(item["model"] for item in items).items():
+            self.metrics.forecasts.labels(name).inc(count)
+        low = sum(item["low_confidence"] for item in items)
+        if low:
+            self.metrics.low_confidence.inc(low)
 
     def breaker_state(self) -> BreakerState:
         return self.breaker.state

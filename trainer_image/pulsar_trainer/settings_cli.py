@@ -21,6 +21,24 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "horizons_minutes": ("--horizons",),
 }
 
+# For fields that carry no description in TrainSettings.
+EXTRA_HELP: dict[str, str] = {
+    "horizons_minutes": "Forecast horizons in minutes, multiples of 7.5.",
+    "elasticnet_alpha": "ElasticNet regularisation strength.",
+    "elasticnet_l1_ratio": "ElasticNet L1 share (0 = ridge, 1 = lasso).",
+    "cnn_channels": "Temporal CNN convolution channels.",
+    "cnn_epochs": "Maximum CNN training epochs.",
+    "cnn_learning_rate": "CNN Adam learning rate.",
+    "cnn_patience": "Epochs without validation gain before early stopping.",
+    "cnn_batch_size": "CNN mini-batch size.",
+    "seed": "Random seed (CNN initialisation, sampling).",
+}
+
+
+def describe(name: str) -> str:
+    field = TrainSettings.model_fields[name]
+    return field.description or EXTRA_HELP.get(name, name.replace("_", " "))
+
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -63,7 +81,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainSettings field; absent flags stay absent (env/defaults apply)."""
     group = parser.add_argument_group("settings (each defaults to its PULSAR_* variable)")
     for name, field in TrainSettings.model_fields.items():
-        help_text = f"{field.description or name.replace('_', ' ')} [{env_var(name)}]"
+        help_text = f"{describe(name)} [{env_var(name)}]"
         group.add_argument(flag(name), *ALIASES.get(name, ()), dest=name,
                            default=argparse.SUPPRESS, help=help_text, **_argument(field))
 
@@ -95,6 +113,6 @@ def env_contract_markdown() -> str:
         default = field.get_default(call_default_factory=True)
         shown = "—" if default is None else f"`{default}`"
         flags = ", ".join(f"`{f}`" for f in (flag(name), *ALIASES.get(name, ())))
-        rows.append(f"| `{env_var(name)}` | {flags} | {type_name(field)} | {shown} | "
-                    f"{field.description or ''} |")
+        meaning = describe(name).replace("|", "\\|")
+        rows.append(f"| `{env_var(name)}` | {flags} | {type_name(field)} | {shown} | {meaning} |")
     return "\n".join(rows)

@@ -43,7 +43,7 @@ class _Progress:
         print(f"[{time.monotonic() - self.started:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def _configure_logging(verbose: bool) -> None:
+def configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not verbose:
@@ -58,7 +58,7 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
-def _error_code(error: Exception) -> int:
+def error_code(error: Exception) -> int:
     from pydantic import ValidationError
 
     from pulsar_core.data.errors import DataContractError
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.env_contract:
         print(env_contract_markdown())
         return 0
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose)
     try:
         from pulsar_trainer.pipeline import run_training
         from pulsar_trainer.report import render
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(args)
         outcome = run_training(settings, progress=_Progress())
     except Exception as error:
-        code = _error_code(error)
+        code = error_code(error)
         if code == EXIT_INTERNAL and args.verbose:
             logging.exception("pulsar train failed")
         hint = "" if code != EXIT_INTERNAL or args.verbose else " (rerun with --verbose)"

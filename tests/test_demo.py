@@ -1,0 +1,51 @@
+"""`pulsar demo` end to end on a tiny synthetic city: train, register, gate, idempotent rerun."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pulsar_cli.demo import main, run_key
+from pulsar_core.registry import Registry
+
+TINY = ["--hexagons", "25", "--days", "4", "--cnn-epochs", "1"]
+
+
+def test_demo_registers_gates_and_reuses_on_rerun(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(TINY) == 0
+    first = capsys.readouterr().out
+    assert "registered: pulsar-demo-all version 1\n" in first
+    assert "strongest baseline" in first
+    assert "mlflow ui --backend-store-uri sqlite:///.pulsar/mlflow.db" in first
+
+    registry = Registry("sqlite:///.pulsar/mlflow.db")
+    champion = registry.get_alias("pulsar-demo-all")
+    if "gate: PASS" in first:
+        assert champion is not None and champion.version == "1"
+        assert "promoted: version 1 is now the champion" in first
+    else:
+        assert champion is None and "not promoted" in first
+    assert any((tmp_path / ".pulsar" / "mlartifacts").iterdir())
+    assert not (tmp_path / "mlruns").exists()  # artifacts stay under .pulsar/
+
+    assert main(TINY) == 0
+    second = capsys.readouterr().out
+    assert "version 1 (reused: same data and settings as an earlier run)" in second
+    assert [v.version for v in registry.versions("pulsar-demo-all")] == ["1"]
+
+
+def test_run_key_follows_data_and_settings(tmp_path: Path):
+    data = tmp_path / "a.parquet"
+    data.write_bytes(b"one")
+    key = run_key([str(data)], {"cnn_epochs": 1})
+    assert key == run_key([str(data)], {"cnn_epochs": 1})
+    assert key != run_key([str(data)], {"cnn_epochs": 2})
+    data.write_bytes(b"two")
+    assert key != run_key([str(data)], {"cnn_epochs": 1})
+
+
+def test_missing_data_file_is_a_clear_error(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--data", str(tmp_path / "nope.parquet")]) == 2
+    assert "no such file or directory" in capsys.readouterr().err

@@ -18,18 +18,22 @@ _MAX_REASONS = 5
 
 def history_frame(rows: Sequence[HistoryRow]) -> pd.DataFrame:
     """Typed rows -> contract frame; any row the core rejects -> 422 naming row and reason."""
-    records = []
-    for index, row in enumerate(rows):
-        record = row.model_dump()
-        record[Col.HEXAGON] = hx.parse_one(row.hexagon, f"history[{index}].hexagon")
-        if record[Col.PERIOD_END] is None:
-            record[Col.PERIOD_END] = row.period_start + PERIOD
-        records.append(record)
-    frame = pd.DataFrame.from_records(records, columns=list(SNAPSHOT_DTYPES))
+    frame = pd.DataFrame.from_records([row.__dict__ for row in rows],
+                                      columns=list(SNAPSHOT_DTYPES))
+    frame[Col.HEXAGON] = _cells(frame[Col.HEXAGON])
     for column in (Col.PERIOD_START, Col.PERIOD_END):
         frame[column] = pd.to_datetime(frame[column], utc=True)
-    frame = frame.astype(SNAPSHOT_DTYPES)
-    return validated(frame, "history")
+    frame[Col.PERIOD_END] = frame[Col.PERIOD_END].fillna(frame[Col.PERIOD_START] + PERIOD)
+    return validated(frame.astype(SNAPSHOT_DTYPES), "history")
+
+
+def _cells(refs: pd.Series) -> list[int]:
+    """Parse each distinct H3 reference once; an invalid one names its first row."""
+    parsed: dict[str | int, int] = {}
+    for index, ref in enumerate(refs.tolist()):
+        if ref not in parsed:
+            parsed[ref] = hx.parse_one(ref, f"history[{index}].hexagon")
+    return [parsed[ref] for ref in refs.tolist()]
 
 
 def validated(frame: pd.DataFrame, field: str) -> pd.DataFrame:

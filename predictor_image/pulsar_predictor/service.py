@@ -96,8 +96,10 @@ class ForecastService:
             items, source, cnn_error = cached.select(
                 cells, request.service_type, horizons), "live", None
         else:
-            if request.history is not None:
-                snapshots, source = history_frame(request.history), "history"
+            if request.history is not None:  # parsing and validation are CPU work too
+                snapshots = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, history_frame, request.history)
+                source = "history"
             else:
                 context = hx.with_neighbours(cells, neighbour_ring(model))
                 snapshots, source = self.buffer.rows_for(context, request.service_type), "live"

@@ -74,6 +74,12 @@ async def test_forecast_from_explicit_history_model_probes_and_metrics(settings,
         assert 'pulsar_requests_total{endpoint="/v1/forecast",status="200"} 2.0' in metrics
         assert 'pulsar_requests_total{endpoint="/v1/forecast",status="422"} 2.0' in metrics
         assert "pulsar_request_duration_seconds_bucket" in metrics
+    impatient = settings.model_copy(update={"request_timeout_seconds": 1e-6, "nats_url": None})
+    async with serving(create_app(impatient)) as client:
+        await _ready(client)
+        late = await client.post("/v1/forecast", json={"hexagons": wanted,
+                                                       "history": as_rows(frame)})
+        assert late.status_code == 504 and late.json()["error"]["code"] == "timeout"
 
 
 async def test_live_signals_over_nats_feed_forecasts_and_top(settings, tiny_snapshots) -> None:
@@ -92,6 +98,8 @@ async def test_live_signals_over_nats_feed_forecasts_and_top(settings, tiny_snap
         await publisher.flush()
         await publisher.close()
         await eventually(lambda: runtime.buffer.row_count() == len(frame))
+        await eventually(lambda: runtime.service.live is not None
+                         and runtime.service.live.buffer_version == runtime.buffer.version)
         unknown = h3.int_to_str(h3.str_to_int(h3.latlng_to_cell(48.85, 2.35, 8)))
         answer = await client.post("/v1/forecast",
                                    json={"hexagons": [live_cells[0], unknown]})
@@ -101,12 +109,12 @@ async def test_live_signals_over_nats_feed_forecasts_and_top(settings, tiny_snap
         assert {f["service_type"] for f in body["forecasts"]} == {1, 2}
         assert body["missing"] == [{"hexagon": unknown, "reason": body["missing"][0]["reason"]}]
         assert "no live data" in body["missing"][0]["reason"]
-        # the background refresh answers from the precomputed table: same numbers
-        await eventually(lambda: runtime.service.live is not None
-                         and runtime.service.live.buffer_version == runtime.buffer.version)
-        again = (await client.post("/v1/forecast", json={"hexagons": [live_cells[0]]})).json()
+        # the precomputed live table says what the model says for the same rows sent explicitly
+        direct = (await client.post("/v1/forecast", json={"hexagons": [live_cells[0]],
+                                                          "history": rows})).json()
         key = lambda f: (f["service_type"], f["horizon_minutes"])  # noqa: E731
-        assert sorted(again["forecasts"], key=key) == sorted(body["forecasts"], key=key)
+        assert direct["source"] == "history"
+        assert sorted(direct["forecasts"], key=key) == sorted(body["forecasts"], key=key)
         top = await client.get("/v1/forecast/top", params={"horizon": 30, "limit": 5,
                                                            "service_type": 1})
         items = top.json()["forecasts"]

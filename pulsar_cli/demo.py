@@ -30,9 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--city", default=None, help="city slug (default: demo, or tehran "
                         "with --data)")
     parser.add_argument("--hexagons", type=int, default=300, help="synthetic hexagons")
-    parser.add_argument("--days", type=int, default=5, help="synthetic days")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--cnn-epochs", type=int, default=6,
+    parser.add_argument("--days", type=int, default=7, help="synthetic days")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--cnn-epochs", type=int, default=12,
                         help="CNN epochs (small: the demo should take a few minutes)")
     parser.add_argument("--workdir", type=Path, default=WORKDIR)
     return parser

@@ -92,10 +92,10 @@ def snapshot_input(frame: pd.DataFrame) -> pd.DataFrame:
                            else stamps.dt.tz_convert("UTC"))
     if Col.PERIOD_END not in out:
         out[Col.PERIOD_END] = out[Col.PERIOD_START] + PERIOD
-    for column, dtype in SNAPSHOT_DTYPES.items():
-        if column not in out:
-            out[column] = pd.Series(pd.NA if dtype == "Int64" else float("nan"), index=out.index)
-        out[column] = out[column].astype(dtype)
+    for name, dtype in SNAPSHOT_DTYPES.items():
+        if name not in out:
+            out[name] = pd.Series(pd.NA if dtype == "Int64" else float("nan"), index=out.index)
+        out[name] = out[name].astype(dtype)
     ordered = out[list(SNAPSHOT_DTYPES)].sort_values([Col.HEXAGON, Col.SERVICE_TYPE,
                                                       Col.PERIOD_START])
     return ordered.drop_duplicates([Col.HEXAGON, Col.SERVICE_TYPE, Col.PERIOD_START], keep="last")

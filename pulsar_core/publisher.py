@@ -77,7 +77,7 @@ async def publish_event_async(
             await client.jetstream(timeout=timeout).publish(subject, payload, headers=headers)
             return f"jetstream:{stream}"
         await client.publish(subject, payload)
-        await client.flush(timeout=timeout)
+        await client.flush(timeout=max(1, round(timeout)))
         return "core"
     except (NatsError, TimeoutError) as error:
         raise PublishError(

@@ -11,6 +11,9 @@ buffer), then measures with an aiohttp client at fixed concurrency:
     precomputed forecast table), which is how clients are meant to call it;
   * single-hexagon p99 at 50 concurrent clients, and one 4,000-hexagon batch.
 Prints p50/p99 (ms), throughput (req/s) and the ratios against MLflow measured in this run.
+Closed-loop clients (send again as soon as answered) measure capacity: their latency is
+concurrency / throughput by Little's law, whatever the server does. The paced scenario (50 clients
+at 10 req/s each) measures the latency a client sees below saturation.
 """
 
 from __future__ import annotations
@@ -137,6 +140,40 @@ async def load(url: str, body: bytes, concurrency: int, requests: int) -> dict[s
             "rps": len(latencies) / elapsed, "failures": failures, "n": len(latencies)}
 
 
+async def paced(url: str, body: bytes, clients: int, rate: float, seconds: float
+                ) -> dict[str, float]:
+    """Open loop: `clients` each send `rate` req/s on a fixed schedule for `seconds`.
+
+    Latency counts from the scheduled send time, so queueing delay is not hidden
+    (no coordinated omission).
+    """
+    import aiohttp
+
+    latencies: list[float] = []
+    failures = 0
+    headers = {"content-type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        loop = asyncio.get_running_loop()
+        begin = loop.time() + 0.1
+
+        async def client(offset: float) -> None:
+            nonlocal failures
+            sends = int(seconds * rate)
+            for k in range(sends):
+                due = begin + offset + k / rate
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    failures += response.status != 200
+                latencies.append(loop.time() - due)
+
+        await asyncio.gather(*(client(i / (clients * rate)) for i in range(clients)))
+    ms = np.asarray(latencies) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "rps": clients * rate, "failures": failures, "n": len(latencies)}
+
+
 def start(command: list[str], port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
     process = subprocess.Popen(command, env=env, stdout=log.open("w"),
                                stderr=subprocess.STDOUT)
@@ -245,6 +282,8 @@ async def measure(args: argparse.Namespace, predictor: str, mlflow_url: str,
         "batch1000/predictor-live": await load(forecast, batch[1], c, nb),
         "single@50/predictor-live": await load(forecast, single[1], 50, max(n, 500)),
         "single@50/mlflow": await load(invocations, single[2], 50, n),
+        # 50 clients that each ask 10 times a second (500 req/s offered), not as fast as possible
+        "single@50x10rps/predictor-live": await paced(forecast, single[1], 50, 10.0, 6.0),
     }
     everything = bodies(frame, cells[:4000])
     results["batch4000/predictor-live"] = await load(forecast, everything[1], 1, 5)

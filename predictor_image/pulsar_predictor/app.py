@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,6 +20,7 @@ from pulsar_predictor.errors import PredictorError
 from pulsar_predictor.metrics import Metrics
 from pulsar_predictor.routes import probes, v1
 from pulsar_predictor.runtime import Runtime
+from pulsar_predictor.schemas import ForecastRequest
 from pulsar_predictor.slot import ModelLoader
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ def _field(location: tuple[Any, ...]) -> str:
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or ".".join(map(str, location))
+    return text or ".".join(map(str, location)) or "body"
 
 
 async def _predictor_error(request: Request, error: Exception) -> JSONResponse:
@@ -90,6 +92,19 @@ class RequestMetrics:
             self.metrics.requests.labels(path, str(status["code"])).inc()
 
 
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus ForecastRequest (its body is parsed by hand, see routes.py)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                             routes=app.routes)
+        body = ForecastRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(body.pop("$defs", {}))
+        components["ForecastRequest"] = body
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app(settings: ServeSettings | None = None, loader: ModelLoader | None = None) -> FastAPI:
     """The predictor app; `loader` replaces the MLflow registry loader (tests, embedding)."""
     runtime = Runtime(settings or ServeSettings(), loader)
@@ -109,6 +124,7 @@ def create_app(settings: ServeSettings | None = None, loader: ModelLoader | None
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(v1)
     app.include_router(probes)
     app.add_exception_handler(PredictorError, _predictor_error)

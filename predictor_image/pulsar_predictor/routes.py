@@ -12,7 +12,6 @@ from pulsar_predictor.errors import Forbidden, Unauthorized
 from pulsar_predictor.runtime import Runtime
 from pulsar_predictor.schemas import (
     ErrorResponse,
-    ForecastRequest,
     ForecastResponse,
     Health,
     ModelInfo,
@@ -47,10 +46,20 @@ v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorized)], responses=_ERRO
 probes = APIRouter()
 
 
-@v1.post("/forecast", response_model=ForecastResponse, summary="Forecast hexagons")
-async def forecast(body: ForecastRequest, request: Request) -> Response:
+# The body is read raw and parsed by pydantic-core's JSON parser on a worker thread: a batch
+# with history can be megabytes, and parsing it must not stall the event loop. The schema is
+# still documented (app.py adds ForecastRequest to the OpenAPI components).
+_FORECAST_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/ForecastRequest"}}}}}
+
+
+@v1.post("/forecast", response_model=ForecastResponse, summary="Forecast hexagons",
+         openapi_extra=_FORECAST_BODY)
+async def forecast(request: Request) -> Response:
     """Forecast every requested hexagon at every horizon, from live data or the given history."""
-    return Response(await runtime(request).service.forecast(body), media_type=JSON)
+    service = runtime(request).service
+    body = await service.parse(await request.body())
+    return Response(await service.forecast(body), media_type=JSON)
 
 
 @v1.get("/forecast/top", response_model=TopResponse, summary="Hexagons expected to rise most")

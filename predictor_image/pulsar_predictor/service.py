@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from pulsar_core.contract import ForecastCol as F
 from pulsar_core.settings import ServeSettings
@@ -29,6 +31,16 @@ from pulsar_predictor.schemas import ForecastRequest
 from pulsar_predictor.slot import ForecastOutput, LoadedModel, ModelSlot
 
 log = logging.getLogger(__name__)
+
+
+_INLINE_PARSE_BYTES = 16_384  # smaller bodies parse faster than a thread hop
+
+
+def _parse(body: bytes) -> ForecastRequest:
+    try:
+        return ForecastRequest.model_validate_json(body)
+    except ValidationError as error:
+        raise RequestValidationError(error.errors(include_url=False)) from None
 
 
 class Precomputed:
@@ -79,6 +91,12 @@ class ForecastService:
             reason = self.slot.last_error or "the model is still loading"
             raise NotReady(f"no model loaded: {reason}")
         return model
+
+    async def parse(self, body: bytes) -> ForecastRequest:
+        """JSON body -> ForecastRequest on a worker thread; errors become the usual 422."""
+        if len(body) < _INLINE_PARSE_BYTES:
+            return _parse(body)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, _parse, body)
 
     async def forecast(self, request: ForecastRequest) -> bytes:
         if len(request.hexagons) > self.settings.max_hexagons:

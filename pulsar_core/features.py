@@ -3,8 +3,10 @@
 Every series (hexagon x service type) lives on a regular grid of 7.5-minute periods numbered from
 the Unix epoch. A lag k is the value at period p-k only when that exact period exists (else NaN
 plus a missing flag), so no window ever spans a gap as if it were contiguous; a target at horizon
-h exists only when period p+h exists. All look-ups are vectorised `searchsorted` calls on a
-sorted (series, period) key. Features at an anchor use only data at or before it (bounded by
+h exists only when period p+h exists. Look-ups go through `SeriesGrid` (a sorted int64 (series,
+period) key: scans of the few rows before/after an anchor, bounded `searchsorted`); anchors are
+built in fixed-size chunks written into preallocated float32 outputs, so time and memory grow
+linearly with rows. Features at an anchor use only data at or before it (bounded by
 `history_days`), so a frame truncated at the anchor yields identical features (serving parity).
 """
 
@@ -16,14 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pulsar_core.contract import LEAKY_SAME_PERIOD, PERIOD_MINUTES, SERIES_KEY, Col
-from pulsar_core.neighbours import neighbour_edges
+from pulsar_core.contract import LEAKY_SAME_PERIOD, PERIOD_MINUTES, Col
+from pulsar_core.neighbours import neighbour_table
+from pulsar_core.series_grid import KEY_SHIFT, SeriesGrid
 
 PERIODS_PER_DAY = 192
 KNOWN_SERVICE_TYPES = (1, 2, 3, 5, 7, 11)
 SEQUENCE_CHANNELS = ("demand", "log_demand", "observed", "phase", "surge", "cumulative_surge")
-_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
-_KEY_SHIFT = np.int64(1 << 32)
 _DEMAND_SCALE = 100.0
 
 
@@ -97,59 +98,25 @@ class FeatureSet:
         )
 
 
-class _Grid:
-    """A sorted frame with a (series, period) key for exact-period look-ups."""
-
-    def __init__(self, snapshots: pd.DataFrame) -> None:
-        missing = [c for c in (*SERIES_KEY, Col.PERIOD_START, Col.DEMAND_SIGNAL)
-                   if c not in snapshots.columns]
-        if missing:
-            raise ValueError(f"snapshots lack column(s) {missing}: pass a contract snapshot frame")
-        periods = (snapshots[Col.PERIOD_START] - _EPOCH) // pd.Timedelta(minutes=PERIOD_MINUTES)
-        hexes = snapshots[Col.HEXAGON].to_numpy(np.int64)
-        services = snapshots[Col.SERVICE_TYPE].to_numpy(np.int64)
-        self.hex_index = pd.Index(np.unique(hexes))
-        self.service_index = pd.Index(np.unique(services))
-        series = (self.hex_index.get_indexer(hexes).astype(np.int64) * len(self.service_index)
-                  + self.service_index.get_indexer(services))
-        key = series * _KEY_SHIFT + periods.to_numpy(np.int64)
-        order = np.argsort(key, kind="stable")
-        self.frame = snapshots.iloc[order].reset_index(drop=True)
-        self.key = key[order]
-        if len(self.key) > 1 and (np.diff(self.key) == 0).any():
-            raise ValueError("snapshots hold duplicate (hexagon, service_type, period_start) "
-                             "rows: deduplicate them first (the loader's validation does)")
-        self.series = series[order]
-        self.period = periods.to_numpy(np.int64)[order]
-
-    def find(self, series: np.ndarray, period: np.ndarray) -> np.ndarray:
-        """Row index of (series, period), or -1 where that exact period does not exist."""
-        wanted = series * _KEY_SHIFT + period
-        pos = np.searchsorted(self.key, wanted)
-        pos_clipped = np.minimum(pos, len(self.key) - 1)
-        hit = (pos < len(self.key)) & (self.key[pos_clipped] == wanted)
-        return np.where(hit, pos_clipped, -1)
-
-    def value(self, values: np.ndarray, series: np.ndarray, period: np.ndarray) -> np.ndarray:
-        """values[row of (series, period)], NaN where that period is absent."""
-        rows = self.find(series, period)
-        out = np.where(rows >= 0, values[np.maximum(rows, 0)], np.nan)
-        return out.astype(np.float64)
+_VALUE_COLUMNS = (Col.DEMAND_SIGNAL, Col.SURGE_PERCENT, Col.CUMULATIVE_SURGE_PERCENT,
+                  Col.SURGE_ABSOLUTE, Col.CUMULATIVE_SURGE_ABSOLUTE, *sorted(LEAKY_SAME_PERIOD))
+_CHUNK_ROWS = 1 << 16
 
 
-def _window_rows(grid: _Grid, anchors: np.ndarray, window: int) -> np.ndarray:
-    """(n, window) row indices of lags 0..window-1 (column k = lag k), -1 where absent."""
-    series, period = grid.series[anchors], grid.period[anchors]
-    rows = np.empty((len(anchors), window), np.int64)
-    rows[:, 0] = anchors
-    for k in range(1, window):
-        rows[:, k] = grid.find(series, period - k)
-    return rows
+@dataclass
+class _Chunk:
+    """Anchors built together, and the row slice [lo, hi) their own-series look-ups can reach."""
+
+    anchors: np.ndarray
+    series: np.ndarray
+    period: np.ndarray
+    lo: int
+    hi: int
 
 
-def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """values at `rows`, NaN where a row is -1."""
-    return np.where(rows >= 0, values[np.maximum(rows, 0)], np.nan)
+def _take(values: np.ndarray, rows: np.ndarray, absent: float = np.nan) -> np.ndarray:
+    """values at `rows`, `absent` where a row is -1."""
+    return np.where(rows >= 0, values[np.maximum(rows, 0)], absent)
 
 
 def _window_stats(lagged: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
@@ -168,52 +135,60 @@ def _window_stats(lagged: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
     }
 
 
-def _history_means(grid: _Grid, demand: np.ndarray, anchors: np.ndarray,
-                   spec: FeatureSpec) -> dict[str, np.ndarray]:
-    """Per-series means over the last `history_days` up to the anchor, overall and per phase."""
-    out: dict[str, np.ndarray] = {}
-    span = spec.history_days * PERIODS_PER_DAY
-    series, period = grid.series[anchors], grid.period[anchors]
-    start = np.searchsorted(grid.key, series * _KEY_SHIFT + period - span + 1)
-    end = anchors + 1
-    for name, selector in (("all", np.ones_like(grid.period, dtype=bool)),
-                           ("phase0", grid.period % 2 == 0), ("phase1", grid.period % 2 == 1)):
-        sums = np.concatenate([[0.0], np.cumsum(np.where(selector, demand, 0.0))])
-        counts = np.concatenate([[0], np.cumsum(selector)])
-        n = counts[end] - counts[start]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[name] = np.where(n > 0, (sums[end] - sums[start]) / np.maximum(n, 1), np.nan)
-        out[f"{name}_n"] = n.astype(np.float64)
-    return out
+class _History:
+    """Prefix sums of demand over the whole grid (overall and per phase) for windowed means."""
+
+    def __init__(self, grid: SeriesGrid, demand: np.ndarray) -> None:
+        on_phase0 = grid.key % 2 == 0  # KEY_SHIFT is even, so key parity = period parity
+        self.sums = {name: np.concatenate([[0.0], np.cumsum(np.where(selector, demand, 0.0))])
+                     for name, selector in (("all", True), ("phase0", on_phase0),
+                                            ("phase1", ~on_phase0))}
+        self.phase0_count = np.concatenate([[0], np.cumsum(on_phase0)])
+
+    def means(self, grid: SeriesGrid, chunk: _Chunk, span: int) -> dict[str, np.ndarray]:
+        """Per-series means over the last `span` periods up to each anchor."""
+        start = np.searchsorted(grid.key[chunk.lo:chunk.hi],
+                                chunk.series * KEY_SHIFT + chunk.period - span + 1) + chunk.lo
+        end = chunk.anchors + 1
+        phase0 = self.phase0_count[end] - self.phase0_count[start]
+        counts = {"all": end - start, "phase0": phase0, "phase1": end - start - phase0}
+        out: dict[str, np.ndarray] = {}
+        for name, sums in self.sums.items():
+            n = counts[name]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[name] = np.where(n > 0, (sums[end] - sums[start]) / np.maximum(n, 1), np.nan)
+            out[f"{name}_n"] = n.astype(np.float64)
+        return out
 
 
-def _neighbour_means(grid: _Grid, columns: dict[str, np.ndarray], anchors: np.ndarray,
-                     spec: FeatureSpec, lags: tuple[int, ...]) -> dict[str, np.ndarray]:
+def _neighbour_means(grid: SeriesGrid, table: np.ndarray, columns: dict[str, np.ndarray],
+                     chunk: _Chunk, lags: tuple[int, ...]) -> dict[str, np.ndarray]:
     """Mean over H3 neighbours (same service type) of each column at lag k of the anchor."""
-    hex_ids = grid.hex_index.to_numpy()
-    src, dst = neighbour_edges(hex_ids, spec.neighbour_ring)
-    row_hex = grid.series[anchors] // len(grid.service_index)
-    row_service = grid.series[anchors] % len(grid.service_index)
-    order = np.argsort(src, kind="stable")
-    src, dst = src[order], dst[order]
-    first = np.searchsorted(src, row_hex)
-    degree = np.searchsorted(src, row_hex, side="right") - first
-    edge_row = np.repeat(np.arange(len(anchors)), degree)
-    offsets = np.arange(len(edge_row)) - np.repeat(np.cumsum(degree) - degree, degree)
-    edge_dst = dst[np.repeat(first, degree) + offsets]
-    edge_series = edge_dst * len(grid.service_index) + row_service[edge_row]
-    edge_period = grid.period[anchors][edge_row]
+    n_rows = len(chunk.anchors)
+    hexes, service = chunk.series // grid.n_services, chunk.series % grid.n_services
+    counts = {lag: np.zeros(n_rows) for lag in lags}
+    totals = {(lag, name): np.zeros(n_rows) for lag in lags for name in columns}
+    for slot in range(table.shape[1]):
+        neighbour = table[hexes, slot]
+        has = np.flatnonzero(neighbour >= 0)
+        # One search per neighbour: the insertion point of period p bounds every lag's row.
+        wanted = (neighbour[has] * grid.n_services + service[has]) * KEY_SHIFT + chunk.period[has]
+        pos = np.searchsorted(grid.key, wanted)
+        for lag in lags:
+            rows = np.full(n_rows, -1, np.int64)
+            rows[has] = grid.before(pos, wanted, lag)
+            present = rows >= 0
+            counts[lag] += present
+            for name, values in columns.items():
+                totals[lag, name] += np.where(present, values[np.maximum(rows, 0)], 0.0)
     out: dict[str, np.ndarray] = {}
     for lag in lags:
-        rows = grid.find(edge_series, edge_period - lag)
-        present = rows >= 0
-        n = np.bincount(edge_row, weights=present, minlength=len(anchors))
+        n = counts[lag]
         out[f"nb_count_l{lag}"] = n
-        for name, values in columns.items():
-            total = np.bincount(edge_row, weights=np.where(present, values[np.maximum(rows, 0)],
-                                                           0.0), minlength=len(anchors))
+        for name in columns:
             with np.errstate(invalid="ignore", divide="ignore"):
-                out[f"nb_{name}_l{lag}"] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+                out[f"nb_{name}_l{lag}"] = np.where(n > 0, totals[lag, name] / np.maximum(n, 1),
+                                                    np.nan)
     return out
 
 
@@ -224,13 +199,12 @@ def _run_length(lagged_present: np.ndarray) -> np.ndarray:
     return first_missing.astype(np.float64)
 
 
-def _tabular(grid: _Grid, anchors: np.ndarray, rows: np.ndarray,
-             spec: FeatureSpec) -> dict[str, np.ndarray]:
-    frame = grid.frame
-    demand = frame[Col.DEMAND_SIGNAL].to_numpy(np.float64)
-    surge = frame[Col.SURGE_PERCENT].to_numpy(np.float64)
-    cum_surge = frame[Col.CUMULATIVE_SURGE_PERCENT].to_numpy(np.float64)
-    period = grid.period[anchors]
+def _tabular(grid: SeriesGrid, context: _Context, chunk: _Chunk,
+             rows: np.ndarray) -> dict[str, np.ndarray]:
+    spec, values, anchors, period = context.spec, grid.values, chunk.anchors, chunk.period
+    demand = values[Col.DEMAND_SIGNAL]
+    surge = values[Col.SURGE_PERCENT]
+    cum_surge = values[Col.CUMULATIVE_SURGE_PERCENT]
     feats: dict[str, np.ndarray] = {}
     window = _take(demand, rows)  # column k = lag k
     feats["demand"] = window[:, 0]
@@ -251,14 +225,13 @@ def _tabular(grid: _Grid, anchors: np.ndarray, rows: np.ndarray,
     feats["run_length"] = _run_length(np.isfinite(window))
     feats["surge_percent"] = surge[anchors]
     feats["cumulative_surge_percent"] = cum_surge[anchors]
-    feats["surge_absolute"] = frame[Col.SURGE_ABSOLUTE].to_numpy(np.float64)[anchors]
-    feats["cumulative_surge_absolute"] = \
-        frame[Col.CUMULATIVE_SURGE_ABSOLUTE].to_numpy(np.float64)[anchors]
+    feats["surge_absolute"] = values[Col.SURGE_ABSOLUTE][anchors]
+    feats["cumulative_surge_absolute"] = values[Col.CUMULATIVE_SURGE_ABSOLUTE][anchors]
     surge_lags = _take(surge, rows[:, 1:4])
     feats["surge_percent_sum4"] = surge[anchors] + np.nansum(surge_lags, axis=1)
     feats["cumulative_surge_delta_2"] = cum_surge[anchors] - _take(cum_surge, rows[:, 2])
     for leaky in sorted(LEAKY_SAME_PERIOD):  # only lags of these: same-period values leak
-        feats[f"{leaky}_lag_1"] = _take(frame[leaky].to_numpy(np.float64), rows[:, 1])
+        feats[f"{leaky}_lag_1"] = _take(values[leaky], rows[:, 1])
     slot = period % PERIODS_PER_DAY
     day = (period // PERIODS_PER_DAY + 3) % 7  # 1970-01-01 was a Thursday: 0 = Monday
     feats["tod_sin"] = np.sin(2 * np.pi * slot / PERIODS_PER_DAY)
@@ -266,84 +239,116 @@ def _tabular(grid: _Grid, anchors: np.ndarray, rows: np.ndarray,
     feats["dow_sin"] = np.sin(2 * np.pi * day / 7)
     feats["dow_cos"] = np.cos(2 * np.pi * day / 7)
     feats["phase"] = (period % 2).astype(np.float64)
-    services = grid.service_index.to_numpy()[grid.series[anchors] % len(grid.service_index)]
+    services = grid.service_ids[chunk.series % grid.n_services]
     for service in KNOWN_SERVICE_TYPES:
         feats[f"service_{service}"] = (services == service).astype(np.float64)
-    history = _history_means(grid, demand, anchors, spec)
+    history = context.history.means(grid, chunk, spec.history_days * PERIODS_PER_DAY)
     phase = period % 2
     feats["hist_mean"] = history["all"]
     feats["hist_count"] = history["all_n"]
     feats["hist_mean_same_phase"] = np.where(phase == 0, history["phase0"], history["phase1"])
     feats["hist_mean_other_phase"] = np.where(phase == 0, history["phase1"], history["phase0"])
     for h in spec.horizons:
-        feats[f"seasonal_h{h}"] = _seasonal(grid, demand, anchors, h, spec.history_days)
+        feats[f"seasonal_h{h}"] = _seasonal(grid, demand, chunk, h, spec.history_days)
         feats[f"seasonal_h{h}_missing"] = np.isnan(feats[f"seasonal_h{h}"]).astype(np.float64)
-    feats |= _neighbour_means(grid, {"demand": demand, "surge": surge}, anchors, spec, (0, 1))
+    feats |= _neighbour_means(grid, context.neighbours, {"demand": demand, "surge": surge},
+                              chunk, (0, 1))
     feats["nb_delta_1"] = feats["nb_demand_l0"] - feats["nb_demand_l1"]
     return feats
 
 
-def _seasonal(grid: _Grid, demand: np.ndarray, anchors: np.ndarray, horizon: int,
+def _seasonal(grid: SeriesGrid, demand: np.ndarray, chunk: _Chunk, horizon: int,
               days: int) -> np.ndarray:
     """Value at the target's time of day on the most recent earlier day that has it."""
-    series, target = grid.series[anchors], grid.period[anchors] + horizon
-    out = np.full(len(anchors), np.nan)
+    out = np.full(len(chunk.anchors), np.nan)
     for back in range(1, days + 1):
         lag = back * PERIODS_PER_DAY
         if lag <= horizon:
             continue
-        found = grid.value(demand, series, target - lag)
-        out = np.where(np.isnan(out), found, out)
+        todo = np.flatnonzero(np.isnan(out))
+        rows = grid.find(chunk.series[todo], chunk.period[todo] + horizon - lag,
+                         chunk.lo, chunk.hi)
+        out[todo] = _take(demand, rows)
     return out
 
 
-def _sequence(grid: _Grid, anchors: np.ndarray, rows: np.ndarray,
-              spec: FeatureSpec) -> np.ndarray:
-    """(n, window, channels), oldest first; absent periods are zeros with observed = 0."""
-    frame = grid.frame
+def _sequence(grid: SeriesGrid, chunk: _Chunk, rows: np.ndarray, out: np.ndarray) -> None:
+    """Fill `out` (n, window, channels), oldest first; absent periods are zeros, observed = 0."""
+    window = rows.shape[1]
     rows = rows[:, ::-1]
     observed = rows >= 0
-    out = np.zeros((*rows.shape, len(SEQUENCE_CHANNELS)), np.float32)
-    demand = _take(frame[Col.DEMAND_SIGNAL].to_numpy(np.float64), rows)
-    periods = grid.period[anchors][:, None] - np.arange(spec.window - 1, -1, -1)[None, :]
+    periods = chunk.period[:, None] - np.arange(window - 1, -1, -1)[None, :]
+    # Absent periods read as 0.0, which every channel maps to 0.0: no masking pass afterwards.
+    demand = _take(grid.values[Col.DEMAND_SIGNAL], rows, 0.0)
     out[..., 0] = demand / _DEMAND_SCALE
     out[..., 1] = np.log1p(demand) / 5.0
     out[..., 2] = observed
-    out[..., 3] = periods % 2
-    out[..., 4] = _take(frame[Col.SURGE_PERCENT].to_numpy(np.float64), rows) / 30.0
-    out[..., 5] = _take(frame[Col.CUMULATIVE_SURGE_PERCENT].to_numpy(np.float64), rows) / 200.0
-    out[~observed] = 0.0
-    return np.nan_to_num(out, copy=False)
+    out[..., 3] = np.where(observed, periods % 2, 0)
+    out[..., 4] = _take(grid.values[Col.SURGE_PERCENT], rows, 0.0) / 30.0
+    out[..., 5] = _take(grid.values[Col.CUMULATIVE_SURGE_PERCENT], rows, 0.0) / 200.0
+    if not np.isfinite(out).all():
+        np.nan_to_num(out, copy=False)
 
 
-def _targets(grid: _Grid, anchors: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    demand = grid.frame[Col.DEMAND_SIGNAL].to_numpy(np.float64)
-    series, period = grid.series[anchors], grid.period[anchors]
-    return np.stack([grid.value(demand, series, period + h) for h in spec.horizons], axis=1)
+@dataclass
+class _Context:
+    """What every chunk shares: the spec, demand prefix sums and the neighbour table."""
+
+    spec: FeatureSpec
+    history: _History
+    neighbours: np.ndarray
+
+
+def _chunk(grid: SeriesGrid, anchors: np.ndarray, spec: FeatureSpec) -> _Chunk:
+    reach_back = max(spec.history_days * PERIODS_PER_DAY, spec.window, spec.tabular_lags + 1)
+    first, last = (int(anchors[0]), int(anchors[-1])) if len(anchors) else (0, 0)  # ascending
+    lo = max(first - reach_back, 0)
+    hi = min(last + max(spec.horizons) + 1, len(grid))
+    return _Chunk(anchors, grid.series(anchors), grid.period(anchors), lo, hi)
 
 
 def build_features(snapshots: pd.DataFrame, spec: FeatureSpec, *, targets: bool = True,
-                   last_only: bool = False) -> FeatureSet:
-    """Features for every row as an anchor, or (last_only) one row per series at its last period."""
-    grid = _Grid(snapshots)
-    anchors = np.arange(len(grid.key))
-    if last_only and len(anchors):
-        last = np.append(grid.series[1:] != grid.series[:-1], True)
-        anchors = anchors[last]
-    rows = _window_rows(grid, anchors, max(spec.window, spec.tabular_lags + 1))
-    tab = _tabular(grid, anchors, rows, spec)
-    names = list(tab)
-    matrix = np.empty((len(anchors), len(names)), np.float32)
-    for column, name in enumerate(names):
-        matrix[:, column] = tab[name]
-    # Absent inputs become 0; each has a missing flag or a count feature beside it.
-    matrix[~np.isfinite(matrix)] = 0.0
-    keys = grid.frame.loc[anchors, [Col.HEXAGON, Col.SERVICE_TYPE, Col.PERIOD_START]]
+                   last_only: bool = False, chunk_rows: int = _CHUNK_ROWS) -> FeatureSet:
+    """Features for every row as an anchor, or (last_only) one row per series at its last period.
+
+    `chunk_rows` anchors are built at a time (it bounds temporary memory, not the result).
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    grid = SeriesGrid(snapshots, _VALUE_COLUMNS)
+    anchors = grid.last_rows() if last_only else np.arange(len(grid))
+    demand = grid.values[Col.DEMAND_SIGNAL]
+    context = _Context(spec, _History(grid, demand),
+                       neighbour_table(grid.hex_ids, spec.neighbour_ring))
+    n, window = len(anchors), max(spec.window, spec.tabular_lags + 1)
+    sequence = np.empty((n, spec.window, len(SEQUENCE_CHANNELS)), np.float32)
+    target = np.empty((n, len(spec.horizons))) if targets else None
+    matrix = names = None
+    # Chunks bound the float64 temporaries; the outputs are written in place.
+    for start in range(0, max(n, 1), chunk_rows):
+        chunk = _chunk(grid, anchors[start:start + chunk_rows], spec)
+        stop = start + len(chunk.anchors)
+        rows = grid.lag_rows(chunk.anchors, window)
+        tab = _tabular(grid, context, chunk, rows)
+        if matrix is None:
+            names = list(tab)
+            matrix = np.empty((n, len(names)), np.float32)
+        block = matrix[start:stop]
+        for column, name in enumerate(names):
+            block[:, column] = tab[name]
+        # Absent inputs become 0; each has a missing flag or a count feature beside it.
+        block[~np.isfinite(block)] = 0.0
+        _sequence(grid, chunk, rows[:, : spec.window], sequence[start:stop])
+        if target is not None:
+            target[start:stop] = _take(demand, grid.lead_rows(chunk.anchors, spec.horizons))
+    keys = snapshots[[Col.HEXAGON, Col.SERVICE_TYPE, Col.PERIOD_START]]
+    if grid.order is not None or last_only:
+        keys = keys.iloc[grid.source_rows(anchors)]
     return FeatureSet(
         keys=keys.reset_index(drop=True),
         tabular=matrix,
         tabular_names=names,
-        sequence=_sequence(grid, anchors, rows[:, : spec.window], spec),
-        current=grid.frame[Col.DEMAND_SIGNAL].to_numpy(np.float64)[anchors],
-        targets=_targets(grid, anchors, spec) if targets else None,
+        sequence=sequence,
+        current=demand[anchors],
+        targets=target,
     )

@@ -30,3 +30,14 @@ def neighbour_edges(hex_ids: np.ndarray, ring: int = 1) -> tuple[np.ndarray, np.
     position = np.minimum(position, len(hex_ids) - 1)
     keep = (hex_ids[position] == target) & (position != source)
     return source[keep], position[keep]
+
+
+def neighbour_table(hex_ids: np.ndarray, ring: int = 1) -> np.ndarray:
+    """(len(hex_ids), max degree) neighbour indices per hexagon, in `neighbour_edges` order;
+    -1 pads hexagons with fewer neighbours in the frame."""
+    source, target = neighbour_edges(hex_ids, ring)
+    degree = np.bincount(source, minlength=len(hex_ids))
+    table = np.full((len(hex_ids), int(degree.max(initial=0))), -1, np.int64)
+    slot = np.arange(len(source)) - np.repeat(np.cumsum(degree) - degree, degree)
+    table[source, slot] = target
+    return table

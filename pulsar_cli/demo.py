@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hexagons", type=int, default=300, help="synthetic hexagons")
     parser.add_argument("--days", type=int, default=7, help="synthetic days")
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--cnn-epochs", type=int, default=12,
+    parser.add_argument("--cnn-epochs", type=int, default=8,
                         help="CNN epochs (small: the demo should take a few minutes)")
     parser.add_argument("--workdir", type=Path, default=WORKDIR)
     return parser

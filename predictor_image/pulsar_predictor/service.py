@@ -33,6 +33,8 @@ from pulsar_predictor.slot import ForecastOutput, LoadedModel, ModelSlot
 log = logging.getLogger(__name__)
 
 
+# The whole-buffer forecast is background work: the request timeout does not apply to it.
+REFRESH_TIMEOUT_SECONDS = 600.0
 _INLINE_PARSE_BYTES = 16_384  # smaller bodies parse faster than a thread hop
 
 
@@ -156,7 +158,7 @@ class ForecastService:
             if cached is not None and (cached.model_version, cached.buffer_version) == (
                     model.version, version):
                 return cached
-            output = await self._predict(model, self.buffer.frame())
+            output = await self._predict(model, self.buffer.frame(), REFRESH_TIMEOUT_SECONDS)
             self.live = await asyncio.get_running_loop().run_in_executor(
                 self.executor, LiveForecasts.build, model.version, version, output.frame,
                 self.settings.confidence_threshold)
@@ -191,14 +193,15 @@ class ForecastService:
             return f"no live data for this hexagon{scope}; send history rows in the request"
         return "too little recent live data for this hexagon to forecast"
 
-    async def _predict(self, model: LoadedModel, snapshots: pd.DataFrame) -> ForecastOutput:
+    async def _predict(self, model: LoadedModel, snapshots: pd.DataFrame,
+                       timeout: float | None = None) -> ForecastOutput:
         if snapshots.empty:
             return NoForecast()
         use_cnn = self.breaker.allow()
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(self.executor, self._predict_sync, model, snapshots, use_cnn)
         try:
-            output = await asyncio.wait_for(job, self.settings.request_timeout_seconds)
+            output = await asyncio.wait_for(job, timeout or self.settings.request_timeout_seconds)
         except TimeoutError:
             raise Timeout(f"the forecast took longer than {self.settings.request_timeout_seconds}"
                           "s (PULSAR_REQUEST_TIMEOUT_SECONDS); ask for fewer hexagons") from None

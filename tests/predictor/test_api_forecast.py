@@ -6,6 +6,7 @@ import h3
 import nats
 import pytest
 from pulsar_predictor import create_app
+from pulsar_predictor.schemas import ForecastRequest
 
 from pulsar_core.contract import Col
 from pulsar_core.events import signals_subject
@@ -127,3 +128,24 @@ async def test_live_signals_over_nats_feed_forecasts_and_top(settings, tiny_snap
         assert 'pulsar_live_messages_total{outcome="bad"} 1.0' in metrics
         assert "pulsar_nats_connected 1.0" in metrics
         assert (await client.get("/readyz")).json()["live_series"] == 60
+
+
+async def test_live_answers_match_before_and_after_the_table_is_precomputed(
+        settings, tiny_snapshots) -> None:
+    # No lifespan: no background refresh, so the first answer surely takes the direct path.
+    runtime = create_app(settings.model_copy(update={"nats_url": None})).state.runtime
+    assert runtime.slot.load_now() is not None
+    frame = recent(tiny_snapshots)
+    runtime.buffer.add(frame)
+    cells = hexagons_of(frame, 3)
+    request = ForecastRequest(hexagons=cells, service_type=2, horizons_minutes=[30, 60])
+    direct = json.loads(await runtime.service.forecast(request))
+    assert runtime.service.live is None
+    await runtime.service.refresh_live()
+    cached = json.loads(await runtime.service.forecast(request))
+    assert runtime.service.live is not None
+    assert len(direct["forecasts"]) == 3 * 2 and direct["missing"] == []
+    key = lambda f: (f["hexagon_id"], f["horizon_minutes"])  # noqa: E731
+    assert sorted(direct["forecasts"], key=key) == sorted(cached["forecasts"], key=key)
+    runtime.slot.close()
+    runtime.executor.shutdown()

@@ -78,9 +78,10 @@ def test_registration_publishes_and_a_retry_reuses_the_version(mlflow_uri, data_
 def test_crashes_mid_training_and_before_registration_are_resumed(mlflow_uri, data_file):
     settings = _settings(mlflow_uri, data_file, run_key="job-2")
     mlflow.set_tracking_uri(mlflow_uri)
-    experiment = mlflow.set_experiment(settings.registered_model)
+    # Not mlflow.set_experiment: it would leave a process-wide active experiment behind.
+    experiment = mlflow.MlflowClient().create_experiment(settings.registered_model)
     # Attempt 1 died mid-training: a run carrying the key, no bundle.
-    with mlflow.start_run(experiment_id=experiment.experiment_id) as crashed:
+    with mlflow.start_run(experiment_id=experiment) as crashed:
         mlflow.set_tag(RUN_KEY_TAG, "job-2")
     mlflow.MlflowClient().set_terminated(crashed.info.run_id, "FAILED")
 
@@ -96,7 +97,7 @@ def test_crashes_mid_training_and_before_registration_are_resumed(mlflow_uri, da
     assert third.reused == "logged-run" and third.run_id == crashed.info.run_id
     assert fourth.reused == "registered-version" and fourth.version == third.version
     assert [v.version for v in registry.versions(settings.registered_model)] == [third.version]
-    runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
+    runs = mlflow.search_runs([experiment], output_format="list")
     assert [r.info.run_id for r in runs] == [crashed.info.run_id]
     assert BUNDLE_TAG in runs[0].data.tags
     assert third.table == fourth.table and "strongest baseline" in third.table

@@ -246,7 +246,10 @@ def main() -> int:
              "--log-level", "warning"], p_port, env, workdir / "predictor.log")
         mlflow_server = start(
             [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}/{version}",
-             "-h", "127.0.0.1", "-p", str(m_port), "--env-manager", "local"], m_port, env,
+             "-h", "127.0.0.1", "-p", str(m_port), "--env-manager", "local"], m_port,
+            # the predictor gives torch cores // predict threads intra-op threads (1 here); the
+            # same for MLflow, so neither pays for oversubscribed OpenMP threads
+            {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2))},
             workdir / "mlflow.log")
         try:
             base = f"http://127.0.0.1:{p_port}"

@@ -33,7 +33,7 @@ def measure(path: str, features: bool) -> dict[str, float | int | str]:
     t0, c0 = time.perf_counter(), time.process_time()
     result = load_snapshots(path)
     load_s, load_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    feature_s = math.nan
+    feature_s = feature_cpu_s = math.nan
     note = "load+validate+features"
     if features:
         try:
@@ -41,14 +41,15 @@ def measure(path: str, features: bool) -> dict[str, float | int | str]:
         except ImportError as err:  # written by another engineer; absent -> say so
             note = f"load+validate only (features unavailable: {err})"
         else:
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             build_features(result.snapshots, FeatureSpec())
-            feature_s = time.perf_counter() - t1
+            feature_s, feature_cpu_s = time.perf_counter() - t1, time.process_time() - c1
     else:
         note = "load+validate only (--no-features)"
     return {
         "rows": len(result.snapshots), "rejected": result.rejected.rejected,
         "load_s": load_s, "load_cpu_s": load_cpu_s, "features_s": feature_s,
+        "features_cpu_s": feature_cpu_s,
         "total_s": load_s + (0.0 if math.isnan(feature_s) else feature_s),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_after_imports_mb": rss_before / 1024, "note": note,
@@ -103,14 +104,19 @@ def main() -> None:
         results = [(name, run_one(path, not args.no_features)) for name, path in cases]
     base = next(r for name, r in results if name.startswith("synthetic"))
     print(f"{'input':<16}{'rows':>11}{'load+val s':>12}{'features s':>12}{'total s':>9}"
-          f"{'rows/s':>11}{'peak MB':>9}{'x rows':>8}{'x load':>8}{'x cpu':>7}{'x time':>8}")
+          f"{'rows/s':>11}{'peak MB':>9}{'x rows':>8}{'x load':>8}{'x cpu':>7}{'x feat':>8}"
+          f"{'x fcpu':>8}{'x time':>8}{'x MB':>7}")
     for name, r in results:
         print(f"{name:<16}{r['rows']:>11,}{r['load_s']:>12.2f}{r['features_s']:>12.2f}"
               f"{r['total_s']:>9.2f}{r['rows'] / r['total_s']:>11,.0f}{r['peak_rss_mb']:>9.0f}"
               f"{r['rows'] / base['rows']:>8.2f}{r['load_s'] / base['load_s']:>8.2f}"
               f"{r['load_cpu_s'] / base['load_cpu_s']:>7.2f}"
-              f"{r['total_s'] / base['total_s']:>8.2f}")
-    print("x load: wall time of load+validate; x cpu: its CPU time (steadier on a shared host)")
+              f"{r['features_s'] / base['features_s']:>8.2f}"
+              f"{r['features_cpu_s'] / base['features_cpu_s']:>8.2f}"
+              f"{r['total_s'] / base['total_s']:>8.2f}"
+              f"{r['peak_rss_mb'] / base['peak_rss_mb']:>7.2f}")
+    print("x load / x feat / x time: wall-time ratios; x cpu / x fcpu: CPU-time ratios of load and "
+          "features (steadier on a shared host); x MB: peak RSS ratio")
     print(f"measured: {results[0][1]['note']}; ratios vs synthetic 1x; rejected rows: "
           f"{[r['rejected'] for _, r in results]}")
 

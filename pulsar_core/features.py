@@ -100,7 +100,7 @@ class FeatureSet:
 
 _VALUE_COLUMNS = (Col.DEMAND_SIGNAL, Col.SURGE_PERCENT, Col.CUMULATIVE_SURGE_PERCENT,
                   Col.SURGE_ABSOLUTE, Col.CUMULATIVE_SURGE_ABSOLUTE, *sorted(LEAKY_SAME_PERIOD))
-_CHUNK_ROWS = 1 << 16
+_CHUNK_ROWS = 1 << 13  # a chunk's (rows x features) block stays in the L2 cache
 
 
 @dataclass
@@ -266,6 +266,8 @@ def _seasonal(grid: SeriesGrid, demand: np.ndarray, chunk: _Chunk, horizon: int,
         if lag <= horizon:
             continue
         todo = np.flatnonzero(np.isnan(out))
+        if len(todo) == 0:
+            break
         rows = grid.find(chunk.series[todo], chunk.period[todo] + horizon - lag,
                          chunk.lo, chunk.hi)
         out[todo] = _take(demand, rows)

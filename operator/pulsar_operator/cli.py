@@ -32,9 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     metrics.serve_metrics(settings.metrics_port)
     liveness = (f"http://0.0.0.0:{settings.liveness_port}/healthz"
                 if settings.liveness_port else None)
+    standalone = args.standalone or settings.standalone
     kopf.run(
-        standalone=args.standalone or settings.standalone,
-        peering_name=settings.peering_name,
+        standalone=standalone,
+        # a named peering is mandatory in kopf (HA needs kopf's peering CRD, see the chart)
+        peering_name=None if standalone else settings.peering_name,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         liveness_endpoint=liveness,

@@ -175,9 +175,16 @@ async def surgemodel_delete(namespace: str, name: str, memo: kopf.Memo, logger: 
     logger.info("SurgeModel deleted; Jobs and predictor are garbage-collected by ownership")
 
 
-def _enqueue_owner(body: dict[str, Any], memo: kopf.Memo) -> None:
+def _enqueue_owner(event: kopf.RawEvent, memo: kopf.Memo) -> None:
     runtime: Runtime | None = memo.get("runtime")
+    body = event.get("object") or {}
     meta = body.get("metadata") or {}
+    if runtime is not None and meta.get("name"):
+        child = (str(body.get("kind")), meta["namespace"], meta["name"])
+        if event.get("type") == "DELETED":
+            runtime.children.pop(child, None)
+        else:
+            runtime.children[child] = copy.deepcopy(dict(body))
     for owner in meta.get("ownerReferences") or []:
         if owner.get("kind") == "SurgeModel" and runtime is not None:
             finished = body.get("kind") == "Job" and job_outcome(body)[0] != "Running"
@@ -187,10 +194,10 @@ def _enqueue_owner(body: dict[str, Any], memo: kopf.Memo) -> None:
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """A trainer Job changed: reconcile its model (finished Jobs mean a new version)."""
-    _enqueue_owner(event.get("object") or {}, memo)
+    _enqueue_owner(event, memo)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """A predictor changed: reconcile its model (readiness, failed rollouts)."""
-    _enqueue_owner(event.get("object") or {}, memo)
+    _enqueue_owner(event, memo)

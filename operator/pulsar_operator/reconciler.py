@@ -126,12 +126,13 @@ async def reconcile(runtime: Runtime, body: dict[str, Any], *, forced: bool = Fa
         started = time.monotonic()
         metrics.RECONCILES.labels(source).inc()
         try:
-            return await _reconcile(runtime, body, key, forced)
+            return await _reconcile(runtime, body, key, forced, source)
         finally:
             metrics.DURATION.observe(time.monotonic() - started)
 
 
-async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: bool) -> Outcome:
+async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: bool,
+                     source: str) -> Outcome:
     meta = body["metadata"]
     generation = int(meta.get("generation") or 1)
     original = runtime.statuses.get(key) or {k: v for k, v in (body.get("status") or {}).items()
@@ -155,17 +156,21 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: b
     if not spec.paused:
         now = utcnow()
         created = parse_time(meta.get("creationTimestamp")) or now
-        finished = await observe_job(runtime.kube, model, status, decisions)
+        finished = await observe_job(runtime.kube, model, status, decisions, runtime.children)
         await start_training(runtime.kube, model, status, annotations, created, now, decisions)
-        if _registry_due(runtime, status, forced or finished):
+        if source != "loop" and not forced and not finished:
+            runtime.queue.add(key)  # registry work goes to the bounded loop: Jobs come first
+        elif _registry_due(runtime, status, forced or finished):
             error = await _registry_step(runtime, model, status, annotations, decisions)
         elif (status.get("registry") or {}).get("error"):
             error = status["registry"]["error"]
-        revert_to = await sync_predictor(runtime.kube, model, status, now, decisions)
+        revert_to = await sync_predictor(runtime.kube, model, status, now, decisions,
+                                         runtime.children)
         if revert_to and error is None:
             try:
                 await _revert(runtime, model, status, revert_to, decisions)
-                await sync_predictor(runtime.kube, model, status, now, decisions)
+                await sync_predictor(runtime.kube, model, status, now, decisions,
+                                     runtime.children)
             except RegistryUnavailable as failure:
                 error = str(failure)
     _finish(status, model, generation, error)

@@ -91,6 +91,8 @@ class Runtime:
     statuses: dict[Key, dict[str, Any]] = field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # latest Job/Deployment bodies from kopf's watch streams: (kind, namespace, name) -> body
+    children: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
     def lock(self, key: Key) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())

@@ -34,7 +34,8 @@ def deployment_health(deployment: dict[str, Any] | None, replicas: int) -> tuple
 
 
 async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], now: datetime,
-                         decisions: list[Decision]) -> str | None:
+                         decisions: list[Decision],
+                         watched: dict[tuple[str, str, str], dict[str, Any]]) -> str | None:
     """Apply the predictor for status.champion; return a version to revert to, if any."""
     version = (status.get("champion") or {}).get("version")
     if not version:
@@ -55,7 +56,10 @@ async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], 
             decisions.append(Decision("PredictorRollout",
                                       f"predictor {predictor_name(model)} rolls to version "
                                       f"{version}"))
-    live = await kube.get(DEPLOYMENTS, model.namespace, predictor_name(model))
+    live = watched.get(("Deployment", model.namespace, predictor_name(model)))
+    if live is None or predictor.get("appliedHash") != (status.get("predictor") or {}).get(
+            "appliedHash"):
+        live = await kube.get(DEPLOYMENTS, model.namespace, predictor_name(model))
     ready, available, exceeded = deployment_health(live, model.spec.serving.replicas)
     predictor.update(readyReplicas=ready, replicas=model.spec.serving.replicas,
                      available=available)

@@ -30,12 +30,15 @@ def job_outcome(job: dict[str, Any] | None) -> tuple[str, str]:
 
 
 async def observe_job(kube: Kube, model: SurgeModel, status: dict[str, Any],
-                      decisions: list[Decision]) -> bool:
-    """Update lastTraining from the live Job; True when a run just finished."""
+                      decisions: list[Decision],
+                      watched: dict[tuple[str, str, str], dict[str, Any]]) -> bool:
+    """Update lastTraining from the Job (watch cache first, else GET); True when it finished."""
     training = status.get("lastTraining") or {}
     if training.get("outcome") != "Running":
         return False
-    job = await kube.get(JOBS, model.namespace, training["job"])
+    job = watched.get(("Job", model.namespace, training["job"]))
+    if job is None:
+        job = await kube.get(JOBS, model.namespace, training["job"])
     outcome, message = job_outcome(job)
     if outcome == "Running":
         return False

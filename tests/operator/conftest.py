@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,7 @@ DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
 SERVICES = kmock.resource("", "v1", "services")
 EVENTS = kmock.resource("", "v1", "events")
 NS = "pulsar"
+ROOT_DIR = Path(__file__).resolve().parents[2]
 
 
 def declare_resources(server: Any) -> None:
@@ -89,10 +91,11 @@ async def running_operator(server: Any, **overrides: Any) -> AsyncIterator[dict[
     """Run the real operator (kopf.operator + our handlers) against KMock until the block ends."""
     from pulsar_operator import main  # noqa: F401  (registers the handlers)
 
-    settings = OperatorSettings(kube_api_url=str(server.url).rstrip("/"), standalone=True,
-                                metrics_port=0, liveness_port=0, resync_seconds=0.5,
-                                registry_poll_seconds=1.0, max_backoff_seconds=1.0,
-                                workers=4, **overrides)
+    options: dict[str, Any] = {
+        "kube_api_url": str(server.url).rstrip("/"), "standalone": True, "metrics_port": 0,
+        "liveness_port": 0, "resync_seconds": 0.5, "registry_poll_seconds": 1.0,
+        "max_backoff_seconds": 1.0, "workers": 4, **overrides}
+    settings = OperatorSettings(**options)
     stop = threading.Event()
     ready = asyncio.Event()
     memo = kopf.Memo(settings=settings)

@@ -12,6 +12,8 @@ linearly with rows. Features at an anchor use only data at or before it (bounded
 
 from __future__ import annotations
 
+import math
+import mmap
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -309,6 +311,14 @@ def _chunk(grid: SeriesGrid, anchors: np.ndarray, spec: FeatureSpec) -> _Chunk:
     return _Chunk(anchors, grid.series(anchors), grid.period(anchors), lo, hi)
 
 
+def _output(shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+    """A fresh array on ordinary 4 KiB pages: numpy asks for transparent huge pages, whose
+    first-touch zeroing cost ~4x more kernel time on the VM measured (bench/bench_data.py)."""
+    count = math.prod(shape)
+    buffer = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1))
+    return np.frombuffer(buffer, dtype, count=count).reshape(shape)
+
+
 def build_features(snapshots: pd.DataFrame, spec: FeatureSpec, *, targets: bool = True,
                    last_only: bool = False, chunk_rows: int = _CHUNK_ROWS) -> FeatureSet:
     """Features for every row as an anchor, or (last_only) one row per series at its last period.
@@ -323,8 +333,8 @@ def build_features(snapshots: pd.DataFrame, spec: FeatureSpec, *, targets: bool 
     context = _Context(spec, _History(grid, demand),
                        neighbour_table(grid.hex_ids, spec.neighbour_ring))
     n, window = len(anchors), max(spec.window, spec.tabular_lags + 1)
-    sequence = np.empty((n, spec.window, len(SEQUENCE_CHANNELS)), np.float32)
-    target = np.empty((n, len(spec.horizons))) if targets else None
+    sequence = _output((n, spec.window, len(SEQUENCE_CHANNELS)), np.float32)
+    target = _output((n, len(spec.horizons))) if targets else None
     matrix = names = None
     # Chunks bound the float64 temporaries; the outputs are written in place.
     for start in range(0, max(n, 1), chunk_rows):
@@ -334,7 +344,7 @@ def build_features(snapshots: pd.DataFrame, spec: FeatureSpec, *, targets: bool 
         tab = _tabular(grid, context, chunk, rows)
         if matrix is None:
             names = list(tab)
-            matrix = np.empty((n, len(names)), np.float32)
+            matrix = _output((n, len(names)), np.float32)
         block = matrix[start:stop]
         for column, name in enumerate(names):
             block[:, column] = tab[name]

@@ -137,15 +137,26 @@ def _window_stats(lagged: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
     }
 
 
+def _prefix_sum(values: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    """[0, v0, v0+v1, ...] written into one array (no concatenated copy)."""
+    out = np.empty(len(values) + 1, dtype)
+    out[0] = 0
+    np.cumsum(values, out=out[1:])
+    return out
+
+
 class _History:
     """Prefix sums of demand over the whole grid (overall and per phase) for windowed means."""
 
     def __init__(self, grid: SeriesGrid, demand: np.ndarray) -> None:
         on_phase0 = grid.key % 2 == 0  # KEY_SHIFT is even, so key parity = period parity
-        self.sums = {name: np.concatenate([[0.0], np.cumsum(np.where(selector, demand, 0.0))])
-                     for name, selector in (("all", True), ("phase0", on_phase0),
-                                            ("phase1", ~on_phase0))}
-        self.phase0_count = np.concatenate([[0], np.cumsum(on_phase0)])
+        self.sums = {"all": _prefix_sum(demand)}
+        selected = np.empty_like(demand)
+        for name, selector in (("phase0", on_phase0), ("phase1", ~on_phase0)):
+            selected.fill(0.0)
+            np.copyto(selected, demand, where=selector)
+            self.sums[name] = _prefix_sum(selected)
+        self.phase0_count = _prefix_sum(on_phase0, np.int64)
 
     def means(self, grid: SeriesGrid, chunk: _Chunk, span: int) -> dict[str, np.ndarray]:
         """Per-series means over the last `span` periods up to each anchor."""
@@ -335,6 +346,7 @@ def build_features(snapshots: pd.DataFrame, spec: FeatureSpec, *, targets: bool 
     n, window = len(anchors), max(spec.window, spec.tabular_lags + 1)
     sequence = _output((n, spec.window, len(SEQUENCE_CHANNELS)), np.float32)
     target = _output((n, len(spec.horizons))) if targets else None
+    current = _output((n,))
     matrix = names = None
     # Chunks bound the float64 temporaries; the outputs are written in place.
     for start in range(0, max(n, 1), chunk_rows):
@@ -351,6 +363,7 @@ def build_features(snapshots: pd.DataFrame, spec: FeatureSpec, *, targets: bool 
         # Absent inputs become 0; each has a missing flag or a count feature beside it.
         block[~np.isfinite(block)] = 0.0
         _sequence(grid, chunk, rows[:, : spec.window], sequence[start:stop])
+        current[start:stop] = demand[chunk.anchors]
         if target is not None:
             target[start:stop] = _take(demand, grid.lead_rows(chunk.anchors, spec.horizons))
     keys = snapshots[[Col.HEXAGON, Col.SERVICE_TYPE, Col.PERIOD_START]]
@@ -361,6 +374,6 @@ def build_features(snapshots: pd.DataFrame, spec: FeatureSpec, *, targets: bool 
         tabular=matrix,
         tabular_names=names,
         sequence=sequence,
-        current=demand[anchors],
+        current=current,
         targets=target,
     )

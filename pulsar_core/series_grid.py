@@ -13,10 +13,10 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from pulsar_core.contract import PERIOD_MINUTES, SERIES_KEY, Col
+from pulsar_core.contract import PERIOD, SERIES_KEY, Col
 
 KEY_SHIFT = np.int64(1 << 32)
-_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
+PERIOD_NS = PERIOD.value
 
 
 class SeriesGrid:
@@ -28,19 +28,24 @@ class SeriesGrid:
                    if c not in snapshots.columns]
         if missing:
             raise ValueError(f"snapshots lack column(s) {missing}: pass a contract snapshot frame")
-        period = ((snapshots[Col.PERIOD_START] - _EPOCH)
-                  // pd.Timedelta(minutes=PERIOD_MINUTES)).to_numpy(np.int64)
+        stamps = pd.DatetimeIndex(snapshots[Col.PERIOD_START])
+        if stamps.tz is None:
+            raise ValueError("period_start must be timezone-aware (UTC): localize it first")
+        period = stamps.as_unit("ns").asi8 // PERIOD_NS  # a view for ns data: no copy
         if len(period) and (period.min() < 0 or period.max() >= KEY_SHIFT):
             raise ValueError("period_start must lie between 1970 and 2581: fix the timestamps")
         hexes = snapshots[Col.HEXAGON].to_numpy(np.int64)
         services = snapshots[Col.SERVICE_TYPE].to_numpy(np.int64)
-        self.hex_ids = np.unique(hexes)
-        self.service_ids = np.unique(services)
+        self.hex_ids = np.sort(pd.unique(hexes))  # hashing: no sort of every row
+        self.service_ids = np.sort(pd.unique(services))
         self.n_services = max(len(self.service_ids), 1)
-        series = (np.searchsorted(self.hex_ids, hexes) * self.n_services
-                  + np.searchsorted(self.service_ids, services))
-        key = series * KEY_SHIFT + period
-        del series, period, hexes, services
+        # Built in place: each full-length temporary is fresh memory the kernel must zero.
+        key = np.searchsorted(self.hex_ids, hexes)
+        key *= self.n_services
+        key += np.searchsorted(self.service_ids, services)
+        key *= KEY_SHIFT
+        key += period
+        del period
         # The loader's frames are already in key order: then nothing is copied.
         self.order: np.ndarray | None = None
         if len(key) > 1 and not (key[1:] > key[:-1]).all():

@@ -12,8 +12,6 @@ linearly with rows. Features at an anchor use only data at or before it (bounded
 
 from __future__ import annotations
 
-import math
-import mmap
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from pulsar_core.contract import LEAKY_SAME_PERIOD, PERIOD_MINUTES, Col
-from pulsar_core.neighbours import neighbour_table
-from pulsar_core.series_grid import KEY_SHIFT, SeriesGrid
+from pulsar_core.neighbours import neighbour_means, neighbour_table
+from pulsar_core.series_grid import KEY_SHIFT, Chunk, SeriesGrid, fresh_array
 
 PERIODS_PER_DAY = 192
 KNOWN_SERVICE_TYPES = (1, 2, 3, 5, 7, 11)
@@ -105,17 +103,6 @@ _VALUE_COLUMNS = (Col.DEMAND_SIGNAL, Col.SURGE_PERCENT, Col.CUMULATIVE_SURGE_PER
 _CHUNK_ROWS = 1 << 13  # a chunk's (rows x features) block stays in the L2 cache
 
 
-@dataclass
-class _Chunk:
-    """Anchors built together, and the row slice [lo, hi) their own-series look-ups can reach."""
-
-    anchors: np.ndarray
-    series: np.ndarray
-    period: np.ndarray
-    lo: int
-    hi: int
-
-
 def _take(values: np.ndarray, rows: np.ndarray, absent: float = np.nan) -> np.ndarray:
     """values at `rows`, `absent` where a row is -1."""
     return np.where(rows >= 0, values[np.maximum(rows, 0)], absent)
@@ -158,7 +145,7 @@ class _History:
             self.sums[name] = _prefix_sum(selected)
         self.phase0_count = _prefix_sum(on_phase0, np.int64)
 
-    def means(self, grid: SeriesGrid, chunk: _Chunk, span: int) -> dict[str, np.ndarray]:
+    def means(self, grid: SeriesGrid, chunk: Chunk, span: int) -> dict[str, np.ndarray]:
         """Per-series means over the last `span` periods up to each anchor."""
         start = np.searchsorted(grid.key[chunk.lo:chunk.hi],
                                 chunk.series * KEY_SHIFT + chunk.period - span + 1) + chunk.lo
@@ -174,37 +161,6 @@ class _History:
         return out
 
 
-def _neighbour_means(grid: SeriesGrid, table: np.ndarray, columns: dict[str, np.ndarray],
-                     chunk: _Chunk, lags: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """Mean over H3 neighbours (same service type) of each column at lag k of the anchor."""
-    n_rows = len(chunk.anchors)
-    hexes, service = chunk.series // grid.n_services, chunk.series % grid.n_services
-    counts = {lag: np.zeros(n_rows) for lag in lags}
-    totals = {(lag, name): np.zeros(n_rows) for lag in lags for name in columns}
-    for slot in range(table.shape[1]):
-        neighbour = table[hexes, slot]
-        has = np.flatnonzero(neighbour >= 0)
-        # One search per neighbour: the insertion point of period p bounds every lag's row.
-        wanted = (neighbour[has] * grid.n_services + service[has]) * KEY_SHIFT + chunk.period[has]
-        pos = np.searchsorted(grid.key, wanted)
-        for lag in lags:
-            rows = np.full(n_rows, -1, np.int64)
-            rows[has] = grid.before(pos, wanted, lag)
-            present = rows >= 0
-            counts[lag] += present
-            for name, values in columns.items():
-                totals[lag, name] += np.where(present, values[np.maximum(rows, 0)], 0.0)
-    out: dict[str, np.ndarray] = {}
-    for lag in lags:
-        n = counts[lag]
-        out[f"nb_count_l{lag}"] = n
-        for name in columns:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[f"nb_{name}_l{lag}"] = np.where(n > 0, totals[lag, name] / np.maximum(n, 1),
-                                                    np.nan)
-    return out
-
-
 def _run_length(lagged_present: np.ndarray) -> np.ndarray:
     """Consecutive observed periods ending at the anchor (lag 0 is column 0)."""
     missing = ~lagged_present
@@ -212,7 +168,7 @@ def _run_length(lagged_present: np.ndarray) -> np.ndarray:
     return first_missing.astype(np.float64)
 
 
-def _tabular(grid: SeriesGrid, context: _Context, chunk: _Chunk,
+def _tabular(grid: SeriesGrid, context: _Context, chunk: Chunk,
              rows: np.ndarray) -> dict[str, np.ndarray]:
     spec, values, anchors, period = context.spec, grid.values, chunk.anchors, chunk.period
     demand = values[Col.DEMAND_SIGNAL]
@@ -264,13 +220,13 @@ def _tabular(grid: SeriesGrid, context: _Context, chunk: _Chunk,
     for h in spec.horizons:
         feats[f"seasonal_h{h}"] = _seasonal(grid, demand, chunk, h, spec.history_days)
         feats[f"seasonal_h{h}_missing"] = np.isnan(feats[f"seasonal_h{h}"]).astype(np.float64)
-    feats |= _neighbour_means(grid, context.neighbours, {"demand": demand, "surge": surge},
+    feats |= neighbour_means(grid, context.neighbours, {"demand": demand, "surge": surge},
                               chunk, (0, 1))
     feats["nb_delta_1"] = feats["nb_demand_l0"] - feats["nb_demand_l1"]
     return feats
 
 
-def _seasonal(grid: SeriesGrid, demand: np.ndarray, chunk: _Chunk, horizon: int,
+def _seasonal(grid: SeriesGrid, demand: np.ndarray, chunk: Chunk, horizon: int,
               days: int) -> np.ndarray:
     """Value at the target's time of day on the most recent earlier day that has it."""
     out = np.full(len(chunk.anchors), np.nan)
@@ -287,7 +243,7 @@ def _seasonal(grid: SeriesGrid, demand: np.ndarray, chunk: _Chunk, horizon: int,
     return out
 
 
-def _sequence(grid: SeriesGrid, chunk: _Chunk, rows: np.ndarray, out: np.ndarray) -> None:
+def _sequence(grid: SeriesGrid, chunk: Chunk, rows: np.ndarray, out: np.ndarray) -> None:
     """Fill `out` (n, window, channels), oldest first; absent periods are zeros, observed = 0."""
     window = rows.shape[1]
     rows = rows[:, ::-1]
@@ -314,20 +270,9 @@ class _Context:
     neighbours: np.ndarray
 
 
-def _chunk(grid: SeriesGrid, anchors: np.ndarray, spec: FeatureSpec) -> _Chunk:
-    reach_back = max(spec.history_days * PERIODS_PER_DAY, spec.window, spec.tabular_lags + 1)
-    first, last = (int(anchors[0]), int(anchors[-1])) if len(anchors) else (0, 0)  # ascending
-    lo = max(first - reach_back, 0)
-    hi = min(last + max(spec.horizons) + 1, len(grid))
-    return _Chunk(anchors, grid.series(anchors), grid.period(anchors), lo, hi)
-
-
-def _output(shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
-    """A fresh array on ordinary 4 KiB pages: numpy asks for transparent huge pages, whose
-    first-touch zeroing cost ~4x more kernel time on the VM measured (bench/bench_data.py)."""
-    count = math.prod(shape)
-    buffer = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1))
-    return np.frombuffer(buffer, dtype, count=count).reshape(shape)
+def _chunk(grid: SeriesGrid, anchors: np.ndarray, spec: FeatureSpec) -> Chunk:
+    back = max(spec.history_days * PERIODS_PER_DAY, spec.window, spec.tabular_lags + 1)
+    return grid.chunk(anchors, back, max(spec.horizons))
 
 
 def build_features(snapshots: pd.DataFrame, spec: FeatureSpec, *, targets: bool = True,
@@ -344,9 +289,9 @@ def build_features(snapshots: pd.DataFrame, spec: FeatureSpec, *, targets: bool 
     context = _Context(spec, _History(grid, demand),
                        neighbour_table(grid.hex_ids, spec.neighbour_ring))
     n, window = len(anchors), max(spec.window, spec.tabular_lags + 1)
-    sequence = _output((n, spec.window, len(SEQUENCE_CHANNELS)), np.float32)
-    target = _output((n, len(spec.horizons))) if targets else None
-    current = _output((n,))
+    sequence = fresh_array((n, spec.window, len(SEQUENCE_CHANNELS)), np.float32)
+    target = fresh_array((n, len(spec.horizons))) if targets else None
+    current = fresh_array((n,))
     matrix = names = None
     # Chunks bound the float64 temporaries; the outputs are written in place.
     for start in range(0, max(n, 1), chunk_rows):
@@ -356,7 +301,7 @@ def build_features(snapshots: pd.DataFrame, spec: FeatureSpec, *, targets: bool 
         tab = _tabular(grid, context, chunk, rows)
         if matrix is None:
             names = list(tab)
-            matrix = _output((n, len(names)), np.float32)
+            matrix = fresh_array((n, len(names)), np.float32)
         block = matrix[start:stop]
         for column, name in enumerate(names):
             block[:, column] = tab[name]

@@ -1,8 +1,11 @@
-"""H3 neighbourhoods: which hexagons of a frame touch which (same resolution, ring k)."""
+"""H3 neighbourhoods: which hexagons of a frame touch which (same resolution, ring k), and
+neighbour means of the same period looked up on a `SeriesGrid`."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from pulsar_core.series_grid import KEY_SHIFT, Chunk, SeriesGrid
 
 
 def neighbour_edges(hex_ids: np.ndarray, ring: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -41,3 +44,37 @@ def neighbour_table(hex_ids: np.ndarray, ring: int = 1) -> np.ndarray:
     slot = np.arange(len(source)) - np.repeat(np.cumsum(degree) - degree, degree)
     table[source, slot] = target
     return table
+
+
+def neighbour_means(grid: SeriesGrid, table: np.ndarray, columns: dict[str, np.ndarray],
+                    chunk: Chunk, lags: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Mean over H3 neighbours (same service type) of each column at lag k of the anchor.
+
+    `table` comes from `neighbour_table(grid.hex_ids, ring)`; absent neighbours are not counted.
+    """
+    n_rows = len(chunk.anchors)
+    hexes, service = chunk.series // grid.n_services, chunk.series % grid.n_services
+    counts = {lag: np.zeros(n_rows) for lag in lags}
+    totals = {(lag, name): np.zeros(n_rows) for lag in lags for name in columns}
+    for slot in range(table.shape[1]):
+        neighbour = table[hexes, slot]
+        has = np.flatnonzero(neighbour >= 0)
+        # One search per neighbour: the insertion point of period p bounds every lag's row.
+        wanted = (neighbour[has] * grid.n_services + service[has]) * KEY_SHIFT + chunk.period[has]
+        pos = np.searchsorted(grid.key, wanted)
+        for lag in lags:
+            rows = np.full(n_rows, -1, np.int64)
+            rows[has] = grid.before(pos, wanted, lag)
+            present = rows >= 0
+            counts[lag] += present
+            for name, values in columns.items():
+                totals[lag, name] += np.where(present, values[np.maximum(rows, 0)], 0.0)
+    out: dict[str, np.ndarray] = {}
+    for lag in lags:
+        n = counts[lag]
+        out[f"nb_count_l{lag}"] = n
+        for name in columns:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[f"nb_{name}_l{lag}"] = np.where(n > 0, totals[lag, name] / np.maximum(n, 1),
+                                                    np.nan)
+    return out

@@ -20,6 +20,7 @@ from pulsar_core.features import FeatureSet
 
 log = logging.getLogger(__name__)
 _LOSS_SCALE = 100.0  # demand units per loss unit
+_OPTIONAL_BUFFERS = ("tab_low", "tab_high")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ def build_network(sequence_channels: int, tabular_features: int, horizons: int,
             )
             self.register_buffer("tab_mean", torch.zeros(tabular_features))
             self.register_buffer("tab_scale", torch.ones(tabular_features))
+            self.register_buffer("tab_low", torch.full((tabular_features,), -math.inf))
+            self.register_buffer("tab_high", torch.full((tabular_features,), math.inf))
 
         def forward(self, sequence: Any, tabular: Any) -> Any:
             hidden = self.conv(sequence.transpose(1, 2))  # (n, width, window)
@@ -72,6 +75,9 @@ def build_network(sequence_channels: int, tabular_features: int, horizons: int,
             pooled = (hidden * mask).sum(2) / mask.sum(2).clamp(min=1.0)
             last = hidden[:, :, -1]
             squashed = torch.sign(tabular) * torch.log1p(tabular.abs())  # heavy tails
+            # Never extrapolate: a feature almost constant in training (time of day when every
+            # training day had the same session) would otherwise reach z-scores of 100+.
+            squashed = torch.clamp(squashed, self.tab_low, self.tab_high)
             side = self.tabular((squashed - self.tab_mean) / self.tab_scale)
             return self.head(torch.cat([last, pooled, side], dim=1))
 
@@ -124,11 +130,37 @@ class CNNModel:
         torch = _torch()
         config = CNNConfig(**meta["config"])
         network = build_network(sequence_channels, tabular_features, len(meta["horizons"]), config)
-        network.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()})
+        tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in state.items()}
+        for name in _OPTIONAL_BUFFERS:  # bundles from before the input range was stored
+            tensors.setdefault(name, getattr(network, name))
+        network.load_state_dict(tensors)
         model = cls(network, tuple(meta["horizons"]), config)
         model.history = list(meta.get("history", []))
         model.trained = [bool(t) for t in meta.get("trained", model.trained)]
         return model
+
+
+def _fit_standardisation(network: Any, tabular: np.ndarray) -> None:
+    """Mean, scale and range of the squashed tabular inputs (constant columns get scale 1)."""
+    torch = _torch()
+    squashed = tabular.astype(np.float64)
+    squashed = np.sign(squashed) * np.log1p(np.abs(squashed))
+    std = squashed.std(0)
+    for name, values in (("tab_mean", squashed.mean(0)),
+                         ("tab_scale", np.where(std > 1e-6, std, 1.0)),
+                         ("tab_low", squashed.min(0)), ("tab_high", squashed.max(0))):
+        getattr(network, name).copy_(torch.as_tensor(values, dtype=torch.float32))
+
+
+def _start_at_the_median(network: Any, targets: np.ndarray) -> None:
+    """Output bias = log1p(median target) per horizon: the first epoch starts from a sane level
+    instead of climbing from expm1(0) = 0 (slow, and it wastes the early-stopping budget)."""
+    torch = _torch()
+    present = np.isfinite(targets)
+    medians = [float(np.median(targets[present[:, i], i])) if present[:, i].any() else 0.0
+               for i in range(targets.shape[1])]
+    with torch.no_grad():
+        network.head[-1].bias.copy_(torch.as_tensor(np.log1p(np.maximum(medians, 0.0))))
 
 
 def _masked_l1(torch: Any, predicted: Any, target: Any) -> Any:
@@ -153,10 +185,8 @@ def train_cnn(train: FeatureSet, valid: FeatureSet, horizons: tuple[int, ...],
         rows = np.sort(rng.choice(rows, config.max_train_rows, replace=False))
     network = build_network(train.sequence.shape[2], train.tabular.shape[1], len(horizons),
                             config)
-    tab = train.tabular[rows].astype(np.float64)
-    tab = np.sign(tab) * np.log1p(np.abs(tab))
-    network.tab_mean.copy_(torch.as_tensor(tab.mean(0), dtype=torch.float32))
-    network.tab_scale.copy_(torch.as_tensor(tab.std(0) + 1e-6, dtype=torch.float32))
+    _fit_standardisation(network, train.tabular[rows])
+    _start_at_the_median(network, train.targets[rows])
     network.to(device)
     seq_t = torch.from_numpy(train.sequence[rows]).to(device)
     tab_t = torch.from_numpy(train.tabular[rows]).to(device)

@@ -35,18 +35,24 @@ class ElasticNetModel:
     """One linear model per horizon (None where training had no target at that horizon)."""
 
     def __init__(self, horizons: tuple[int, ...], names: list[str], mean: np.ndarray,
-                 scale: np.ndarray, fits: list[_Linear | None]) -> None:
+                 scale: np.ndarray, fits: list[_Linear | None],
+                 bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.horizons = horizons
         self.names = names
         self.mean = mean
         self.scale = scale
         self.fits = fits
+        self.low, self.high = bounds if bounds is not None else (
+            np.full_like(mean, -np.inf), np.full_like(mean, np.inf))
 
     def _standardise(self, features: FeatureSet) -> np.ndarray:
         if features.tabular_names != self.names:
             raise ValueError("tabular features differ from the ones ElasticNet was trained on: "
                              "rebuild them with the bundle's FeatureSpec")
-        return (features.tabular.astype(np.float64) - self.mean) / self.scale
+        # Clipped to the training range: a feature almost constant in training (time of day when
+        # every training day had the same session) must not extrapolate to z-scores of 100+.
+        x = np.clip(features.tabular.astype(np.float64), self.low, self.high)
+        return (x - self.mean) / self.scale
 
     def predict(self, features: FeatureSet) -> np.ndarray:
         """(n, horizons) forecasts; NaN for horizons without a fitted model."""
@@ -68,7 +74,7 @@ class ElasticNetModel:
         meta = {"horizons": list(self.horizons), "names": self.names,
                 "fitted": [fit is not None for fit in self.fits],
                 "intercepts": [None if f is None else f.intercept for f in self.fits]}
-        arrays = {"mean": self.mean, "scale": self.scale}
+        arrays = {"mean": self.mean, "scale": self.scale, "low": self.low, "high": self.high}
         arrays |= {f"coef_{i}": f.coef for i, f in enumerate(self.fits) if f is not None}
         return meta, arrays
 
@@ -78,8 +84,11 @@ class ElasticNetModel:
             _Linear(np.asarray(arrays[f"coef_{i}"]), float(meta["intercepts"][i])) if fitted
             else None for i, fitted in enumerate(meta["fitted"])
         ]
-        return cls(tuple(meta["horizons"]), list(meta["names"]), np.asarray(arrays["mean"]),
-                   np.asarray(arrays["scale"]), fits)
+        mean = np.asarray(arrays["mean"])
+        bounds = (np.asarray(arrays["low"]), np.asarray(arrays["high"])) if "low" in arrays \
+            else None  # bundles from before the training range was stored
+        return cls(tuple(meta["horizons"]), list(meta["names"]), mean,
+                   np.asarray(arrays["scale"]), fits, bounds)
 
 
 def train_elasticnet(train: FeatureSet, horizons: tuple[int, ...],
@@ -90,6 +99,7 @@ def train_elasticnet(train: FeatureSet, horizons: tuple[int, ...],
 
     assert train.targets is not None
     x = train.tabular.astype(np.float64)
+    bounds = (x.min(axis=0), x.max(axis=0))
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)
     x = (x - mean) / scale
@@ -106,4 +116,4 @@ def train_elasticnet(train: FeatureSet, horizons: tuple[int, ...],
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(x[present], np.log1p(train.targets[present, i]))
         fits.append(_Linear(model.coef_.astype(np.float64), float(model.intercept_)))
-    return ElasticNetModel(horizons, list(train.tabular_names), mean, scale, fits)
+    return ElasticNetModel(horizons, list(train.tabular_names), mean, scale, fits, bounds)

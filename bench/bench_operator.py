@@ -83,7 +83,10 @@ def main() -> None:
     args = parser.parse_args()
     # the operator talks to an MLflow server over HTTP, as in a cluster (mlflow-skinny client)
     with tempfile.TemporaryDirectory() as tmp, running_mlflow_server(Path(tmp)) as uri:
-        results = [asyncio.run(run(size, args.timeout, uri)) for size in args.sizes]
+        results = []
+        for size in args.sizes:
+            results.append(asyncio.run(run(size, args.timeout, uri)))
+            print(f"measured {size}: {results[-1]}", flush=True)
     base = results[0]
     print(f"{'models':>7} {'seconds':>8} {'jobs':>6} {'status':>7} {'peak RSS MB':>12} "
           f"{'time x':>7} {'RSS x':>6} {'op CPU s':>9} {'KMock CPU s':>12}")

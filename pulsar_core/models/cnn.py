@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from pulsar_core.features import FeatureSet
+from pulsar_core.models.cpu import torch_threads, training_threads
 
 log = logging.getLogger(__name__)
 _LOSS_SCALE = 100.0  # demand units per loss unit
@@ -173,16 +173,18 @@ def train_cnn(train: FeatureSet, valid: FeatureSet, horizons: tuple[int, ...],
               config: CNNConfig, progress: Callable[[str], None] | None = None) -> CNNModel:
     """Fit with early stopping on the (time-ordered) validation split's MAE."""
     torch = _torch()
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     device = pick_device(config.device)
-    if device == "cpu":
-        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    threads = training_threads() if device == "cpu" else torch.get_num_threads()
+    with torch_threads(torch, threads):
+        return _fit(train, valid, horizons, config, device, progress)
+
+
+def _fit(train: FeatureSet, valid: FeatureSet, horizons: tuple[int, ...], config: CNNConfig,
+         device: str, progress: Callable[[str], None] | None) -> CNNModel:
+    torch = _torch()
+    torch.manual_seed(config.seed)
     assert train.targets is not None and valid.targets is not None
-    rows = np.flatnonzero(np.isfinite(train.targets).any(axis=1))
-    if len(rows) > config.max_train_rows:
-        log.info("CNN: subsampling %d of %d training rows", config.max_train_rows, len(rows))
-        rows = np.sort(rng.choice(rows, config.max_train_rows, replace=False))
+    rows = _training_rows(train.targets, config)
     network = build_network(train.sequence.shape[2], train.tabular.shape[1], len(horizons),
                             config)
     _fit_standardisation(network, train.tabular[rows])
@@ -206,17 +208,17 @@ def train_cnn(train: FeatureSet, valid: FeatureSet, horizons: tuple[int, ...],
             batch = order[step * config.batch_size:(step + 1) * config.batch_size]
             forecast = torch.expm1(network(seq_t[batch], tab_t[batch]).clamp(-20, 8))
             loss = _masked_l1(torch, forecast / _LOSS_SCALE, tgt_t[batch])
-            optimiser.zero_grad()
+            optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total += float(loss.detach())
+            total += loss.item()
         score = _validation_mae(model, valid)
         schedule.step(score)
         model.history.append({"epoch": epoch + 1, "train_l1": total / steps,
                               "valid_mae": score, "seconds": time.perf_counter() - started})
         if progress:
             progress(f"cnn epoch {epoch + 1}/{config.epochs}: train L1/100 {total / steps:.4f}, "
-                     f"valid MAE {score:.2f}")
+                     f"valid MAE {score:.2f} ({model.history[-1]['seconds']:.1f}s)")
         if score < best - 1e-4:
             best, best_state, waited = score, copy.deepcopy(network.state_dict()), 0
         else:
@@ -226,6 +228,16 @@ def train_cnn(train: FeatureSet, valid: FeatureSet, horizons: tuple[int, ...],
     network.load_state_dict(best_state)
     network.to("cpu")
     return model
+
+
+def _training_rows(targets: np.ndarray, config: CNNConfig) -> np.ndarray:
+    """Rows with any target, a seeded sample of max_train_rows of them when there are more."""
+    rows = np.flatnonzero(np.isfinite(targets).any(axis=1))
+    if len(rows) > config.max_train_rows:
+        log.info("CNN: subsampling %d of %d training rows", config.max_train_rows, len(rows))
+        rng = np.random.default_rng(config.seed)
+        rows = np.sort(rng.choice(rows, config.max_train_rows, replace=False))
+    return rows
 
 
 def _validation_mae(model: CNNModel, valid: FeatureSet) -> float:

@@ -195,7 +195,7 @@ def _fit(train: FeatureSet, valid: FeatureSet, horizons: tuple[int, ...], config
     tgt_t = torch.from_numpy(train.targets[rows].astype(np.float32) / _LOSS_SCALE).to(device)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
     steps = math.ceil(len(rows) / config.batch_size)
-    schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.3, patience=0)
+    schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.3, patience=1)
     model = CNNModel(network, horizons, config)
     model.trained = [bool(t) for t in np.isfinite(train.targets[rows]).any(axis=0)]
     best, best_state, waited = math.inf, copy.deepcopy(network.state_dict()), 0

@@ -13,13 +13,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pulsar_core.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from pulsar_cli.demo_stack import DemoStack
+    from pulsar_cli.report import ReportData
 
 WORKDIR = Path(".pulsar")
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pulsar demo",
         description="Train a surge model on a synthetic city (or --data), register it in a "
@@ -35,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cnn-epochs", type=int, default=8,
                         help="CNN epochs (small: the demo should take a few minutes)")
     parser.add_argument("--workdir", type=Path, default=WORKDIR)
+    parser.add_argument("--no-serve", action="store_true",
+                        help="stop after the gate: no NATS, predictor, live forecasts or report")
+    parser.add_argument("--replay-periods", type=int, default=12,
+                        help="newest periods per series replayed as live signals")
     return parser
 
 
@@ -82,9 +91,8 @@ def _experiment(settings: TrainSettings, artifacts: Path) -> None:
         mlflow.create_experiment(name, artifact_location=artifacts.resolve().as_uri())
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    say = _say(time.monotonic())
+def demo_settings(args: argparse.Namespace, say: Callable[[str], None]) -> TrainSettings:
+    """The demo's training settings (the synthetic city is generated here when needed)."""
     workdir: Path = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     if args.data:
@@ -93,16 +101,29 @@ def main(argv: list[str] | None = None) -> int:
         say(f"synthetic city: {args.hexagons} hexagons x 3 service types x {args.days} days")
         data = [str(synthetic_city(workdir, args.hexagons, args.days, args.seed))]
     values: dict[str, object] = {
-        "mlflow_tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}",
+        # absolute: the predictor subprocess and `mlflow ui` may run from another directory,
+        # and MLflow caches stores by URI within a process
+        "mlflow_tracking_uri": f"sqlite:///{(workdir / 'mlflow.db').resolve()}",
         "data_uri": data, "city": args.city or ("tehran" if args.data else "demo"),
         "service_type": "all", "cnn_epochs": args.cnn_epochs, "seed": args.seed,
         "rejected_dir": str(workdir / "rejected"), "model_name": "demo",
     }
-    settings = TrainSettings(**values, run_key=run_key(data, values))
-    return _train_and_promote(settings, workdir, say)
+    return TrainSettings(**values, run_key=run_key(data, values))
 
 
-def _train_and_promote(settings: TrainSettings, workdir: Path, say: Callable[[str], None]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    say = _say(time.monotonic())
+    settings = demo_settings(args, say)
+    code, served = _train_and_promote(settings, args.workdir, say)
+    if code != 0 or args.no_serve:
+        return code
+    return serve_and_report(settings, served, args.workdir, args.replay_periods, say)
+
+
+def _train_and_promote(settings: TrainSettings, workdir: Path,
+                       say: Callable[[str], None]) -> tuple[int, dict[str, str]]:
+    """Train, register, gate, promote; returns the exit code and what `pulsar serve` serves."""
     from pulsar_trainer.cli import EXIT_INTERNAL, configure_logging, error_code
     from pulsar_trainer.pipeline import run_training
 
@@ -117,7 +138,7 @@ def _train_and_promote(settings: TrainSettings, workdir: Path, say: Callable[[st
         if code == EXIT_INTERNAL:
             raise
         print(f"pulsar demo: {str(error).splitlines()[0]}", file=sys.stderr)
-        return code
+        return code, {}
     print(outcome.table)
     print(f"\nregistered: {outcome.model_name} version {outcome.version}"
           + (" (reused: same data and settings as an earlier run)"
@@ -137,4 +158,139 @@ def _train_and_promote(settings: TrainSettings, workdir: Path, say: Callable[[st
     print("\nopen the MLflow UI:\n  mlflow ui --backend-store-uri "
           f"{settings.mlflow_tracking_uri}\n  (then http://127.0.0.1:5000, "
           f"model {outcome.model_name})")
+    served = {"registered_model": outcome.model_name}
+    if registry.get_alias(outcome.model_name) is None:
+        served["model_version"] = outcome.version  # no champion yet: show the new version
+    return 0, served
+
+
+HORIZONS = (30.0, 60.0, 90.0)
+
+
+def serve_and_report(settings: TrainSettings, served: dict[str, str], workdir: Path,
+                     periods: int, say: Callable[[str], None]) -> int:
+    """nats-server + `pulsar serve`, replay live signals, print the top risers, write the report."""
+    from pulsar_cli.demo_stack import DemoStack, StackError
+
+    try:
+        with DemoStack(workdir) as stack:
+            url = start_services(stack, settings, served, say)
+            services = replay_recent(stack, settings, url, periods, say)
+            data = collect(url, settings, services)
+            print_top(data.top)
+            path = write_report(data, workdir)
+            print(f"\nreport: {path.resolve()} (open it in a browser; no network needed)")
+            say("stopping the predictor and nats-server")
+    except StackError as error:
+        print(f"pulsar demo: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pulsar demo: interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
     return 0
+
+
+def start_services(stack: DemoStack, settings: TrainSettings, served: dict[str, str],
+                   say: Callable[[str], None]) -> str:
+    """Start nats-server and the predictor; returns the predictor's base URL once ready."""
+    say("starting nats-server (store under .pulsar/nats)")
+    nats_url = stack.start_nats()
+    settings_args = {**served, "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+                     "nats_url": nats_url, "city": settings.city,
+                     "service_type": settings.service_type}
+    say(f"starting the predictor (pulsar serve, {served}) and waiting for /readyz")
+    url = stack.start_predictor(settings_args)
+    say(f"predictor ready on {url} (API docs: {url}/docs)")
+    return url
+
+
+def replay_recent(stack: DemoStack, settings: TrainSettings, url: str, periods: int,
+                  say: Callable[[str], None]) -> list[int]:
+    """Publish the newest periods over NATS and wait until the predictor holds them all."""
+    from pulsar_cli.demo_stack import get_json, recent_rows, replay
+    from pulsar_core.contract import Col
+    from pulsar_core.events import signals_subject
+
+    frame = recent_rows([str(p) for p in settings.data_uri], periods)
+    series = len(frame.groupby([Col.HEXAGON, Col.SERVICE_TYPE]))
+    subject = signals_subject(settings.city, settings.service_type)
+    sent = replay(frame, stack.nats_url, subject)
+    say(f"replayed {len(frame)} rows ({series} series x {periods} periods) in {sent} "
+        f"messages on {subject}")
+
+    def answered() -> bool:
+        status, body = get_json(f"{url}/readyz")
+        if status != 200 or body["live_series"] < series:
+            return False
+        status, top = get_json(f"{url}/v1/forecast/top?horizon={HORIZONS[0]:g}&limit=1")
+        return status == 200 and bool(top["forecasts"])
+
+    stack.wait_until(answered, 120.0, "live forecasts from /v1/forecast/top")
+    return sorted(int(s) for s in frame[Col.SERVICE_TYPE].unique())
+
+
+def api(url: str) -> Any:
+    """GET a predictor endpoint; a non-200 answer is a StackError naming the URL and body."""
+    from pulsar_cli.demo_stack import StackError, get_json
+
+    status, body = get_json(url)
+    if status != 200:
+        raise StackError(f"GET {url} answered {status}: {body}")
+    return body
+
+
+def collect(url: str, settings: TrainSettings, services: list[int]) -> ReportData:
+    """The API answers the report shows, plus the run's evaluation artifacts from MLflow."""
+    from pulsar_cli.report import ReportData
+
+    model = api(f"{url}/v1/model")["model"]
+    maps = {s: api(f"{url}/v1/forecast/top?horizon={HORIZONS[0]:g}&limit=1000&service_type={s}")
+            ["forecasts"] for s in services}
+    top = {h: api(f"{url}/v1/forecast/top?horizon={h:g}&limit=10")["forecasts"]
+           for h in HORIZONS}
+    data = ReportData(model=model, maps=maps, top=top)
+    table = _artifact(settings, model.get("run_id"), "evaluation/table.csv", data)
+    data.evaluation_csv = table.decode() if table is not None else None
+    data.plot_png = _artifact(settings, model.get("run_id"), "evaluation/forecast_vs_actual.png",
+                              data)
+    if any(len(items) == 1000 for items in maps.values()):
+        data.notes.append("Maps show the 1,000 hexagons expected to rise most per service.")
+    return data
+
+
+def _artifact(settings: TrainSettings, run_id: str | None, path: str,
+              data: ReportData) -> bytes | None:
+    """One run artifact's bytes, or None with a note in the report saying why."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        data.notes.append(f"{path}: the served model names no MLflow run.")
+        return None
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=path, tracking_uri=settings.mlflow_tracking_uri)
+    except (MlflowException, OSError) as error:
+        data.notes.append(f"{path}: not found in run {run_id} ({error}).")
+        return None
+    return Path(local).read_bytes()
+
+
+def print_top(top: dict[float, list[dict[str, Any]]]) -> None:
+    """The top rising hexagons per horizon, with the model's explanation."""
+    from pulsar_cli.report import change_label
+
+    for horizon, items in top.items():
+        print(f"\ntop rising hexagons in {horizon:g} minutes:")
+        for item in items[:5]:
+            print(f"  {item['hexagon']} service {item['service_type']}: "
+                  f"{change_label(item['change_pct'])} ({item['model']}) {item['explanation']}")
+
+
+def write_report(data: ReportData, workdir: Path) -> Path:
+    from pulsar_cli.report import render
+
+    path = workdir / "report.html"
+    path.with_suffix(".tmp").write_text(render(data), encoding="utf-8")
+    path.with_suffix(".tmp").rename(path)
+    return path

@@ -7,7 +7,7 @@ from pathlib import Path
 from pulsar_cli.demo import main, run_key
 from pulsar_core.registry import Registry
 
-TINY = ["--hexagons", "25", "--days", "4", "--cnn-epochs", "1"]
+TINY = ["--hexagons", "25", "--days", "4", "--cnn-epochs", "1", "--no-serve"]
 
 
 def test_demo_registers_gates_and_reuses_on_rerun(tmp_path: Path, monkeypatch, capsys):
@@ -17,9 +17,9 @@ def test_demo_registers_gates_and_reuses_on_rerun(tmp_path: Path, monkeypatch, c
     first = capsys.readouterr().out
     assert "registered: pulsar-demo-all version 1\n" in first
     assert "strongest baseline" in first
-    assert "mlflow ui --backend-store-uri sqlite:///.pulsar/mlflow.db" in first
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/.pulsar/mlflow.db" in first
 
-    registry = Registry("sqlite:///.pulsar/mlflow.db")
+    registry = Registry(f"sqlite:///{tmp_path}/.pulsar/mlflow.db")
     champion = registry.get_alias("pulsar-demo-all")
     if "gate: PASS" in first:
         assert champion is not None and champion.version == "1"

@@ -142,8 +142,10 @@ class ForecastService:
         self._horizons(model, [horizon], "horizon")
         frame = await self._live_forecasts(model, service_type)
         rows = frame[frame[F.HORIZON_MINUTES] == horizon]
+        # Ranked by the expected absolute rise: a percentage from a near-empty hexagon (demand
+        # floor 8 -> 300 is +3,650%) would send drivers to the wrong place.
         ranked = rows.assign(_rise=rows[F.VALUE] - rows[F.CURRENT]).sort_values(
-            [F.CHANGE_PCT, "_rise"], ascending=False, na_position="last").head(limit)
+            ["_rise", F.CHANGE_PCT], ascending=False, na_position="last").head(limit)
         items = forecast_items(ranked, self.settings.confidence_threshold)
         return dumps({"model": model_ref(model), "horizon_minutes": horizon, "forecasts": items})
 

@@ -120,8 +120,8 @@ async def test_live_signals_over_nats_feed_forecasts_and_top(settings, tiny_snap
                                                            "service_type": 1})
         items = top.json()["forecasts"]
         assert top.status_code == 200 and len(items) == 5
-        changes = [i["change_pct"] for i in items]
-        assert changes == sorted(changes, reverse=True)
+        rises = [i["value"] - i["current"] for i in items]
+        assert rises == sorted(rises, reverse=True)
         assert all(i["horizon_minutes"] == 30 and i["service_type"] == 1 for i in items)
         metrics = (await client.get("/metrics")).text
         assert "pulsar_live_series 60.0" in metrics

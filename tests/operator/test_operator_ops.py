@@ -56,7 +56,7 @@ def test_rbac_yaml_is_the_dump_of_the_rules() -> None:
     verbs = {(group, res): rule["verbs"] for rule in rbac.RULES
              for group in rule["apiGroups"] for res in rule["resources"]}
     assert "create" in verbs[("batch", "jobs")] and "delete" not in verbs[("batch", "jobs")]
-    assert verbs[("forecasting.pulsar.dev", "surgemodels/status")] == ["get", "patch"]
+    assert verbs[("forecasting.pulsar.dev", "surgemodels/status")] == ["patch"]
 
 
 def test_missing_settings_fail_fast_with_the_variable_named(

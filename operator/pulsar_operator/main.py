@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 from typing import Any
@@ -15,7 +14,7 @@ from pulsar_operator import metrics
 from pulsar_operator.builders import MANAGER, Platform
 from pulsar_operator.config import OperatorSettings, load_settings
 from pulsar_operator.kube import Kube, KubeError
-from pulsar_operator.nats_bridge import NatsPublisher, connect, consume_retrain, listen_registered
+from pulsar_operator.nats_link import run_nats
 from pulsar_operator.reconciler import reconcile
 from pulsar_operator.runtime import Runtime
 from pulsar_operator.spec import GROUP, PLURAL, VERSION, InvalidSpec
@@ -66,7 +65,7 @@ async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, log
     runtime.tasks.append(asyncio.create_task(_ticker(runtime)))
     runtime.tasks += [asyncio.create_task(_worker(runtime)) for _ in range(config.workers)]
     if config.nats_url:
-        runtime.tasks.append(asyncio.create_task(_nats(runtime, config.nats_url)))
+        runtime.tasks.append(asyncio.create_task(run_nats(runtime, config.nats_url)))
 
 
 @kopf.on.cleanup()
@@ -76,33 +75,8 @@ async def operator_cleanup(memo: kopf.Memo, **_: Any) -> None:
         return
     for task in runtime.tasks:
         task.cancel()
-    await asyncio.gather(*runtime.tasks, return_exceptions=True)
-    client = memo.get("nats")
-    if client is not None:
-        with contextlib.suppress(Exception):
-            await client.close()
+    await asyncio.gather(*runtime.tasks, return_exceptions=True)  # NATS closes in its task
     await runtime.kube.close()
-
-
-async def _nats(runtime: Runtime, url: str) -> None:
-    """Connect (retrying with backoff while NATS is down), then consume forever."""
-    delay = 1.0
-    while True:
-        try:
-            client = await connect(url)
-            break
-        except Exception as error:  # nats-py raises many types for "cannot connect"
-            metrics.ERRORS.labels("nats").inc()
-            log.warning("NATS at %s unavailable (%s); retrying in %.0fs", url, error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, runtime.settings.max_backoff_seconds)
-    runtime.publisher = NatsPublisher(client)
-    try:
-        await listen_registered(runtime, client)
-        await consume_retrain(runtime, client)
-    finally:
-        with contextlib.suppress(Exception):
-            await client.close()
 
 
 async def _ticker(runtime: Runtime) -> None:

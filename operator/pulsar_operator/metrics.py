@@ -23,6 +23,8 @@ DURATION = Histogram("pulsar_operator_reconcile_seconds", "Reconcile duration.",
                      registry=REGISTRY)
 RETRAIN_MESSAGES = Counter("pulsar_operator_retrain_messages", "Retrain messages by outcome.",
                            ["outcome"], registry=REGISTRY)
+NATS_UP = Gauge("pulsar_operator_nats_up", "1 while NATS and the retrain consumer are up.",
+                registry=REGISTRY)
 
 
 def serve_metrics(port: int) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
 from nats.aio.client import Client
@@ -25,6 +26,9 @@ from pulsar_operator.recorder import Decision, post_event
 from pulsar_operator.runtime import Key, Runtime
 from pulsar_operator.triggers import RETRAIN_ANNOTATION, RETRAIN_REASON_ANNOTATION
 
+if TYPE_CHECKING:
+    from pulsar_operator.nats_link import NatsLink
+
 log = logging.getLogger(__name__)
 
 
@@ -36,11 +40,6 @@ class NatsPublisher:
 
     async def publish(self, subject: str, payload: bytes) -> None:
         await self.client.publish(subject, payload)
-
-
-async def connect(url: str) -> Client:
-    return await nats.connect(url, allow_reconnect=True, max_reconnect_attempts=-1,
-                              reconnect_time_wait=1)
 
 
 def _request_id(msg: Any) -> str:
@@ -111,25 +110,44 @@ async def ensure_retrain_stream(js: Any) -> None:
         log.info("retrain stream kept as is: %s", error)
 
 
-async def consume_retrain(runtime: Runtime, client: Client) -> None:
-    """Pull from the one durable consumer forever; effects are recorded before acks."""
+async def _subscribe(runtime: Runtime, client: Client) -> Any:
+    """The retrain stream and the one durable pull consumer (both created when missing)."""
     js = client.jetstream()
     await ensure_retrain_stream(js)
     config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30,
                             max_deliver=runtime.settings.retrain_max_deliver + 1)
-    subscription = await js.pull_subscribe(
+    return await js.pull_subscribe(
         RETRAIN_SUBJECTS, durable=runtime.settings.retrain_durable, stream=RETRAIN_STREAM,
         config=config)
-    while True:
+
+
+async def consume_retrain(runtime: Runtime, client: Client, link: NatsLink) -> None:
+    """Pull from the durable consumer until the session is lost; effects recorded before acks.
+
+    After an in-session reconnect the stream and consumer are set up again (the server may
+    have come back without its store); NATS counts as available only once they exist.
+    """
+    while not link.lost.is_set():
+        link.stale.clear()
         try:
-            messages = await subscription.fetch(batch=256, timeout=1)
-        except nats.errors.TimeoutError:
+            subscription = await _subscribe(runtime, client)
+        except (nats.errors.Error, OSError, TimeoutError) as error:
+            link.down(f"retrain consumer not set up: {error or type(error).__name__}")
+            await asyncio.sleep(1)
             continue
-        except (nats.errors.Error, OSError) as error:
-            log.warning("retrain consumer: %s; retrying", error)
-            await asyncio.sleep(2)
-            continue
-        await _handle_batch(runtime, messages)
+        link.up()
+        while not (link.lost.is_set() or link.stale.is_set()):
+            try:
+                messages = await subscription.fetch(batch=256, timeout=1)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            except (nats.errors.Error, OSError) as error:
+                log.warning("retrain consumer: %s; retrying", error)
+                await asyncio.sleep(1)
+                continue
+            await _handle_batch(runtime, messages)
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
 
 
 async def listen_registered(runtime: Runtime, client: Client) -> None:

@@ -83,8 +83,30 @@ async def _revert(runtime: Runtime, model: SurgeModel, status: dict[str, Any], t
                               f"within the deadline; reverted to version {to}", True))
 
 
+def degraded_by(mlflow_error: str | None, nats_error: str | None) -> tuple[str, str] | None:
+    """(reason, message) of the Degraded condition from the dependencies that are down."""
+    down = [(reason, text) for reason, text in (("MLflowUnavailable", mlflow_error),
+                                                 ("NatsUnavailable", nats_error)) if text]
+    if not down:
+        return None
+    reason = down[0][0] if len(down) == 1 else "MLflowAndNatsUnavailable"
+    return reason, "; ".join(text for _, text in down)
+
+
+def _nats_decision(status: dict[str, Any], nats_error: str | None) -> Decision | None:
+    """An Event when this model first sees NATS go down or come back."""
+    previous = next((c for c in status.get("conditions") or [] if c.get("type") == "Degraded"),
+                    {})
+    was_down = previous.get("status") == "True" and "Nats" in str(previous.get("reason"))
+    if nats_error and not was_down:
+        return Decision("NatsUnavailable", nats_error, True)
+    if was_down and not nats_error:
+        return Decision("NatsRecovered", "NATS reachable again; retrain consumer re-established")
+    return None
+
+
 def _finish(status: dict[str, Any], model: SurgeModel | None, generation: int,
-            error: str | None) -> None:
+            error: str | None, nats_error: str | None = None) -> None:
     conditions = status.get("conditions") or []
     training = status.get("lastTraining") or {}
     running = training.get("outcome") == "Running"
@@ -102,9 +124,9 @@ def _finish(status: dict[str, Any], model: SurgeModel | None, generation: int,
                                or "NoChampion",
                                promotion.get("reason") or "waiting for a registered version",
                                generation)
-    conditions = set_condition(conditions, "Degraded", error is not None,
-                               "MLflowUnavailable" if error else "AsExpected", error or "",
-                               generation)
+    degraded = degraded_by(error, nats_error)
+    conditions = set_condition(conditions, "Degraded", degraded is not None,
+                               *(degraded or ("AsExpected", "")), generation)
     conditions = set_condition(conditions, "Ready", ready,
                                "PredictorAvailable" if ready else "NoChampion" if not champion
                                else "PredictorNotReady",
@@ -113,7 +135,7 @@ def _finish(status: dict[str, Any], model: SurgeModel | None, generation: int,
     status["conditions"] = conditions
     status["observedGeneration"] = generation
     paused = model is not None and model.spec.paused
-    status["phase"] = ("Paused" if paused else "Degraded" if error else "Training" if running
+    status["phase"] = ("Paused" if paused else "Degraded" if degraded else "Training" if running
                        else "Serving" if ready else "Pending")
 
 
@@ -173,7 +195,10 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: b
                                      runtime.children)
             except RegistryUnavailable as failure:
                 error = str(failure)
-    _finish(status, model, generation, error)
+    nats_change = _nats_decision(status, runtime.nats_error)
+    if nats_change is not None:
+        decisions.append(nats_change)
+    _finish(status, model, generation, error, runtime.nats_error)
     await _write(runtime, key, meta, original, status, decisions)
     retry = None
     if error is not None:

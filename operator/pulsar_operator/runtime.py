@@ -86,6 +86,7 @@ class Runtime:
     registry: Registry
     platform: Platform
     publisher: Publisher | None = None
+    nats_error: str | None = None  # set while NATS is unreachable (see nats_link)
     catalog: Catalog = field(default_factory=Catalog)
     queue: WorkQueue = field(default_factory=WorkQueue)
     statuses: dict[Key, dict[str, Any]] = field(default_factory=dict)

@@ -24,11 +24,12 @@ from tests.operator.conftest import (
     eventually,
     finish_job,
     objects,
+    patch_model,
     running_operator,
     status_of,
     surge_model,
 )
-from tests.support.services import free_port, wait_for_port
+from tests.support.services import NatsServer, free_port, wait_for_port
 
 
 async def _publish(url: str, subject: str, bodies: list[tuple[str, bytes]]) -> None:
@@ -135,3 +136,56 @@ async def test_mlflow_down_degrades_and_recovers_without_restart(
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait(timeout=10)
+
+
+def _degraded_by(server: Any, reason: str) -> dict[str, Any] | None:
+    found = condition(server, "tehran-eco", "Degraded")
+    return found if found.get("status") == "True" and found.get("reason") == reason else None
+
+
+def _retrain_jobs(server: Any) -> list[dict[str, Any]]:
+    return [j for j in objects(server, JOBS)
+            if j["metadata"]["annotations"]["forecasting.pulsar.dev/trigger-kind"] == "retrain"]
+
+
+async def test_nats_down_degrades_keeps_reconciling_and_recovers(
+        k8s: Any, mlflow_uri: str, tmp_path: Path) -> None:
+    outage = NatsServer(tmp_path / "js-first")  # a fixed free port, nothing listening yet
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    try:
+        async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri, nats_url=outage.url):
+            degraded = await eventually(lambda: _degraded_by(k8s, "NatsUnavailable"),
+                                        what="Degraded by NATS at start")
+            assert outage.url in degraded["message"]
+            assert status_of(k8s, "tehran-eco")["phase"] == "Degraded"
+            await _trained_once(k8s)  # the spec's Job ran while NATS was down
+            await patch_model(k8s, "tehran-eco", {"spec": {"data": {"lookbackDays": 14}}})
+            await eventually(lambda: len(objects(k8s, JOBS)) == 2, what="spec change -> Job")
+            await finish_job(k8s, status_of(k8s, "tehran-eco")["lastTraining"]["job"])
+
+            outage.start()
+            await eventually(lambda: condition(k8s, "tehran-eco", "Degraded").get("status")
+                             == "False", what="recovery after NATS started")
+            assert "NatsRecovered" in {e["reason"] for e in events_of(k8s, "tehran-eco")}
+            await _publish(outage.url, retrain_subject("tehran", "eco"),
+                           [("after-start", b'{"reason": "drift"}')])
+            await eventually(lambda: len(_retrain_jobs(k8s)) == 1, what="retrain handled")
+            await finish_job(k8s, _retrain_jobs(k8s)[0]["metadata"]["name"])
+
+            outage.stop()  # killed while running; it comes back without its JetStream store
+            await eventually(lambda: _degraded_by(k8s, "NatsUnavailable"),
+                             what="Degraded after NATS stopped")
+            assert status_of(k8s, "tehran-eco")["lastTraining"]["outcome"] == "Succeeded"
+            outage = NatsServer(tmp_path / "js-second", port=outage.port)
+            outage.start()
+            await eventually(lambda: condition(k8s, "tehran-eco", "Degraded").get("status")
+                             == "False", timeout=30, what="recovery after NATS restarted")
+            client = await nats.connect(outage.url)
+            info = await client.jetstream().consumer_info("PULSAR_RETRAIN", "pulsar-operator")
+            await client.publish(retrain_subject("tehran", "eco"), b'{"reason": "again"}')
+            await client.flush()
+            await client.close()
+            assert info.name == "pulsar-operator"  # the consumer was re-created on a new store
+            await eventually(lambda: len(_retrain_jobs(k8s)) == 2, what="retrain after restart")
+    finally:
+        outage.stop()

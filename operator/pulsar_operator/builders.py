@@ -145,7 +145,7 @@ def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
         "containers": [{
             "name": "trainer",
             "image": training.image,
-            "args": ["train"],
+            "command": ["pulsar", "train"],  # the image's ENTRYPOINT, explicit
             "env": _env(train_settings(model, run_key=name).to_env()),
             "resources": dict(training.resources),
             "securityContext": _container_security(),
@@ -191,7 +191,7 @@ def build_predictor_deployment(model: SurgeModel, version: str) -> dict[str, Any
     container = {
         "name": "predictor",
         "image": model.spec.serving.image,
-        "args": ["serve"],
+        "command": ["pulsar", "serve"],
         "ports": [{"name": "http", "containerPort": 8080}],
         "env": _env(env),
         "resources": dict(model.spec.serving.resources),

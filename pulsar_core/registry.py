@@ -17,7 +17,32 @@ CHAMPION = "champion"
 
 
 class RegistryUnavailable(RuntimeError):
-    """MLflow could not be reached or answered with a server error; retry later."""
+    """MLflow could not be reached or kept answering with server errors; retry later."""
+
+    def __init__(self, uri: str, cause: str) -> None:
+        super().__init__(f"MLflow at {uri} unavailable: {cause}")
+        self.uri = uri
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and what it was raised from or while handling (MLflow drops `from`)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True for connection failures, timeouts and 5xx answers after MLflow's retries."""
+    from requests import exceptions as http
+    from urllib3 import exceptions as pool
+
+    transient = (ConnectionError, TimeoutError, http.ConnectionError, http.Timeout,
+                 http.RetryError, http.ChunkedEncodingError, pool.MaxRetryError,
+                 pool.NewConnectionError, pool.ProtocolError, pool.TimeoutError)
+    return any(isinstance(cause, transient) for cause in _causes(error))
 
 
 @dataclass(frozen=True)
@@ -66,17 +91,12 @@ class Registry:
         return self._client
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        from mlflow.exceptions import MlflowException
-
+        """Call the client; connectivity failures become RegistryUnavailable, others pass."""
         try:
             return getattr(self.client, method)(*args, **kwargs)
-        except MlflowException:
-            raise
-        except (OSError, ConnectionError) as error:
-            raise RegistryUnavailable(f"MLflow at {self.tracking_uri}: {error}") from error
-        except Exception as error:  # requests' errors and the like, translated at this seam
-            if type(error).__module__.startswith(("requests", "urllib3")):
-                raise RegistryUnavailable(f"MLflow at {self.tracking_uri}: {error}") from error
+        except Exception as error:
+            if is_unavailable(error):
+                raise RegistryUnavailable(self.tracking_uri, str(error)[:300]) from error
             raise
 
     def ensure_model(self, name: str, description: str = "") -> None:

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from pulsar_core.events import MODEL_PROMOTED, ModelPromoted, SurgeModelRef
-from pulsar_core.registry import RegistryUnavailable, VersionInfo
+from pulsar_core.registry import VersionInfo
 from pulsar_operator import metrics
 from pulsar_operator.builders import SurgeModel
 from pulsar_operator.conditions import now_iso
@@ -19,21 +19,9 @@ from pulsar_operator.triggers import APPROVE_ANNOTATION
 log = logging.getLogger(__name__)
 
 
-def is_unavailable(error: Exception) -> bool:
-    """MLflow connectivity problems, whichever layer reported them."""
-    if isinstance(error, RegistryUnavailable | OSError | ConnectionError):
-        return True
-    text = str(error)
-    return "API request to" in text or "TEMPORARILY_UNAVAILABLE" in text
-
-
 async def _call(runtime: Runtime, method: str, *args: Any) -> Any:
-    try:
-        return await asyncio.to_thread(getattr(runtime.registry, method), *args)
-    except Exception as error:  # translated at this seam: connectivity vs. real failures
-        if is_unavailable(error):
-            raise RegistryUnavailable(str(error)[:300]) from error
-        raise
+    """A registry call off the event loop; MLflow outages arrive as RegistryUnavailable."""
+    return await asyncio.to_thread(getattr(runtime.registry, method), *args)
 
 
 async def announce(runtime: Runtime, model: SurgeModel, version: str,

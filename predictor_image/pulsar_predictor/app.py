@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pulsar_core.settings import ServeSettings
+from pulsar_predictor.drift import DriftPolicy
 from pulsar_predictor.errors import PredictorError
 from pulsar_predictor.metrics import Metrics
 from pulsar_predictor.routes import probes, v1
@@ -105,9 +106,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-def create_app(settings: ServeSettings | None = None, loader: ModelLoader | None = None) -> FastAPI:
+def create_app(settings: ServeSettings | None = None, loader: ModelLoader | None = None,
+               drift: DriftPolicy | None = None) -> FastAPI:
     """The predictor app; `loader` replaces the MLflow registry loader (tests, embedding)."""
-    runtime = Runtime(settings or ServeSettings(), loader)
+    runtime = Runtime(settings or ServeSettings(), loader, drift)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

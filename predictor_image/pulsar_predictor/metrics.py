@@ -61,6 +61,20 @@ class Metrics:
             "pulsar_live_evicted_series", "Series evicted from the full live buffer.", registry=r)
         self.nats_connected = Gauge(
             "pulsar_nats_connected", "1 while connected to NATS.", registry=r)
+        self.drift_live_mae = Gauge(
+            "pulsar_drift_live_mae", "Rolling MAE of scored live forecasts, per horizon.",
+            ["horizon"], registry=r)
+        self.drift_ratio = Gauge(
+            "pulsar_drift_ratio", "Rolling live MAE / the model's evaluation MAE, per horizon.",
+            ["horizon"], registry=r)
+        self.drift_forecasts = Counter(
+            "pulsar_drift_forecasts_total", "Live forecasts by fate (scored / expired without "
+            "an actual / dropped over the pending cap).", ["outcome"], registry=r)
+        self.drift_pending = Gauge(
+            "pulsar_drift_pending", "Live forecasts waiting for their actual.", registry=r)
+        self.drift_alarms = Counter(
+            "pulsar_drift_alarms_total", "Drift alarms by outcome (published / failed / no_nats).",
+            ["outcome"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

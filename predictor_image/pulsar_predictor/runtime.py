@@ -21,8 +21,10 @@ from pulsar_core.events import ModelPromoted
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor.breaker import CircuitBreaker
 from pulsar_predictor.buffer import LiveBuffer
+from pulsar_predictor.drift import DriftMonitor, DriftPolicy, watch
 from pulsar_predictor.errors import PredictorError
 from pulsar_predictor.feed import SignalFeed
+from pulsar_predictor.live import LiveForecasts
 from pulsar_predictor.loader import RegistryLoader
 from pulsar_predictor.metrics import Metrics
 from pulsar_predictor.schemas import ModelInfo, ModelRef, Readiness
@@ -46,7 +48,8 @@ def predict_threads() -> int:
 class Runtime:
     """Everything one predictor process holds; `start()`/`stop()` bracket its life."""
 
-    def __init__(self, settings: ServeSettings, loader: ModelLoader | None = None) -> None:
+    def __init__(self, settings: ServeSettings, loader: ModelLoader | None = None,
+                 drift: DriftPolicy | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.buffer = LiveBuffer(LIVE_PERIODS, LIVE_MAX_SERIES)
@@ -58,6 +61,7 @@ class Runtime:
         self.service = ForecastService(settings, self.slot, self.buffer, self.breaker,
                                        self.metrics, self.executor)
         self.feed = SignalFeed(settings, self.buffer, self.metrics, self._promoted)
+        self.drift = DriftMonitor(settings, self.metrics, drift)
         self._poller: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -100,8 +104,21 @@ class Runtime:
             except PredictorError as error:  # a timeout: retried after the pause below
                 log.warning("live forecast refresh failed: %s", error.message)
                 after = None
+            if after is not None and after is not before:
+                await self._watch_drift(after)
             took = time.monotonic() - started
             pause = LIVE_REFRESH_SECONDS if after is before else max(1.0, took)
+
+    async def _watch_drift(self, live: LiveForecasts) -> None:
+        """Score the live forecasts against arrived actuals; never breaks the refresh loop."""
+        model = self.slot.current
+        if model is None or model.version != live.model_version:
+            return
+        try:
+            await watch(self.drift, model, live.buffer_version, live.frame, self.buffer.frame,
+                        self.executor)
+        except Exception:  # drift is advisory: serving must go on whatever it hits
+            log.exception("drift check failed")
 
     def _promoted(self, event: ModelPromoted) -> None:
         if self.settings.model_version:

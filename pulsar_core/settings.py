@@ -92,17 +92,21 @@ class ServeSettings(_EnvContract):
     model_alias: str = Field("champion", description="Alias to serve when no version is pinned.")
     model_version: str | None = Field(None, description="Pinned version; wins over the alias.")
     nats_url: str | None = Field(None, description="Live signals and promotion events.")
-    city: str = "tehran"
-    service_type: str = "all"
-    host: str = "0.0.0.0"
-    port: int = Field(8080, ge=1, le=65535)
+    city: str = Field("tehran", description="City slug of pulsar.signals.<city>.<service>.")
+    service_type: str = Field("all", description="Service slug of the signals subject.")
+    host: str = Field("0.0.0.0", description="Address the HTTP server binds.")
+    port: int = Field(8080, ge=1, le=65535, description="HTTP port.")
     auth_token: str | None = Field(None, description="Bearer token required when set.")
     max_hexagons: int = Field(5000, ge=1, description="More hexagons in one request -> 413.")
-    confidence_threshold: float = Field(0.5, ge=0, le=1)
-    alias_poll_seconds: float = Field(60.0, gt=0)
+    confidence_threshold: float = Field(
+        0.5, ge=0, le=1, description="Forecasts below this confidence are low_confidence.")
+    alias_poll_seconds: float = Field(
+        60.0, gt=0, description="How often the alias is re-read (promotions missed on NATS).")
     live_max_age_minutes: float = Field(
         60.0, gt=0, description="/readyz fails when live data is older (0 data = ready)."
     )
-    request_timeout_seconds: float = Field(2.0, gt=0)
+    request_timeout_seconds: float = Field(
+        2.0, gt=0, description="A forecast taking longer answers 504.")
     breaker_failures: int = Field(5, ge=1, description="CNN failures before the breaker opens.")
-    breaker_cooldown_seconds: float = Field(30.0, gt=0)
+    breaker_cooldown_seconds: float = Field(
+        30.0, gt=0, description="Seconds the open breaker skips the CNN before one probe.")

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 BUNDLE_JSON = "forecaster.json"
+_DIRECTIONS = np.array(["down", "flat", "up"], dtype=object)
+_BLOCK_COLUMNS = (ForecastCol.VALUE, ForecastCol.CHANGE_PCT, ForecastCol.DIRECTION,
+                  ForecastCol.CONFIDENCE, ForecastCol.MODEL, ForecastCol.EXPLANATION)
 
 
 @dataclass
@@ -71,31 +74,36 @@ class Forecaster:
         features = build_features(snapshots, self.spec, targets=False, last_only=True)
         linear = self.elasticnet.predict(features)
         cnn, cnn_error = self._cnn_forecast(features, use_cnn)
+        if not self.spec.horizons:
+            return ForecastResult(pd.DataFrame(columns=[c.value for c in ForecastCol]), cnn_error)
         valid_mae = self.metadata.get("valid_mae_served", {})
-        blocks = []
-        for i, horizon in enumerate(self.spec.horizons):
-            choice = self.served.get(horizon, "baseline:persistence")
-            label = np.full(len(features), choice, dtype=object)
-            if choice == "cnn":
-                value = linear[:, i].copy()
-                label[:] = "elasticnet"
-                if cnn is not None:
-                    ok = np.isfinite(cnn[:, i])
-                    value[ok] = cnn[ok, i]
-                    label[ok] = "cnn"
-            elif choice == "elasticnet":
-                value = linear[:, i]
-            else:
-                value = baseline_forecast(served_label(choice), features, horizon)
-            blocks.append(self._frame(features, i, value, label,
-                                      valid_mae.get(str(horizon))))
-        frame = pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(
-            columns=[c.value for c in ForecastCol])
-        return ForecastResult(frame=frame, cnn_error=cnn_error)
+        blocks = [self._block(features, i, *self._served_value(features, i, linear, cnn),
+                              valid_mae.get(str(horizon)))
+                  for i, horizon in enumerate(self.spec.horizons)]
+        return ForecastResult(frame=self._frame(features, blocks), cnn_error=cnn_error)
 
-    def _frame(self, features: FeatureSet, index: int, value: np.ndarray, label: np.ndarray,
-               mae: float | None) -> pd.DataFrame:
+    def _served_value(self, features: FeatureSet, index: int, linear: np.ndarray,
+                      cnn: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(value, answering model) at one horizon: the served choice, ElasticNet where the
+        CNN gave no finite value."""
         horizon = self.spec.horizons[index]
+        choice = self.served.get(horizon, "baseline:persistence")
+        label = np.full(len(features), choice, dtype=object)
+        if choice == "cnn":
+            value = linear[:, index].copy()
+            label[:] = "elasticnet"
+            if cnn is not None:
+                ok = np.isfinite(cnn[:, index])
+                value[ok] = cnn[ok, index]
+                label[ok] = "cnn"
+            return value, label
+        if choice == "elasticnet":
+            return linear[:, index], label
+        return baseline_forecast(served_label(choice), features, horizon), label
+
+    def _block(self, features: FeatureSet, index: int, value: np.ndarray, label: np.ndarray,
+               mae: float | None) -> dict[str, np.ndarray]:
+        """The per-horizon columns of the forecast frame, as arrays."""
         minutes = self.spec.horizon_minutes[index]
         current = features.current
         change = 100 * (value - current) / np.maximum(np.abs(current), 1.0)
@@ -106,24 +114,38 @@ class Forecaster:
         if baseline.any():
             reason = ("it beat the learned models on validation" if mae is not None else
                       "no validation target spans this horizon")
-            note = pd.Series(np.round(change[baseline]).astype(int)).map("{:+d}%".format)
-            explanation[baseline] = (note + f" in {minutes:g} min: {label[baseline][0]} "
-                                     f"answers ({reason})").to_numpy(dtype=object)
+            explanation[baseline] = [
+                f"{pct:+d}% in {minutes:g} min: {name} answers ({reason})"
+                for pct, name in zip(np.round(change[baseline]).astype(int).tolist(),
+                                     label[baseline].tolist(), strict=True)]
         confidence = (np.abs(value) / (np.abs(value) + mae)) if mae else np.zeros(len(value))
-        names = np.array(["down", "flat", "up"], dtype=object)
-        return pd.DataFrame({
-            ForecastCol.HEXAGON: features.keys["hexagon"].to_numpy(),
-            ForecastCol.SERVICE_TYPE: features.keys["service_type"].to_numpy(),
-            ForecastCol.ISSUED_FOR: features.keys["period_start"].to_numpy(),
-            ForecastCol.HORIZON_MINUTES: minutes,
-            ForecastCol.TARGET_PERIOD_START: features.keys["period_start"] + horizon * PERIOD,
-            ForecastCol.CURRENT: current,
+        return {
+            ForecastCol.HORIZON_MINUTES: np.full(len(value), float(minutes)),
             ForecastCol.VALUE: value,
             ForecastCol.CHANGE_PCT: change,
-            ForecastCol.DIRECTION: names[direction(value - current, current) + 1],
+            ForecastCol.DIRECTION: _DIRECTIONS[direction(value - current, current) + 1],
             ForecastCol.CONFIDENCE: np.clip(confidence, 0.0, 1.0),
             ForecastCol.MODEL: label,
             ForecastCol.EXPLANATION: explanation,
+        }
+
+    def _frame(self, features: FeatureSet, blocks: list[dict[str, np.ndarray]]
+               ) -> pd.DataFrame:
+        """All horizons in one frame, built once (per-horizon frames + concat cost more)."""
+        repeat = len(blocks)
+        anchors = features.keys["period_start"]
+        steps = np.repeat(np.asarray(self.spec.horizons, dtype=np.int64), len(features))
+        issued = pd.DatetimeIndex(np.tile(anchors.to_numpy(dtype="datetime64[ns]"), repeat),
+                                  tz="UTC")
+        column = {name: np.concatenate([block[name] for block in blocks]) for name in blocks[0]}
+        return pd.DataFrame({
+            ForecastCol.HEXAGON: np.tile(features.keys["hexagon"].to_numpy(), repeat),
+            ForecastCol.SERVICE_TYPE: np.tile(features.keys["service_type"].to_numpy(), repeat),
+            ForecastCol.ISSUED_FOR: issued,
+            ForecastCol.HORIZON_MINUTES: column[ForecastCol.HORIZON_MINUTES],
+            ForecastCol.TARGET_PERIOD_START: issued + pd.to_timedelta(steps * PERIOD.value),
+            ForecastCol.CURRENT: np.tile(features.current, repeat),
+            **{name: column[name] for name in _BLOCK_COLUMNS},
         })
 
     def save(self, directory: Path) -> None:

@@ -129,76 +129,102 @@ def _coerce(series: pd.Series, col: str, dtype: str) -> pd.Series:
     return pd.to_numeric(series, errors="coerce").astype("float64")
 
 
-def coerce_columns(
-    df: pd.DataFrame, dtypes: dict[str, str]
-) -> tuple[pd.DataFrame, pd.Series]:
+class Reasons:
+    """The first failing check of every row, kept as small ints until rows are split.
+
+    One numpy pass per check: pandas string masks per check cost more than the checks
+    themselves on the small frames the predictor validates per request.
+    """
+
+    def __init__(self, rows: int) -> None:
+        self._codes = np.full(rows, -1, dtype=np.int16)
+        self._names: list[str] = []
+
+    def add(self, name: str, bad: np.ndarray | pd.Series) -> None:
+        """Give `name` to the rows that fail it and have no reason yet."""
+        flags = (bad.to_numpy(dtype=bool, na_value=False) if isinstance(bad, pd.Series)
+                 else np.asarray(bad, dtype=bool))  # NA (a null, caught earlier) is no failure
+        hit = flags & (self._codes < 0)
+        if hit.any():
+            self._codes[hit] = len(self._names)
+            self._names.append(name)
+
+    def add_all(self, checks: Iterable[tuple[str, np.ndarray | pd.Series]]) -> None:
+        for name, bad in checks:
+            self.add(name, bad)
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self._codes < 0
+
+    def of(self, rows: np.ndarray) -> np.ndarray:
+        """Reason strings of the selected (failing) rows."""
+        return np.asarray(self._names, dtype=object)[self._codes[rows]]
+
+
+def coerce_columns(df: pd.DataFrame, dtypes: dict[str, str]) -> tuple[pd.DataFrame, Reasons]:
     """Cast each contract column; rows whose value cannot be cast get reason `bad_type:<col>`.
 
     A column where not a single non-null value can be cast is a whole-input error.
     """
-    out = pd.DataFrame(index=df.index)
-    reason = pd.Series(pd.NA, index=df.index, dtype="string")
+    columns: dict[str, pd.Series] = {}
+    reasons = Reasons(len(df))
     for col, dtype in dtypes.items():
         raw = df[col]
         cast = _coerce(raw, col, dtype)
+        columns[col] = cast
         if cast is raw:  # already the contract type: no value can fail to cast
-            out[col] = cast
             continue
         given = raw.notna()
         if _is_text(raw):
             given &= raw.astype("string").str.strip().str.len() > 0
-        failed = given & cast.isna()
-        if bool(failed.any()) and not bool((given & cast.notna()).any()):
+        failed = (given & cast.isna()).to_numpy(dtype=bool)
+        if failed.any() and not bool((given & cast.notna()).any()):
             first = raw[failed].iloc[0]
             raise DataContractError(
                 f"column {str(col)!r} has dtype {raw.dtype} and none of its values can be read as "
                 f"{dtype} (first value: {first!r}); fix the column's type in the export"
             )
-        reason = reason.mask(reason.isna() & failed, f"bad_type:{col}")
-        out[col] = cast
-    return out, reason
+        reasons.add(f"bad_type:{col}", failed)
+    return pd.DataFrame(columns, index=df.index), reasons
 
 
-def _first_reason(reason: pd.Series, checks: Iterable[tuple[str, pd.Series]]) -> pd.Series:
-    for name, bad in checks:
-        reason = reason.mask(reason.isna() & bad.to_numpy(), name)
-    return reason
+def _outside(values: pd.Series, low: float, high: float) -> np.ndarray:
+    """Non-null values that are not finite or fall outside [low, high]."""
+    array = values.to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        inside = (array >= low) & (array <= high)
+    return ~np.isnan(array) & ~inside
 
 
-def _outside(values: pd.Series, low: float, high: float) -> pd.Series:
-    finite = np.isfinite(values.to_numpy(dtype="float64", na_value=np.nan))
-    return pd.Series(values.notna().to_numpy() & (~finite | (values < low) | (values > high))
-                     .to_numpy(), index=values.index)
-
-
-def _null_checks(df: pd.DataFrame, columns: Iterable[str]) -> list[tuple[str, pd.Series]]:
-    return [(f"null:{c}", df[c].isna()) for c in columns if c not in NULLABLE]
+def _null_checks(df: pd.DataFrame, columns: Iterable[str]) -> list[tuple[str, np.ndarray]]:
+    return [(f"null:{c}", df[c].isna().to_numpy()) for c in columns if c not in NULLABLE]
 
 
 def _split(
-    original: pd.DataFrame, typed: pd.DataFrame, reason: pd.Series
+    original: pd.DataFrame, typed: pd.DataFrame, reasons: Reasons
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    bad = reason.notna().to_numpy()
+    bad = ~reasons.ok
     if not bad.any():
         return typed, original.iloc[:0].assign(**{REASON: pd.Series(dtype="string")})
     clean = typed.loc[~bad]
     rejected = original.loc[bad].copy()
-    rejected[REASON] = reason[bad].astype(str).to_numpy()
+    rejected[REASON] = reasons.of(bad)
     return clean, rejected
 
 
 def validate_snapshots(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split snapshots into (clean rows with exact contract dtypes, rejected rows + reason)."""
     require_columns(df.columns, list(SNAPSHOT_DTYPES), "snapshot-parquet", SNAPSHOT_FIX)
-    typed, reason = coerce_columns(df, SNAPSHOT_DTYPES)
+    typed, reasons = coerce_columns(df, SNAPSHOT_DTYPES)
     start, end = typed[Col.PERIOD_START], typed[Col.PERIOD_END]
     start_ns = start.to_numpy(dtype="datetime64[ns]").view("int64")
-    checks = [
+    reasons.add_all([
         *_null_checks(typed, SNAPSHOT_DTYPES),
-        ("invalid_hexagon", ~pd.Series(valid_cells(typed[Col.HEXAGON].fillna(0)), df.index)),
+        ("invalid_hexagon", ~valid_cells(typed[Col.HEXAGON].fillna(0))),
         ("out_of_range:service_type", typed[Col.SERVICE_TYPE] <= 0),
         ("out_of_range:city_id", typed[Col.CITY_ID] <= 0),
-        ("misaligned_period", pd.Series(start_ns % PERIOD_NS != 0, df.index)),
+        ("misaligned_period", start_ns % PERIOD_NS != 0),
         ("bad_period_end", end - start != PERIOD),
         ("out_of_range:demand_signal", _outside(typed[Col.DEMAND_SIGNAL], 0.0, DEMAND_MAX)),
         ("out_of_range:supply_signal", _outside(typed[Col.SUPPLY_SIGNAL], 0.0, DEMAND_MAX)),
@@ -206,10 +232,9 @@ def validate_snapshots(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         ("out_of_range:price_conversion", _outside(typed[Col.PRICE_CONVERSION], 0.0, 1.0)),
         *_surge_checks(typed, Col.SURGE_PERCENT, Col.CUMULATIVE_SURGE_PERCENT,
                        Col.SURGE_ABSOLUTE, Col.CUMULATIVE_SURGE_ABSOLUTE),
-    ]
-    reason = _first_reason(reason, checks)
-    reason = _first_reason(reason, [("duplicate", _duplicates(typed, reason.isna().to_numpy()))])
-    clean, rejected = _split(df, typed, reason)
+    ])
+    reasons.add("duplicate", _duplicates(typed, reasons.ok))
+    clean, rejected = _split(df, typed, reasons)
     return clean.astype(SNAPSHOT_DTYPES), rejected
 
 
@@ -248,7 +273,7 @@ def is_sorted(cols: Sequence[np.ndarray]) -> bool:
 
 def _surge_checks(
     typed: pd.DataFrame, pct: str, cum_pct: str, absolute: str, cum_abs: str
-) -> list[tuple[str, pd.Series]]:
+) -> list[tuple[str, np.ndarray]]:
     low, high = SURGE_PERCENT_RANGE
     return [
         (f"out_of_range:{pct}", _outside(typed[pct], low, high)),
@@ -263,14 +288,14 @@ def _surge_checks(
 def validate_raw_records(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split raw `kandoo_parameter_nats` rows into (typed clean records, rejected rows + reason)."""
     require_columns(df.columns, list(RAW_REQUIRED), "kandoo-csv", RAW_FIX)
-    typed, reason = coerce_columns(df, RAW_DTYPES)
-    checks = [
+    typed, reasons = coerce_columns(df, RAW_DTYPES)
+    reasons.add_all([
         *_null_checks(typed, RAW_DTYPES),
-        ("invalid_hexagon", ~pd.Series(valid_cells(typed[RawCol.HEX_ID].fillna(0)), df.index)),
+        ("invalid_hexagon", ~valid_cells(typed[RawCol.HEX_ID].fillna(0))),
         ("out_of_range:service_type", typed[RawCol.SERVICE_TYPE] <= 0),
         ("out_of_range:city_id", typed[RawCol.CITY_ID] <= 0),
         *_surge_checks(typed, RawCol.SURGE_PERCENT, RawCol.CUMULATIVE_SURGE_PERCENT,
                        RawCol.SURGE_ABSOLUTE, RawCol.CUMULATIVE_SURGE_ABSOLUTE),
-    ]
-    clean, rejected = _split(df, typed, _first_reason(reason, checks))
+    ])
+    clean, rejected = _split(df, typed, reasons)
     return clean.astype(RAW_DTYPES), rejected

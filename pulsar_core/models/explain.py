@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
-import pandas as pd
 
 # (name prefixes, phrase when pushing up, phrase when pushing down); first match wins.
 _GROUPS: tuple[tuple[tuple[str, ...], str, str], ...] = (
@@ -22,14 +23,25 @@ _GROUPS: tuple[tuple[tuple[str, ...], str, str], ...] = (
 )
 
 
-def group_matrix(names: list[str]) -> np.ndarray:
-    """(features, groups) 0/1 matrix assigning each feature to its first matching group."""
+@lru_cache(maxsize=8)
+def _group_matrix(names: tuple[str, ...]) -> np.ndarray:
     out = np.zeros((len(names), len(_GROUPS)))
     for i, name in enumerate(names):
         group = next(g for g, (prefixes, _, _) in enumerate(_GROUPS)
                      if any(name.startswith(p) for p in prefixes))
         out[i, group] = 1.0
+    out.flags.writeable = False  # shared by every call through the cache
     return out
+
+
+def group_matrix(names: list[str]) -> np.ndarray:
+    """(features, groups) 0/1 matrix assigning each feature to its first matching group."""
+    return _group_matrix(tuple(names))
+
+
+_UP = np.array([g[1] for g in _GROUPS], dtype=object)
+_DOWN = np.array([g[2] for g in _GROUPS], dtype=object)
+_RISING = _GROUPS[0][1]
 
 
 def explain(contributions: np.ndarray, names: list[str], change_pct: np.ndarray,
@@ -38,15 +50,15 @@ def explain(contributions: np.ndarray, names: list[str], change_pct: np.ndarray,
     grouped = contributions @ group_matrix(names)
     top = np.argsort(-np.abs(grouped), axis=1)[:, :2]
     up = np.take_along_axis(grouped, top, axis=1) >= 0
-    phrases_up = np.array([g[1] for g in _GROUPS], dtype=object)
-    phrases_down = np.array([g[2] for g in _GROUPS], dtype=object)
-    first = pd.Series(np.where(up[:, 0], phrases_up[top[:, 0]], phrases_down[top[:, 0]]))
-    second = pd.Series(np.where(up[:, 1], phrases_up[top[:, 1]], phrases_down[top[:, 1]]))
-    if rising_periods is not None:
-        counts = pd.Series(rising_periods.astype(int)).astype(str)
-        suffix = " for " + counts + " periods"
-        with_count = (first == "demand rising") & (rising_periods > 0)
-        first = first.where(~with_count, first + suffix)
-    change = pd.Series(np.round(np.nan_to_num(change_pct)).astype(int))
-    head = change.map("{:+d}%".format) + f" in {minutes:g} min: "
-    return (head + first + ", " + second).to_numpy(dtype=object)
+    first = np.where(up[:, 0], _UP[top[:, 0]], _DOWN[top[:, 0]]).tolist()
+    second = np.where(up[:, 1], _UP[top[:, 1]], _DOWN[top[:, 1]]).tolist()
+    rising = (np.zeros(len(first)) if rising_periods is None
+              else np.asarray(rising_periods, dtype=np.float64))
+    counts = rising.astype(int).tolist()
+    changes = np.round(np.nan_to_num(change_pct)).astype(int).tolist()
+    # Python f-strings: pandas' vectorised string ops cost more on the small frames of a request
+    out = [f"{change:+d}% in {minutes:g} min: {a}"
+           f"{f' for {count} periods' if a == _RISING and rises else ''}, {b}"
+           for change, a, b, count, rises in zip(changes, first, second, counts,
+                                                 (rising > 0).tolist(), strict=True)]
+    return np.array(out, dtype=object)

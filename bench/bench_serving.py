@@ -234,7 +234,9 @@ def main() -> int:
     version, _ = train_and_register(uri, workdir)
     frame = city(args.hexagons)
     cells = [int(h) for h in frame["hexagon"].drop_duplicates()]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(ROOT)}
+    # mlflow models serve execs `uvicorn` by name: the venv's bin must be on PATH
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(ROOT), "PATH": path}
     results: dict[str, dict[str, float]] = {}
     with running_nats(workdir / "js") as nats_server:
         p_port, m_port = free_port(), free_port()

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from pulsar_core.settings import TrainSettings
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from pulsar_cli.demo_stack import DemoStack
     from pulsar_cli.report import ReportData
 
@@ -171,17 +173,20 @@ def serve_and_report(settings: TrainSettings, served: dict[str, str], workdir: P
                      periods: int, say: Callable[[str], None]) -> int:
     """nats-server + `pulsar serve`, replay live signals, print the top risers, write the report."""
     from pulsar_cli.demo_stack import DemoStack, StackError
+    from pulsar_cli.live_map import MapError
 
     try:
         with DemoStack(workdir) as stack:
             url = start_services(stack, settings, served, say)
-            services = replay_recent(stack, settings, url, periods, say)
-            data = collect(url, settings, services)
+            replayed = replay_recent(stack, settings, url, periods, say)
+            say("waiting until the predictor's live forecasts cover the replay")
+            data = collect(url, settings, replayed)
+            print(f"\n{data.summary}")
             print_top(data.top)
             path = write_report(data, workdir)
             print(f"\nreport: {path.resolve()} (open it in a browser; no network needed)")
             say("stopping the predictor and nats-server")
-    except StackError as error:
+    except (StackError, MapError) as error:
         print(f"pulsar demo: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -205,8 +210,8 @@ def start_services(stack: DemoStack, settings: TrainSettings, served: dict[str, 
 
 
 def replay_recent(stack: DemoStack, settings: TrainSettings, url: str, periods: int,
-                  say: Callable[[str], None]) -> list[int]:
-    """Publish the newest periods over NATS and wait until the predictor holds them all."""
+                  say: Callable[[str], None]) -> pd.DataFrame:
+    """Publish the newest periods over NATS, wait until the predictor holds them; the rows."""
     from pulsar_cli.demo_stack import get_json, recent_rows, replay
     from pulsar_core.contract import Col
     from pulsar_core.events import signals_subject
@@ -226,7 +231,7 @@ def replay_recent(stack: DemoStack, settings: TrainSettings, url: str, periods: 
         return status == 200 and bool(top["forecasts"])
 
     stack.wait_until(answered, 120.0, "live forecasts from /v1/forecast/top")
-    return sorted(int(s) for s in frame[Col.SERVICE_TYPE].unique())
+    return frame
 
 
 def api(url: str) -> Any:
@@ -239,22 +244,26 @@ def api(url: str) -> Any:
     return body
 
 
-def collect(url: str, settings: TrainSettings, services: list[int]) -> ReportData:
-    """The API answers the report shows, plus the run's evaluation artifacts from MLflow."""
-    from pulsar_cli.report import ReportData
+def collect(url: str, settings: TrainSettings, replayed: pd.DataFrame) -> ReportData:
+    """The API answers the report shows, plus the run's evaluation artifacts from MLflow.
 
+    The map holds every replayed series: its forecast, or the predictor's reason for none.
+    """
+    from pulsar_cli.live_map import collect_map
+    from pulsar_cli.report import ReportData
+    from pulsar_core.contract import Col
+
+    live = collect_map(url, replayed, HORIZONS[0])  # first: it waits until forecasts settle
     model = api(f"{url}/v1/model")["model"]
-    maps = {s: api(f"{url}/v1/forecast/top?horizon={HORIZONS[0]:g}&limit=1000&service_type={s}")
-            ["forecasts"] for s in services}
     top = {h: api(f"{url}/v1/forecast/top?horizon={h:g}&limit=10")["forecasts"]
            for h in HORIZONS}
-    data = ReportData(model=model, maps=maps, top=top)
+    data = ReportData(model=model, maps=live.forecasts, top=top, missing=live.missing,
+                      notes=list(live.notes))
+    data.summary = live.summary(replayed.groupby([Col.HEXAGON, Col.SERVICE_TYPE]).ngroups)
     table = _artifact(settings, model.get("run_id"), "evaluation/table.csv", data)
     data.evaluation_csv = table.decode() if table is not None else None
     data.plot_png = _artifact(settings, model.get("run_id"), "evaluation/forecast_vs_actual.png",
                               data)
-    if any(len(items) == 1000 for items in maps.values()):
-        data.notes.append("Maps show the 1,000 hexagons expected to rise most per service.")
     return data
 
 

@@ -1,7 +1,8 @@
 """`./.pulsar/report.html`: one self-contained page (inline CSS + SVG, no network assets).
 
-An SVG map per service type of the H3 hexagons coloured by expected change, the top rising
-hexagons per horizon, the trainer's forecast-vs-actual plot and the evaluation table.
+An SVG map per service type of the H3 hexagons coloured by expected change, the replayed
+hexagons that got no forecast with the predictor's reason, the top rising hexagons per horizon,
+the trainer's forecast-vs-actual plot and the evaluation table.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ class ReportData:
     """What the page shows: API answers (as received) plus the training run's evaluation."""
 
     model: dict[str, Any]
-    maps: dict[int, list[dict[str, Any]]]  # service type -> /v1/forecast/top items at 30 min
+    maps: dict[int, list[dict[str, Any]]]  # service type -> POST /v1/forecast items at 30 min
     top: dict[float, list[dict[str, Any]]]  # horizon -> the top rising items
+    missing: dict[int, list[dict[str, str]]] = field(default_factory=dict)  # {hexagon, reason}
     evaluation_csv: str | None = None
     plot_png: bytes | None = None
     notes: list[str] = field(default_factory=list)
+    summary: str = ""  # the console line on map coverage (LiveMap.summary)
 
 
 def change_label(change_pct: float | None) -> str:
@@ -84,10 +87,31 @@ def hexagon_map(service_type: int, items: list[dict[str, Any]]) -> str:
     legend = (f'<p class="legend"><span style="background:#0000ff"></span> -{scale:.1f}% '
               f'<span style="background:#ffffff;border:1px solid #ccc"></span> 0 '
               f'<span style="background:#ff0000"></span> +{scale:.1f}%</p>')
-    return (f'<h3>Service type {service_type}</h3><svg class="map" '
+    return (f'<svg class="map" '
             f'xmlns="http://www.w3.org/2000/svg" data-service-type="{service_type}" '
             f'width="{MAP_WIDTH}" height="{MAP_HEIGHT}" viewBox="0 0 {MAP_WIDTH} {MAP_HEIGHT}">'
             + "".join(polygons) + "</svg>" + legend)
+
+
+def missing_section(data: ReportData) -> str:
+    """Replayed hexagons without a forecast: counts by reason, then every hexagon and its reason."""
+    rows = [(m["hexagon"], service, m["reason"]) for service, items in sorted(data.missing.items())
+            for m in items]
+    shown = sum(len(items) for items in data.maps.values())
+    head = (f"<h2>No forecast</h2><p>{shown} of {shown + len(rows)} replayed series are on the "
+            f"map; {len(rows)} got no forecast from the predictor.</p>")
+    if not rows:
+        return head
+    counts: dict[tuple[int, str], int] = {}
+    for _, service, reason in rows:
+        counts[service, reason] = counts.get((service, reason), 0) + 1
+    summary = table(["service", "hexagons", "reason"],
+                    [(s, n, r) for (s, r), n in sorted(counts.items())])
+    listed = "".join(f'<tr data-hexagon="{html.escape(h)}" data-service-type="{s}">'
+                     f'<td class=text>{html.escape(h)}</td><td>{s}</td>'
+                     f"<td class=text>{html.escape(r)}</td></tr>" for h, s, r in rows)
+    return (head + summary + '<table class="missing"><tr><th>hexagon</th><th>service</th>'
+            f"<th>reason</th></tr>{listed}</table>")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], text_columns: int = 0) -> str:
@@ -126,7 +150,12 @@ def render(data: ReportData) -> str:
              f"{html.escape(str(model.get('version')))}</h1>",
              f"<p>run {html.escape(str(model.get('run_id')))}</p>",
              "<h2>Expected change of demand in 30 minutes</h2>"]
-    parts += [hexagon_map(service, items) for service, items in sorted(data.maps.items())]
+    for service in sorted(set(data.maps) | set(data.missing)):
+        items, without = data.maps.get(service, []), len(data.missing.get(service, []))
+        parts.append(f"<h3>Service type {service}: {len(items)} hexagons"
+                     + (f", {without} without a forecast (listed below)" if without else "")
+                     + "</h3>" + hexagon_map(service, items))
+    parts.append(missing_section(data))
     for horizon, items in sorted(data.top.items()):
         parts.append(f"<h2>Top rising hexagons in {horizon:g} minutes</h2>{top_table(items)}")
     parts.append("<h2>Forecast vs actual (hold-out)</h2>")

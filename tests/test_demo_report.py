@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import html
 import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
+import h3
+import pandas as pd
+
 from pulsar_cli import demo
-from pulsar_cli.demo_stack import DemoStack, get_json, port_open
-from pulsar_cli.report import change_label
+from pulsar_cli.demo_stack import DemoStack, port_open, replay
+from pulsar_cli.live_map import LiveMap, is_fresh, newest_periods, poll_map
+from pulsar_cli.report import ReportData, change_label, render
+from pulsar_core.contract import Col
+from pulsar_core.events import signals_subject
 
 TINY = ["--hexagons", "25", "--days", "4", "--cnn-epochs", "1"]
 SVG = "{http://www.w3.org/2000/svg}"
@@ -35,7 +42,23 @@ def _maps(page: str) -> dict[int, ET.Element]:
     return {int(tree.get("data-service-type")): tree for tree in trees}
 
 
-def test_report_matches_the_live_api(tmp_path: Path, monkeypatch, capsys):
+def _unforecastable(frame: pd.DataFrame) -> pd.DataFrame:
+    """One series the predictor rejects (negative demand) on a hexagon far from the city."""
+    rows = frame[frame[Col.SERVICE_TYPE] == 2].groupby(Col.HEXAGON).tail(3).head(3).copy()
+    rows[Col.HEXAGON] = h3.str_to_int(h3.latlng_to_cell(35.0, 51.0, 8))
+    rows[Col.DEMAND_SIGNAL] = -5.0
+    return rows
+
+
+def _missing_rows(page: str) -> list[tuple[str, int, str]]:
+    block = page.split('<table class="missing">', 1)[1].split("</table>", 1)[0]
+    return [(h, int(s), html.unescape(r)) for h, s, r in re.findall(
+        r'<tr data-hexagon="([^"]+)" data-service-type="(\d+)">.*?</td><td>\d+</td>'
+        r"<td class=text>([^<]*)</td></tr>", block)]
+
+
+def test_report_shows_every_replayed_series_and_matches_the_live_api(tmp_path: Path,
+                                                                     monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     args = demo.parser().parse_args([*TINY, "--no-serve"])
@@ -45,33 +68,75 @@ def test_report_matches_the_live_api(tmp_path: Path, monkeypatch, capsys):
 
     with DemoStack(args.workdir) as stack:
         url = demo.start_services(stack, settings, served, print)
-        services = demo.replay_recent(stack, settings, url, 12, print)
-        data = demo.collect(url, settings, services)
+        frame = demo.replay_recent(stack, settings, url, 12, print)
+        bad = _unforecastable(frame)
+        replay(bad, stack.nats_url, signals_subject(settings.city, settings.service_type))
+        replayed = pd.concat([frame, bad], ignore_index=True)
+        data = demo.collect(url, settings, replayed)
         path = demo.write_report(data, args.workdir)
-        answers = {s: get_json(f"{url}/v1/forecast/top?horizon=30&limit=1000&service_type={s}")
-                   for s in services}
+        answers = poll_map(url, newest_periods(replayed), 30.0)
         ports = [int(u.rsplit(":", 1)[1]) for u in (url, stack.nats_url)]
     assert not any(port_open(p) for p in ports)  # every process stopped
-    assert services == [1, 2, 3]
 
     page = path.read_text()
     parser = _Svgs(page)
     parser.feed(page)
     assert parser.external == []
     maps = _maps(page)
-    assert sorted(maps) == services
-    for service, (status, body) in answers.items():
-        assert status == 200 and body["forecasts"]
+    services = sorted(int(s) for s in replayed[Col.SERVICE_TYPE].unique())
+    assert services == [1, 2, 3] and sorted(maps) == services
+    listed = _missing_rows(page)
+    bad_hexagon = h3.int_to_str(int(bad[Col.HEXAGON].iloc[0]))
+    assert (bad_hexagon, 2, "no live data for this hexagon (service_type 2); send history rows "
+            "in the request") in listed
+    for service in services:
+        series = replayed[replayed[Col.SERVICE_TYPE] == service][Col.HEXAGON].nunique()
         polygons = maps[service].findall(f"{SVG}polygon")
-        expected = {f["hexagon"]: f for f in body["forecasts"]}
+        missing = [m for m in listed if m[1] == service]
+        assert len(polygons) + len(missing) == series, f"service {service}: something dropped"
+        expected = {f["hexagon"]: f for f in answers.forecasts[service]}
         assert len(polygons) == len(expected)
+        assert {(m["hexagon"], service, m["reason"]) for m in answers.missing[service]} \
+            == set(missing)
         for polygon in polygons:
             forecast = expected[polygon.get("data-hexagon")]
             title = polygon.find(f"{SVG}title").text
             assert f": {change_label(forecast['change_pct'])} in 30 min" in title
             assert len(polygon.get("points").split()) in (6, 7)  # H3 hexagon or pentagon
+    shown = sum(len(m.findall(f"{SVG}polygon")) for m in maps.values())
+    assert f"{shown} of {shown + len(listed)} replayed series are on the map" in page
+    total = replayed.groupby([Col.HEXAGON, Col.SERVICE_TYPE]).ngroups
+    assert data.summary.startswith(f"map: {shown} of {total} replayed series have a forecast")
     assert "data:image/png;base64," in page  # the trainer's forecast-vs-actual plot
-    assert "<th>horizon" in page or "<th>" in page.split("Evaluation (hold-out)")[1]
+    assert "<th>" in page.split("Evaluation (hold-out)")[1]
+
+
+def test_missing_section_counts_reasons_and_lists_every_hexagon():
+    data = ReportData(model={}, top={}, maps={1: [], 2: []}, missing={
+        1: [{"hexagon": "882cf30137fffff", "reason": "no live data"},
+            {"hexagon": "882cf30159fffff", "reason": "no live data"}],
+        2: [{"hexagon": "882cf30a1dfffff", "reason": "too little <recent> data"}]})
+    page = render(data)
+    assert "0 of 3 replayed series are on the map; 3 got no forecast" in page
+    assert "<td>1</td><td>2</td><td class=text>no live data</td>" in page
+    assert ("882cf30a1dfffff", 2, "too little <recent> data") in _missing_rows(page)
+    assert len(_missing_rows(page)) == 3
+    live = LiveMap(forecasts={1: [{"hexagon": "a"}]}, missing=data.missing)
+    assert live.summary(4) == ("map: 1 of 4 replayed series have a forecast, 3 have none "
+                               "(2 no live data; 1 too little <recent> data); the report lists "
+                               "them")
+
+
+def test_a_forecast_anchored_before_the_newest_replayed_period_is_not_fresh():
+    start = pd.Timestamp("2025-11-26T00:00:00Z")
+    replayed = pd.DataFrame({Col.HEXAGON: [h3.str_to_int("882cf30137fffff")] * 2,
+                             Col.SERVICE_TYPE: [1, 1],
+                             Col.PERIOD_START: [start - pd.Timedelta(minutes=7.5), start]})
+    newest = newest_periods(replayed)
+    item = {"hexagon": "882cf30137fffff", "issued_for": (start - pd.Timedelta(minutes=7.5))
+            .isoformat()}
+    assert not is_fresh(LiveMap({1: [item]}, {}), newest)
+    assert is_fresh(LiveMap({1: [{**item, "issued_for": start.isoformat()}]}, {}), newest)
 
 
 def test_demo_end_to_end_prints_top_risers_and_writes_report(tmp_path: Path, monkeypatch,
@@ -84,5 +149,6 @@ def test_demo_end_to_end_prints_top_risers_and_writes_report(tmp_path: Path, mon
         assert f"top rising hexagons in {horizon} minutes:" in out
     assert re.search(r"\n  [0-9a-f]{15} service [123]: [+-]\d+\.\d\d% \(", out)
     assert f"report: {tmp_path / '.pulsar' / 'report.html'}" in out
+    assert re.search(r"\nmap: \d+ of \d+ replayed series have a forecast", out)
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/.pulsar/mlflow.db" in out
     assert (tmp_path / ".pulsar" / "report.html").stat().st_size > 0

@@ -328,3 +328,50 @@ def test_every_relative_link_points_to_an_existing_file():
             if not (page.parent / target.split("#")[0]).exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert broken == []
+
+
+# ---- README commands ------------------------------------------------------------------------
+
+def _readme_commands() -> list[str]:
+    """Shell lines of the README's code blocks, continuation lines joined."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    text = "\n".join(blocks).replace("\\\n", " ")
+    return [line.split("  #")[0].strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_readme_keeps_the_two_commands_at_the_top():
+    assert (ROOT / "README.md").read_text().startswith("# Pulsar\n\n```bash\nmake demo ")
+    assert {"make demo", "make test"} <= {line.split("#")[0].strip()
+                                          for line in _readme_commands()}
+
+
+def test_readme_commands_exist():
+    from pulsar_cli.main import COMMANDS
+
+    makefile = (ROOT / "Makefile").read_text()
+    values = yaml.safe_load((ROOT / "charts" / "pulsar" / "values.yaml").read_text())
+    checked = 0
+    for line in _readme_commands():
+        words = line.split()
+        if words[0] == "make":
+            assert re.search(rf"^{words[1]}:", makefile, flags=re.M), line
+        elif words[0].endswith("pulsar") and words[1] != "--help":
+            assert words[1] in COMMANDS, line
+            command = words[1:3] if words[1] == "data" else words[1:2]
+            helped = subprocess.run([sys.executable, "-m", "pulsar_cli.main", *command, "--help"],
+                                    capture_output=True, text=True, timeout=60, cwd=ROOT)
+            assert helped.returncode == 0, line
+            for flag in re.findall(r"\s(--[a-z][a-z-]*)", line):
+                assert flag in helped.stdout, f"{line}: pulsar {' '.join(command)} has no {flag}"
+        for setting in re.findall(r"--set ([\w.]+)=", line):
+            node: Any = values
+            for part in setting.split("."):
+                assert isinstance(node, dict) and part in node, f"{line}: no chart value {setting}"
+                node = node[part]
+        for path in re.findall(r"(?:^|\s|=)((?:[a-z_]+/)+[\w.-]+)", line):
+            if path.split("/")[0] in {"operator", "trainer_image", "predictor_image", "charts",
+                                      "examples", "bench", "scripts", "docs", "crds"}:
+                assert (ROOT / path).exists(), f"{line}: {path} does not exist"
+                checked += 1
+    assert checked >= 8

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import nats
 import pandas as pd
 import pytest
+from pulsar_operator.nats_bridge import ensure_retrain_stream
+from pulsar_predictor import create_app
 from pulsar_predictor.drift import DriftPolicy, DriftScorer, evaluation_mae
 
 from pulsar_core.contract import PERIOD, Col
 from pulsar_core.contract import ForecastCol as F
+from pulsar_core.events import RETRAIN_STREAM, RetrainRequest, retrain_subject, signals_subject
+from pulsar_core.registry import Registry
+from pulsar_core.settings import ServeSettings
+from tests.predictor.bundles import MODEL, register
+from tests.predictor.client import eventually, serving
+from tests.predictor.payloads import as_rows
 
 T0 = pd.Timestamp("2025-03-01 08:00", tz="UTC")
 LATER = T0 + pd.Timedelta(days=1)
@@ -107,3 +119,87 @@ def test_the_policy_ratio_is_strictly_exceeded(ratio: float) -> None:
     scorer.record(_forecasts(range(2), (30.0,)))
     scorer.score(_actuals(range(2), T0 + pd.Timedelta(minutes=30), 10.0), LATER)
     assert (scorer.alarm() is not None) is (ratio < 1.0)
+
+
+REPLAYED = 32  # periods replayed live after the history, four per message
+HISTORY = 192  # periods of history sent first (one day: the longest seasonal feature)
+
+
+async def _replay(settings: ServeSettings, snapshots: pd.DataFrame,
+                  demand_factor: float) -> tuple[Any, list[Any]]:
+    """Serve the registered tiny model, send history then the last periods (demand scaled),
+    waiting after each message until the drift monitor has scored against it; returns the
+    predictor's runtime and the retrain stream's messages."""
+    starts = sorted(snapshots[Col.PERIOD_START].unique())
+    live = snapshots[snapshots[Col.PERIOD_START] >= starts[-REPLAYED]].copy()
+    live[Col.DEMAND_SIGNAL] *= demand_factor
+    history = snapshots[(snapshots[Col.PERIOD_START] < starts[-REPLAYED])
+                        & (snapshots[Col.PERIOD_START] >= starts[-REPLAYED - HISTORY])]
+    publisher = await nats.connect(settings.nats_url)
+    js = publisher.jetstream()
+    await ensure_retrain_stream(js)
+    async with serving(create_app(settings)) as client:
+        runtime = client._transport.app.state.runtime
+        await eventually(lambda: runtime.slot.current is not None and runtime.feed.connected)
+        rows = as_rows(history)
+        history_batches = [rows[i:i + 1500] for i in range(0, len(rows), 1500)]
+        batches = history_batches + [
+            as_rows(live[live[Col.PERIOD_START].isin(starts[i:i + 4])])
+            for i in range(len(starts) - REPLAYED, len(starts), 4)]
+        for sent, batch in enumerate(batches, start=1):
+            await publisher.publish(signals_subject("tehran", "all"), json.dumps(batch).encode())
+            await publisher.flush()
+            await eventually(lambda: _stored(runtime) == sent)  # noqa: B023 (awaited here)
+            if sent >= len(history_batches):
+                await eventually(lambda: runtime.drift.observed_version == runtime.buffer.version)
+        info = await js.stream_info(RETRAIN_STREAM)
+        messages = [await js.get_msg(RETRAIN_STREAM, seq)
+                    for seq in range(1, info.state.messages + 1)]
+        runtime.metrics_text = (await client.get("/metrics")).text
+    await publisher.close()
+    return runtime, messages
+
+
+def _stored(runtime: Any) -> float:
+    """Live messages stored so far."""
+    registry = runtime.metrics.registry
+    return registry.get_sample_value("pulsar_live_messages_total", {"outcome": "ok"}) or 0.0
+
+
+@pytest.fixture
+def drift_settings(mlflow_uri: str, tiny_bundle: Any, nats_server: Any) -> ServeSettings:
+    Registry(mlflow_uri).set_alias(MODEL, register(mlflow_uri, tiny_bundle))
+    return ServeSettings(mlflow_tracking_uri=mlflow_uri, registered_model=MODEL,
+                         nats_url=nats_server.url, city="tehran", service_type="all",
+                         alias_poll_seconds=3600)
+
+
+async def test_live_actuals_far_from_the_forecasts_request_one_retrain(
+        drift_settings: ServeSettings, tiny_snapshots: pd.DataFrame) -> None:
+    runtime, messages = await _replay(drift_settings, tiny_snapshots, demand_factor=4.0)
+    assert len(messages) == 1, (runtime.drift.scorer.live_mae(), runtime.drift.scorer.eval_mae,
+                                runtime.drift.scorer.counts)
+    [message] = messages
+    request = RetrainRequest.model_validate_json(message.data)
+    assert message.subject == retrain_subject("tehran", "all")
+    assert message.headers["Nats-Msg-Id"].startswith(f"drift:{MODEL}:1:")
+    assert request.reason.startswith("drift: live MAE@") and "x the evaluation's" in request.reason
+    assert request.requested_by == f"pulsar-predictor {MODEL}:1"
+    judged = {h: mae for h, (mae, n) in runtime.drift.scorer.live_mae().items() if n >= 200}
+    assert any(mae > 1.5 * runtime.drift.scorer.eval_mae[h] for h, mae in judged.items())
+    assert 'pulsar_drift_alarms_total{outcome="published"} 1.0' in runtime.metrics_text
+    assert 'pulsar_drift_ratio{horizon="30"}' in runtime.metrics_text
+
+
+async def test_accurate_live_actuals_request_nothing(
+        drift_settings: ServeSettings, tiny_snapshots: pd.DataFrame) -> None:
+    runtime, messages = await _replay(drift_settings, tiny_snapshots, demand_factor=1.0)
+    assert messages == []
+    scorer = runtime.drift.scorer
+    live = scorer.live_mae()
+    assert set(live) == set(scorer.eval_mae) and {30.0, 60.0, 90.0} <= set(live)
+    assert all(n >= 200 for _, n in live.values())  # every horizon was judged
+    assert all(mae <= 1.5 * scorer.eval_mae[h] for h, (mae, _) in live.items()), (
+        live, scorer.eval_mae)
+    assert "pulsar_drift_alarms_total" not in runtime.metrics_text.replace(
+        "# HELP pulsar_drift_alarms_total", "").replace("# TYPE pulsar_drift_alarms_total", "")

@@ -6,7 +6,8 @@ One run: trains a small Forecaster on synthetic data, registers it in a throw-aw
 store, starts both servers as subprocesses (and a nats-server feeding the predictor's live
 buffer), then measures with an aiohttp client at fixed concurrency:
   * single hexagon and 1,000-hexagon batches, each server given the same history rows
-    (apples to apples: both run the same Forecaster.predict);
+    (apples to apples: both run the same Forecaster.predict); each request asks for other
+    hexagons (a pool cycled in the same order for both servers), as real clients do;
   * the predictor's live path (no history in the request: the live buffer fed over NATS and its
     precomputed forecast table), which is how clients are meant to call it;
   * single-hexagon p99 at 50 concurrent clients, and one 4,000-hexagon batch.
@@ -39,6 +40,7 @@ from tests.support.services import free_port, running_nats, wait_for_port  # noq
 
 MODEL = "pulsar-bench-all"
 HISTORY_PERIODS = 16
+SINGLE_POOL = 200
 
 
 def train_and_register(uri: str, workdir: Path) -> tuple[str, pd.DataFrame]:
@@ -108,27 +110,32 @@ def bodies(frame: pd.DataFrame, cells: list[int]) -> tuple[bytes, bytes, bytes]:
     return predictor, live, mlflow_body
 
 
-async def load(url: str, body: bytes, concurrency: int, requests: int) -> dict[str, float]:
-    """Send `requests` POSTs with `concurrency` in flight; latency percentiles and throughput."""
+async def load(url: str, body: bytes | list[bytes], concurrency: int, requests: int
+               ) -> dict[str, float]:
+    """Send `requests` POSTs with `concurrency` in flight; latency percentiles and throughput.
+
+    A list of bodies is sent in turn (different hexagons per request, as real clients ask).
+    """
     import aiohttp
 
     latencies: list[float] = []
     failures = 0
-    queue = iter(range(requests))
+    sequence = body if isinstance(body, list) else [body]
+    queue = (sequence[i % len(sequence)] for i in range(requests))
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=120)
     headers = {"content-type": "application/json"}
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         async def worker() -> None:
             nonlocal failures
-            for _ in queue:
+            for payload in queue:
                 started = time.perf_counter()
-                async with session.post(url, data=body, headers=headers) as response:
+                async with session.post(url, data=payload, headers=headers) as response:
                     await response.read()
                     failures += response.status != 200
                 latencies.append(time.perf_counter() - started)
 
-        async with session.post(url, data=body, headers=headers) as warm:  # warm-up
+        async with session.post(url, data=sequence[0], headers=headers) as warm:  # warm-up
             await warm.read()
             if warm.status != 200:
                 raise RuntimeError(f"{url}: {warm.status} {(await warm.text())[:300]}")
@@ -275,18 +282,22 @@ async def measure(args: argparse.Namespace, predictor: str, mlflow_url: str,
     forecast, invocations = f"{predictor}/v1/forecast", f"{mlflow_url}/invocations"
     # the live forecast table is computed in the background once the buffer is full
     await asyncio.sleep(2)
-    single = bodies(frame, cells[:1])
-    batch = bodies(frame, cells[:1000])
+    # every request asks for other hexagons (a pool cycled in the same order for both servers)
+    singles = [bodies(frame, [cell]) for cell in cells[:SINGLE_POOL]]
+    batches = [bodies(frame, cells[i:i + 1000]) for i in range(0, min(len(cells), 4000), 1000)]
+    single = singles[0]
     c, n, nb = args.concurrency, args.requests, args.batch_requests
     results = {
-        "single/mlflow": await load(invocations, single[2], c, n),
-        "single/predictor-history": await load(forecast, single[0], c, n),
-        "single/predictor-live": await load(forecast, single[1], c, n),
-        "batch1000/mlflow": await load(invocations, batch[2], c, nb),
-        "batch1000/predictor-history": await load(forecast, batch[0], c, nb),
-        "batch1000/predictor-live": await load(forecast, batch[1], c, nb),
-        "single@50/predictor-live": await load(forecast, single[1], 50, max(n, 500)),
-        "single@50/mlflow": await load(invocations, single[2], 50, n),
+        "single/mlflow": await load(invocations, [b[2] for b in singles], c, n),
+        "single/predictor-history": await load(forecast, [b[0] for b in singles], c, n),
+        "single/predictor-live": await load(forecast, [b[1] for b in singles], c, n),
+        "batch1000/mlflow": await load(invocations, [b[2] for b in batches], c, nb),
+        "batch1000/predictor-history": await load(forecast, [b[0] for b in batches], c, nb),
+        "batch1000/predictor-live": await load(forecast, [b[1] for b in batches], c, nb),
+        "single@50/predictor-live": await load(forecast, [b[1] for b in singles], 50,
+                                               max(n, 500)),
+        "single@50/predictor-history": await load(forecast, [b[0] for b in singles], 50, n),
+        "single@50/mlflow": await load(invocations, [b[2] for b in singles], 50, n),
         # 50 clients that each ask 10 times a second (500 req/s offered), not as fast as possible
         "single@50x10rps/predictor-live": await paced(forecast, single[1], 50, 10.0, 6.0),
     }

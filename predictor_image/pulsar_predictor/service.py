@@ -20,10 +20,11 @@ from pydantic import ValidationError
 from pulsar_core.contract import ForecastCol as F
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor import hexagons as hx
+from pulsar_predictor.batcher import MAX_BATCH_ROWS, HistoryBatcher
 from pulsar_predictor.breaker import BreakerState, CircuitBreaker
 from pulsar_predictor.buffer import LiveBuffer
 from pulsar_predictor.errors import InvalidInput, NotReady, Timeout, TooManyHexagons
-from pulsar_predictor.history import history_frame
+from pulsar_predictor.history import history_frame, history_input
 from pulsar_predictor.live import LiveForecasts
 from pulsar_predictor.metrics import Metrics
 from pulsar_predictor.render import dumps, forecast_items, model_ref
@@ -76,6 +77,7 @@ class ForecastService:
     def __init__(
         self, settings: ServeSettings, slot: ModelSlot, buffer: LiveBuffer,
         breaker: CircuitBreaker, metrics: Metrics, executor: ThreadPoolExecutor,
+        parallel: int = 1,
     ) -> None:
         self.settings = settings
         self.slot = slot
@@ -84,6 +86,8 @@ class ForecastService:
         self.metrics = metrics
         self.executor = executor
         self.live: LiveForecasts | None = None
+        self.batcher = HistoryBatcher(executor, self._predict, neighbour_ring,
+                                      parallel=parallel)
         self._refresh_lock = asyncio.Lock()
 
     def model(self) -> LoadedModel:
@@ -116,14 +120,12 @@ class ForecastService:
             items, source, cnn_error = cached.select(
                 cells, request.service_type, horizons), "live", None
         else:
-            if request.history is not None:  # parsing and validation are CPU work too
-                snapshots = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, history_frame, request.history)
-                source = "history"
+            if request.history is not None:
+                output, source = await self._from_history(model, request, cells), "history"
             else:
                 context = hx.with_neighbours(cells, neighbour_ring(model))
                 snapshots, source = self.buffer.rows_for(context, request.service_type), "live"
-            output = await self._predict(model, snapshots)
+                output = await self._predict(model, snapshots)
             frame = output.frame
             wanted = frame[F.HEXAGON].isin(cells) & frame[F.HORIZON_MINUTES].isin(horizons)
             if request.service_type is not None:
@@ -136,6 +138,15 @@ class ForecastService:
                    for c in cells if c not in found]
         return dumps({"model": model_ref(model), "source": source, "cnn_error": cnn_error,
                       "forecasts": items, "missing": missing})
+
+    async def _from_history(self, model: LoadedModel, request: ForecastRequest,
+                            cells: list[int]) -> ForecastOutput:
+        rows = request.history or []
+        if len(rows) <= MAX_BATCH_ROWS:  # small: validated and forecast with its neighbours
+            return await self.batcher.forecast(model, history_input(rows), cells)
+        snapshots = await asyncio.get_running_loop().run_in_executor(
+            self.executor, history_frame, rows)
+        return await self._predict(model, snapshots)
 
     async def top(self, horizon: float, limit: int, service_type: int | None) -> bytes:
         model = self.model()

@@ -110,3 +110,18 @@ class ServeSettings(_EnvContract):
     breaker_failures: int = Field(5, ge=1, description="CNN failures before the breaker opens.")
     breaker_cooldown_seconds: float = Field(
         30.0, gt=0, description="Seconds the open breaker skips the CNN before one probe.")
+    fallback: Literal["elasticnet", "persistence", "none"] = Field(
+        "elasticnet", description="Who answers when the CNN fails or its breaker is open: "
+        "elasticnet, persistence, or none (503).")
+    drift_ratio: float = Field(
+        1.5, gt=1, description="Live MAE / evaluation MAE that raises a drift retrain request.")
+    drift_min_scored: int = Field(
+        200, ge=1, description="Scored forecasts of a horizon before drift is judged.")
+    drift_window: int = Field(1000, ge=1, description="Rolling window of live errors per horizon.")
+    drift_max_pending: int = Field(
+        300_000, ge=1, description="Forecasts kept waiting for their actual (memory bound).")
+    drift_max_age_hours: float = Field(
+        6.0, gt=0, description="A forecast whose target is this far behind never gets scored.")
+    drift_cooldown_seconds: float = Field(
+        3600.0, gt=0, description="At most one drift retrain request per model version per "
+        "cool-down.")

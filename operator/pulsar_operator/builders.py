@@ -177,6 +177,7 @@ def serve_settings(model: SurgeModel, version: str) -> ServeSettings:
         registered_model=model.registered_model, model_version=version,
         nats_url=model.platform.nats_url, city=spec.city, service_type=spec.service_type,
         confidence_threshold=spec.serving.confidence_threshold,
+        fallback=spec.serving.fallback,
     )
 
 
@@ -186,7 +187,6 @@ def build_predictor_deployment(model: SurgeModel, version: str) -> dict[str, Any
     selector = {key: value for key, value in labels(model, "predictor").items()
                 if key in ("app.kubernetes.io/instance", "app.kubernetes.io/component")}
     env = serve_settings(model, version).to_env()
-    env["PULSAR_FALLBACK"] = model.spec.serving.fallback
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10}
     container = {
         "name": "predictor",

@@ -36,7 +36,7 @@ _EVAL_MAE = re.compile(r"^mae_(\d+(?:\.\d+)?)m_served$")
 
 @dataclass(frozen=True)
 class DriftPolicy:
-    """When live errors count as drift; defaults until ServeSettings carries them."""
+    """When live errors count as drift (ServeSettings.drift_* in a deployment)."""
 
     ratio: float = 1.5  # live MAE / evaluation MAE that raises the alarm
     min_scored: int = 200  # scored forecasts of a horizon before it is judged
@@ -44,6 +44,13 @@ class DriftPolicy:
     max_pending: int = 300_000  # forecasts waiting for their actual (memory bound)
     max_age_hours: float = 6.0  # a target this far behind the newest actual never gets one
     cooldown_seconds: float = 3600.0  # one retrain request per model version and cool-down
+
+    @classmethod
+    def from_settings(cls, settings: ServeSettings) -> DriftPolicy:
+        return cls(ratio=settings.drift_ratio, min_scored=settings.drift_min_scored,
+                   window=settings.drift_window, max_pending=settings.drift_max_pending,
+                   max_age_hours=settings.drift_max_age_hours,
+                   cooldown_seconds=settings.drift_cooldown_seconds)
 
 
 @dataclass(frozen=True)
@@ -144,7 +151,7 @@ class DriftMonitor:
                  policy: DriftPolicy | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.policy = policy or DriftPolicy()
+        self.policy = policy or DriftPolicy.from_settings(settings)
         self.scorer: DriftScorer | None = None
         self.model: tuple[str, str] | None = None
         self.observed_version: int | None = None  # the buffer version last scored against

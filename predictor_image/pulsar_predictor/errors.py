@@ -58,6 +58,13 @@ class NotReady(PredictorError):
     code = "not_ready"
 
 
+class CnnUnavailable(PredictorError):
+    """The CNN failed (or its breaker is open) and the fallback policy is `none`."""
+
+    status = 503
+    code = "cnn_unavailable"
+
+
 class Timeout(PredictorError):
     status = 504
     code = "timeout"

@@ -18,12 +18,14 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from pulsar_core.contract import ForecastCol as F
+from pulsar_core.forecaster import ForecastResult
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor import hexagons as hx
 from pulsar_predictor.batcher import MAX_BATCH_ROWS, HistoryBatcher
 from pulsar_predictor.breaker import BreakerState, CircuitBreaker
 from pulsar_predictor.buffer import LiveBuffer
 from pulsar_predictor.errors import InvalidInput, NotReady, Timeout, TooManyHexagons
+from pulsar_predictor.fallback import apply_fallback, cnn_horizons
 from pulsar_predictor.history import history_frame, history_input
 from pulsar_predictor.live import LiveForecasts
 from pulsar_predictor.metrics import Metrics
@@ -223,11 +225,15 @@ class ForecastService:
         elif output.cnn_error is not None:
             self.breaker.record_failure()
             self.metrics.fallbacks.labels("cnn_error").inc()
-            log.warning("CNN failed, ElasticNet answered: %s", output.cnn_error)
+            log.warning("CNN failed, %s answers: %s", self.settings.fallback, output.cnn_error)
         else:
             self.breaker.record_success()
         self.metrics.breaker_state.set(int(self.breaker.state))
-        return output
+        if use_cnn and output.cnn_error is None:
+            return output
+        why = output.cnn_error or "circuit breaker open after repeated CNN failures"
+        frame = apply_fallback(output.frame, self.settings.fallback, cnn_horizons(model), why)
+        return output if frame is output.frame else ForecastResult(frame, output.cnn_error)
 
     def _predict_sync(self, model: LoadedModel, snapshots: pd.DataFrame,
                       use_cnn: bool) -> ForecastOutput:

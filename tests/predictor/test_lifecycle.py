@@ -151,3 +151,31 @@ async def test_cnn_failure_falls_back_then_the_breaker_opens_and_closes(
         assert 'pulsar_fallbacks_total{reason="cnn_error"} 2.0' in metrics
         assert 'pulsar_fallbacks_total{reason="breaker_open"} 1.0' in metrics
         assert "pulsar_cnn_breaker_state 0.0" in metrics
+
+
+@pytest.mark.parametrize("policy", ["persistence", "none"])
+async def test_fallback_policy_decides_who_answers_for_a_failed_cnn(
+        mlflow_uri, tiny_bundle, request_body, policy) -> None:
+    Registry(mlflow_uri).set_alias(MODEL, register(mlflow_uri, tiny_bundle, change=_all_cnn))
+    settings = _settings(mlflow_uri, fallback=policy, breaker_failures=1,
+                         breaker_cooldown_seconds=3600)
+    async with serving(create_app(settings)) as client:
+        await _serving_version(client, "1")
+        network = _runtime(client).slot.current.forecaster.cnn.network
+        with torch.no_grad():
+            for parameter in network.parameters():
+                parameter.fill_(float("nan"))
+        for reason in ("non-finite", "breaker open"):  # the CNN's own failure, then the breaker
+            response = await client.post("/v1/forecast", json=request_body)
+            if policy == "none":
+                assert response.status_code == 503
+                error = response.json()["error"]
+                assert error["code"] == "cnn_unavailable" and reason in error["message"]
+                assert "PULSAR_FALLBACK" in error["message"]
+                continue
+            assert response.status_code == 200
+            forecasts = response.json()["forecasts"]
+            assert forecasts and {f["model"] for f in forecasts} == {"baseline:persistence"}
+            assert all(f["value"] == f["current"] and f["direction"] == "flat"
+                       and f["low_confidence"] for f in forecasts)
+            assert reason in forecasts[0]["explanation"]

@@ -120,6 +120,11 @@ class LiveBuffer:
             return False
         return service_type is None or service_type in services
 
+    def series_of(self, hexagon: int, service_type: int | None = None) -> set[tuple[int, int]]:
+        """The buffered (hexagon, service type) series of this hexagon."""
+        services = self._by_hexagon.get(hexagon, ())
+        return {(hexagon, s) for s in list(services) if service_type in (None, s)}
+
     def frame(self) -> pd.DataFrame:
         """Every buffered row, sorted by series and period (cached until the next change)."""
         with self._lock:

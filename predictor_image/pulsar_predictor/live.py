@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from pulsar_core.contract import Col
 from pulsar_predictor.render import forecast_items
 
 Item = dict[str, Any]
@@ -27,17 +28,24 @@ class LiveForecasts:
     buffer_version: int
     frame: pd.DataFrame
     items: dict[int, list[Item]]  # hexagon -> its rendered forecasts
+    series: frozenset[tuple[int, int]]  # every (hexagon, service) it was computed from
 
     @classmethod
     def build(cls, model_version: str, buffer_version: int, frame: pd.DataFrame,
-              threshold: float) -> LiveForecasts:
+              threshold: float, inputs: pd.DataFrame) -> LiveForecasts:
+        """`frame` is the forecast of the buffer rows `inputs`."""
         items: dict[int, list[Item]] = {}
         for item in forecast_items(frame, threshold):
             items.setdefault(item["hexagon_id"], []).append(item)
-        return cls(model_version, buffer_version, frame.reset_index(drop=True), items)
+        keys = inputs[[Col.HEXAGON, Col.SERVICE_TYPE]].drop_duplicates()
+        series = frozenset(zip(keys[Col.HEXAGON].tolist(), keys[Col.SERVICE_TYPE].tolist(),
+                               strict=True))
+        return cls(model_version, buffer_version, frame.reset_index(drop=True), items, series)
 
-    def covers(self, cells: Iterable[int]) -> bool:
-        return all(cell in self.items for cell in cells)
+    def covers(self, series: Iterable[tuple[int, int]]) -> bool:
+        """Whether every one of these series was in the buffer when this table was computed
+        (a series that arrived since must be forecast directly, not reported missing)."""
+        return all(key in self.series for key in series)
 
     def select(self, cells: Iterable[int], service_type: int | None,
                horizons: Iterable[float]) -> list[Item]:

@@ -118,7 +118,8 @@ class ForecastService:
         cached = self.live
         if request.history is None and cached is not None and (
                 cached.model_version == model.version
-                and cached.covers(c for c in cells if self.buffer.has_hexagon(c))):
+                and cached.covers(key for c in cells
+                                  for key in self.buffer.series_of(c, request.service_type))):
             items, source, cnn_error = cached.select(
                 cells, request.service_type, horizons), "live", None
         else:
@@ -173,10 +174,11 @@ class ForecastService:
             if cached is not None and (cached.model_version, cached.buffer_version) == (
                     model.version, version):
                 return cached
-            output = await self._predict(model, self.buffer.frame(), REFRESH_TIMEOUT_SECONDS)
+            inputs = self.buffer.frame()
+            output = await self._predict(model, inputs, REFRESH_TIMEOUT_SECONDS)
             self.live = await asyncio.get_running_loop().run_in_executor(
                 self.executor, LiveForecasts.build, model.version, version, output.frame,
-                self.settings.confidence_threshold)
+                self.settings.confidence_threshold, inputs)
             return self.live
 
     async def _live_forecasts(self, model: LoadedModel, service_type: int | None) -> pd.DataFrame:

@@ -60,3 +60,20 @@ def test_rows_for_is_the_same_through_the_small_and_the_cached_path() -> None:
         expected.sort_values([Col.HEXAGON, Col.PERIOD_START], ignore_index=True))
     assert buffer.rows_for([123], None).empty
     assert list(rows_to_frame([]).columns) == list(large.columns)
+
+
+def test_the_live_table_does_not_cover_a_series_that_arrived_after_it(forecaster) -> None:
+    from pulsar_predictor.live import LiveForecasts
+
+    buffer = LiveBuffer(periods=32, max_series=10)
+    [cell] = cells(1)
+    cell_id = h3.str_to_int(cell)
+    buffer.add(_frame(series_rows([cell], periods=16, service=1)))
+    inputs = buffer.frame()
+    table = LiveForecasts.build("1", buffer.version, forecaster.predict(inputs).frame, 0.5,
+                                inputs)
+    assert table.covers(buffer.series_of(cell_id))
+    buffer.add(_frame(series_rows([cell], periods=16, service=2)))  # the same hexagon, Plus
+    assert buffer.series_of(cell_id) == {(cell_id, 1), (cell_id, 2)}
+    assert table.covers(buffer.series_of(cell_id, service_type=1))
+    assert not table.covers(buffer.series_of(cell_id))

@@ -99,15 +99,19 @@ def with_neighbours(frame: pd.DataFrame, cells: list[int]) -> pd.DataFrame:
     return frame[frame["hexagon"].isin(context)]
 
 
-def bodies(frame: pd.DataFrame, cells: list[int]) -> tuple[bytes, bytes, bytes]:
-    """(predictor with history, predictor live, mlflow) request bodies for these hexagons."""
+def bodies(frame: pd.DataFrame, cells: list[int]) -> tuple[bytes, bytes, bytes, bytes]:
+    """Request bodies for these hexagons: (predictor with history columns, predictor live,
+    mlflow, predictor with history rows). Both servers get the same rows column-wise
+    (MLflow's dataframe_split, the predictor's history_columns)."""
     history = rows(with_neighbours(frame, cells))
-    predictor = json.dumps({"hexagons": cells, "history": history}).encode()
-    live = json.dumps({"hexagons": cells}).encode()
     columns = list(history[0])
+    by_column = {c: [r[c] for r in history] for c in columns}
+    predictor = json.dumps({"hexagons": cells, "history_columns": by_column}).encode()
+    by_row = json.dumps({"hexagons": cells, "history": history}).encode()
+    live = json.dumps({"hexagons": cells}).encode()
     mlflow_body = json.dumps({"dataframe_split": {
         "columns": columns, "data": [[r[c] for c in columns] for r in history]}}).encode()
-    return predictor, live, mlflow_body
+    return predictor, live, mlflow_body, by_row
 
 
 async def load(url: str, body: bytes | list[bytes], concurrency: int, requests: int
@@ -283,7 +287,11 @@ async def measure(args: argparse.Namespace, predictor: str, mlflow_url: str,
     # the live forecast table is computed in the background once the buffer is full
     await asyncio.sleep(2)
     # every request asks for other hexagons (a pool cycled in the same order for both servers)
-    singles = [bodies(frame, [cell]) for cell in cells[:SINGLE_POOL]]
+    # drivers ask from all over the city: a seeded random pool (the frame lists cells in
+    # spatial order, where consecutive requests would be neighbours)
+    pool = np.random.default_rng(5).choice(len(cells), size=min(SINGLE_POOL, len(cells)),
+                                           replace=False)
+    singles = [bodies(frame, [cells[i]]) for i in pool.tolist()]
     batches = [bodies(frame, cells[i:i + 1000]) for i in range(0, min(len(cells), 4000), 1000)]
     single = singles[0]
     c, n, nb = args.concurrency, args.requests, args.batch_requests
@@ -294,6 +302,8 @@ async def measure(args: argparse.Namespace, predictor: str, mlflow_url: str,
         "batch1000/mlflow": await load(invocations, [b[2] for b in batches], c, nb),
         "batch1000/predictor-history": await load(forecast, [b[0] for b in batches], c, nb),
         "batch1000/predictor-live": await load(forecast, [b[1] for b in batches], c, nb),
+        "batch1000/predictor-history-rows": await load(forecast, [b[3] for b in batches], c,
+                                                       nb),
         "single@50/predictor-live": await load(forecast, [b[1] for b in singles], 50,
                                                max(n, 500)),
         "single@50/predictor-history": await load(forecast, [b[0] for b in singles], 50, n),
@@ -314,10 +324,10 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
     print("\nratios vs mlflow models serve (throughput ×, p99 ×; >1 = predictor better)")
     for scenario in ("single", "batch1000", "single@50"):
         base = results.get(f"{scenario}/mlflow")
-        for path in ("predictor-history", "predictor-live"):
+        for path in ("predictor-history", "predictor-history-rows", "predictor-live"):
             mine = results.get(f"{scenario}/{path}")
             if base and mine:
-                print(f"  {scenario:<10} {path:<18} throughput {mine['rps'] / base['rps']:6.2f}×"
+                print(f"  {scenario:<10} {path:<22} throughput {mine['rps'] / base['rps']:6.2f}×"
                       f"   p99 {base['p99_ms'] / mine['p99_ms']:6.2f}×")
 
 

@@ -49,7 +49,7 @@ class _Batch:
     def admits(self, job: _Job) -> bool:
         if not self.jobs:
             return True
-        return (job.model is self.jobs[0].model and self.rows + len(job.item.records)
+        return (job.model is self.jobs[0].model and self.rows + job.item.rows
                 <= MAX_BATCH_ROWS and not (job.cells & self.footprint)
                 and not (job.footprint & self.cells))
 
@@ -57,7 +57,7 @@ class _Batch:
         self.jobs.append(job)
         self.cells |= job.cells
         self.footprint |= job.footprint
-        self.rows += len(job.item.records)
+        self.rows += job.item.rows
 
 
 class HistoryBatcher:

@@ -6,7 +6,7 @@ the request it came from, numbered as in that request.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from pulsar_core.data.errors import DataContractError
 from pulsar_core.data.validation import REASON, validate_snapshots
 from pulsar_predictor import hexagons as hx
 from pulsar_predictor.errors import InvalidInput
-from pulsar_predictor.schemas import HistoryRow
+from pulsar_predictor.schemas import HistoryColumns, HistoryRow
 
 _MAX_REASONS = 5
 _FIELD = "history"
@@ -26,29 +26,50 @@ _FIELD = "history"
 
 @dataclass(frozen=True)
 class HistoryInput:
-    """One request's history rows with their hexagons parsed, ready to be validated."""
+    """One request's history as columns with hexagons parsed, ready to be validated."""
 
-    records: list[dict[str, Any]]
+    columns: dict[str, list[Any]]
+    rows: int
     cells: frozenset[int]
+    field: str = _FIELD
 
 
 def history_input(rows: Sequence[HistoryRow]) -> HistoryInput:
-    """Parse each distinct H3 reference once; an invalid one -> 422 naming its first row."""
-    parsed: dict[str | int, int] = {}
-    records = []
-    for index, row in enumerate(rows):
-        record = dict(row.__dict__)
-        ref = record[Col.HEXAGON]
+    """Rows -> columns; an invalid H3 reference -> 422 naming its first row."""
+    columns = {name: [getattr(row, name) for row in rows] for name in SNAPSHOT_DTYPES}
+    refs = columns[Col.HEXAGON]
+    parsed = _parse_cells(refs, lambda index: f"{_FIELD}[{index}].hexagon")
+    columns[Col.HEXAGON] = [parsed[ref] for ref in refs]
+    return HistoryInput(columns, len(rows), frozenset(parsed.values()))
+
+
+def columns_input(given: HistoryColumns) -> HistoryInput:
+    """The columnar form -> the same input (missing optional columns take their defaults)."""
+    field = "history_columns"
+    rows = len(given.hexagon)
+    defaults = {Col.CITY_ID: 1, Col.PERIOD_END: None, Col.RULE_SHEET_ID: None}
+    columns = {name: getattr(given, name) or [defaults[name]] * rows if name in defaults
+               else getattr(given, name) for name in SNAPSHOT_DTYPES}
+    refs = columns[Col.HEXAGON]
+    parsed = _parse_cells(refs, lambda index: f"{field}.hexagon[{index}]")
+    columns[Col.HEXAGON] = [parsed[ref] for ref in refs]
+    return HistoryInput(columns, rows, frozenset(parsed.values()), field)
+
+
+def _parse_cells(refs: list[Any], name: Callable[[int], str]) -> dict[Any, int]:
+    """Each distinct H3 reference parsed once; the error names the first row holding it."""
+    parsed: dict[Any, int] = {}
+    for index, ref in enumerate(refs):
         if ref not in parsed:
-            parsed[ref] = hx.parse_one(ref, f"{_FIELD}[{index}].hexagon")
-        record[Col.HEXAGON] = parsed[ref]
-        records.append(record)
-    return HistoryInput(records, frozenset(parsed.values()))
+            parsed[ref] = hx.parse_one(ref, name(index))
+    return parsed
 
 
-def history_frame(rows: Sequence[HistoryRow]) -> pd.DataFrame:
-    """Typed rows -> contract frame; any row the core rejects -> 422 naming row and reason."""
-    clean, errors = validate_inputs([history_input(rows)])
+def history_frame(rows: Sequence[HistoryRow], columns: HistoryColumns | None = None
+                  ) -> pd.DataFrame:
+    """Typed rows (or columns) -> contract frame; a rejected row -> 422 naming it and why."""
+    item = columns_input(columns) if columns is not None else history_input(rows)
+    clean, errors = validate_inputs([item])
     if errors[0] is not None:
         raise errors[0]
     return clean
@@ -60,15 +81,17 @@ def validate_inputs(inputs: Sequence[HistoryInput]
 
     Returns the clean rows of every accepted input, and per input its 422 or None.
     """
-    sizes = np.array([len(item.records) for item in inputs], dtype=np.int64)
+    sizes = np.array([item.rows for item in inputs], dtype=np.int64)
     try:
-        frame = _frame([record for item in inputs for record in item.records])
+        frame = _frame(_concat([item.columns for item in inputs]))
         clean, rejected = validate_snapshots(frame)
     except (DataContractError, OverflowError, ValueError, TypeError) as error:
         if len(inputs) > 1:  # a whole-input error: find whose input it is
             return _one_by_one(inputs)
-        return _frame([]), [InvalidInput(f"{_FIELD}: {error}; integers must fit in 64 bits, "
-                                         "timestamps must be ISO 8601", field=_FIELD)]
+        field = inputs[0].field
+        return _frame(_concat([])), [InvalidInput(
+            f"{field}: {error}; integers must fit in 64 bits, timestamps must be ISO 8601",
+            field=field)]
     errors: list[InvalidInput | None] = [None] * len(inputs)
     if not len(rejected):
         return clean, errors
@@ -77,7 +100,7 @@ def validate_inputs(inputs: Sequence[HistoryInput]
     for position in np.unique(bad_owner).tolist():
         offset = int(ends[position] - sizes[position])
         errors[position] = _rejection(rejected[bad_owner == position], offset,
-                                      int(sizes[position]))
+                                      int(sizes[position]), inputs[position].field)
     owner = np.searchsorted(ends, clean.index.to_numpy(), side="right")
     return clean[~np.isin(owner, np.unique(bad_owner))], errors
 
@@ -90,29 +113,33 @@ def _one_by_one(inputs: Sequence[HistoryInput]
     return clean, [errors[0] for _, errors in results]
 
 
-def _frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows -> contract frame, column by column (pydantic has checked each value's type)."""
-    def column(name: str) -> list[Any]:
-        return [record[name] for record in records]
+def _concat(parts: Sequence[dict[str, list[Any]]]) -> dict[str, list[Any]]:
+    if len(parts) == 1:
+        return parts[0]
+    return {name: [value for part in parts for value in part[name]] for name in SNAPSHOT_DTYPES}
 
+
+def _frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
+    """Columns -> contract frame (pydantic has checked each value's type)."""
     data: dict[str, Any] = {}
     for name, dtype in SNAPSHOT_DTYPES.items():
+        values = columns.get(name, [])
         if dtype.startswith("datetime"):
-            data[name] = pd.to_datetime(column(name), utc=True).as_unit("ns")
+            data[name] = pd.to_datetime(values, utc=True).as_unit("ns")
         elif dtype == "Int64":
-            data[name] = pd.array(column(name), dtype="Int64")
+            data[name] = pd.array(values, dtype="Int64")
         else:
-            data[name] = np.array(column(name), dtype=dtype)
+            data[name] = np.array(values, dtype=dtype)
     frame = pd.DataFrame(data)
     frame[Col.PERIOD_END] = frame[Col.PERIOD_END].fillna(frame[Col.PERIOD_START] + PERIOD)
     return frame
 
 
-def _rejection(rejected: pd.DataFrame, offset: int, total: int) -> InvalidInput:
+def _rejection(rejected: pd.DataFrame, offset: int, total: int, field: str) -> InvalidInput:
     reasons = rejected_reasons(rejected, offset)
     return InvalidInput(
-        f"{_FIELD}: {len(rejected)} of {total} rows rejected, e.g. {reasons[0]}; "
-        "fix or drop those rows", field=_FIELD, rejected=len(rejected), reasons=reasons)
+        f"{field}: {len(rejected)} of {total} rows rejected, e.g. {reasons[0]}; "
+        "fix or drop those rows", field=field, rejected=len(rejected), reasons=reasons)
 
 
 def rejected_reasons(rejected: pd.DataFrame, offset: int = 0) -> list[str]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
+import orjson
 import pandas as pd
 
 from pulsar_core.contract import ForecastCol as F
@@ -55,4 +55,5 @@ def model_ref(model: LoadedModel) -> dict[str, Any]:
 
 
 def dumps(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    """Compact JSON; a 1,000-hexagon answer is ~1.6 MB, where orjson is ~10x the stdlib."""
+    return orjson.dumps(body)

@@ -59,7 +59,7 @@ class Runtime:
                               on_failure=self._load_failed)
         self.executor = ThreadPoolExecutor(predict_threads(), thread_name_prefix="predict")
         self.service = ForecastService(settings, self.slot, self.buffer, self.breaker,
-                                       self.metrics, self.executor, predict_threads())
+                                       self.metrics, self.executor)
         self.feed = SignalFeed(settings, self.buffer, self.metrics, self._promoted)
         self.drift = DriftMonitor(settings, self.metrics, drift)
         self._poller: asyncio.Task[None] | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 HexagonRef = str | int
 
@@ -31,6 +31,41 @@ class HistoryRow(BaseModel):
     cumulative_surge_absolute: float = Field(ge=-1e9, le=1e9)
 
 
+class HistoryColumns(BaseModel):
+    """The rows of `history`, column by column: the compact form for bulk clients.
+
+    Every column has one value per row; value ranges are checked by the same row validation
+    as `history` (a bad value rejects its row, named by index).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    hexagon: list[HexagonRef]
+    service_type: list[int]
+    city_id: list[int] | None = Field(None, description="Default: 1 for every row.")
+    period_start: list[datetime]
+    period_end: list[datetime | None] | None = Field(
+        None, description="Default: period_start + 7.5 min.")
+    demand_signal: list[float]
+    supply_signal: list[float]
+    acceptance_rate: list[float]
+    price_conversion: list[float]
+    rule_sheet_id: list[int | None] | None = None
+    surge_percent: list[float]
+    surge_absolute: list[float]
+    cumulative_surge_percent: list[float]
+    cumulative_surge_absolute: list[float]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> HistoryColumns:
+        rows = len(self.hexagon)
+        for name, values in self:
+            if values is not None and len(values) != rows:
+                raise ValueError(f"history_columns.{name} has {len(values)} values but "
+                                 f"hexagon has {rows}: every column needs one value per row")
+        return self
+
+
 class ForecastRequest(BaseModel):
     """Hexagons to forecast; history comes from the live feed unless given explicitly."""
 
@@ -46,6 +81,14 @@ class ForecastRequest(BaseModel):
     history: list[HistoryRow] | None = Field(
         None, description="Recent snapshots to forecast from instead of the live buffer."
     )
+    history_columns: HistoryColumns | None = Field(
+        None, description="The same as `history`, column by column (faster for many rows).")
+
+    @model_validator(mode="after")
+    def _one_history(self) -> ForecastRequest:
+        if self.history is not None and self.history_columns is not None:
+            raise ValueError("send either history or history_columns, not both")
+        return self
 
 
 class ModelRef(BaseModel):

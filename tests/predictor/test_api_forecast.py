@@ -149,3 +149,39 @@ async def test_live_answers_match_before_and_after_the_table_is_precomputed(
     assert sorted(direct["forecasts"], key=key) == sorted(cached["forecasts"], key=key)
     runtime.slot.close()
     runtime.executor.shutdown()
+
+
+def _as_columns(rows: list[dict]) -> dict[str, list]:
+    return {name: [row[name] for row in rows] for name in rows[0]}
+
+
+async def test_history_columns_answer_exactly_like_history_rows(settings, tiny_snapshots) -> None:
+    frame = recent(tiny_snapshots)
+    wanted = hexagons_of(frame, 3)
+    rows = as_rows(frame)
+    async with serving(create_app(settings)) as client:
+        await _ready(client)
+        by_rows = await client.post("/v1/forecast", json={"hexagons": wanted, "history": rows})
+        by_columns = await client.post("/v1/forecast", json={
+            "hexagons": wanted, "history_columns": _as_columns(rows)})
+        assert by_columns.status_code == 200, by_columns.text
+        assert by_columns.json()["forecasts"] == by_rows.json()["forecasts"]
+        assert len(by_rows.json()["forecasts"]) == 3 * 2 * 4  # hexagons x services x horizons
+
+        short = _as_columns(rows) | {Col.SUPPLY_SIGNAL: [1.0]}
+        mismatch = await client.post("/v1/forecast", json={"hexagons": wanted,
+                                                           "history_columns": short})
+        assert mismatch.status_code == 422
+        assert "history_columns.supply_signal has 1 values" in mismatch.text
+
+        both = await client.post("/v1/forecast", json={
+            "hexagons": wanted, "history": rows[:2], "history_columns": _as_columns(rows[:2])})
+        assert both.status_code == 422 and "either history or history_columns" in both.text
+
+        bad = _as_columns(rows)
+        bad[Col.ACCEPTANCE_RATE][3] = 7.0
+        rejected = await client.post("/v1/forecast", json={"hexagons": wanted,
+                                                           "history_columns": bad})
+        error = rejected.json()["error"]
+        assert rejected.status_code == 422 and error["field"] == "history_columns"
+        assert "row 3: out_of_range:acceptance_rate" in error["message"]

@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from pulsar_core.contract import PERIOD, Col
+from pulsar_core.contract import PERIOD, Col, RawCol
 from pulsar_core.data.kandoo import merge_partials, partial_aggregates, partials_to_snapshots
-from pulsar_core.data.validation import validate_raw_records
+from pulsar_core.data.validation import REASON, validate_raw_records
 
 _KEY = [Col.HEXAGON, Col.SERVICE_TYPE, Col.CITY_ID, Col.PERIOD_START]
 
@@ -29,6 +29,9 @@ class RawRecords:
     def add(self, records: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """-> (snapshots of every period these records touched, rejected records + reason)."""
         clean, rejected = validate_raw_records(pd.DataFrame.from_records(records))
+        clean, late = self._split_late(clean)
+        if len(late):
+            rejected = pd.concat([rejected, late]) if len(rejected) else late
         if clean.empty:
             return partials_to_snapshots(partial_aggregates(clean)), rejected
         part = partial_aggregates(clean, self._seq)
@@ -39,3 +42,17 @@ class RawRecords:
         touched = pd.MultiIndex.from_frame(part[_KEY])
         current = self._partials[pd.MultiIndex.from_frame(self._partials[_KEY]).isin(touched)]
         return partials_to_snapshots(current), rejected
+
+    def _split_late(self, clean: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Records of periods already dropped from the window cannot be merged exactly: they
+        are rejected (counted, with the reason), never folded into a wrong snapshot."""
+        if self._partials is None or clean.empty:
+            return clean, clean.iloc[:0]
+        newest = pd.to_datetime(self._partials[Col.PERIOD_START], utc=True).max()
+        periods = clean[RawCol.CLICKHOUSE_TIME].dt.floor(PERIOD)
+        late = (periods <= newest - self.keep_periods * PERIOD).to_numpy()
+        if not late.any():
+            return clean, clean.iloc[:0]
+        rejected = clean[late].assign(**{REASON: f"late: more than {self.keep_periods} periods "
+                                                 "behind the newest record"})
+        return clean[~late], rejected

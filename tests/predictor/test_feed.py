@@ -11,7 +11,7 @@ from pulsar_predictor.buffer import LiveBuffer
 from pulsar_predictor.feed import SignalFeed
 from pulsar_predictor.metrics import Metrics
 
-from pulsar_core.contract import Col
+from pulsar_core.contract import PERIOD, Col
 from pulsar_core.data.kandoo import records_to_snapshots
 from pulsar_core.events import MODEL_PROMOTED, ModelPromoted, signals_subject
 from pulsar_core.settings import ServeSettings
@@ -105,3 +105,22 @@ async def test_promotion_events_of_this_model_only(feed, nats_server) -> None:
                    b"{broken", mine.model_dump_json().encode())
     await _until(lambda: len(feed.promoted) == 1)
     assert feed.promoted[0].version == "7"
+
+
+def test_raw_records_too_late_to_merge_exactly_are_rejected_and_counted() -> None:
+    from pulsar_predictor.raw import RawRecords
+
+    from pulsar_core.data.validation import REASON
+
+    raw = RawRecords(keep_periods=3)
+    [cell] = cells(1)
+    newest = now_period()
+    for step in range(5, -1, -1):  # six periods, oldest first
+        snapshots, rejected = raw.add([raw_record(cell, newest - step * PERIOD, 2.0)])
+        assert len(snapshots) == 1 and rejected.empty
+    snapshots, rejected = raw.add([
+        raw_record(cell, newest - 3 * PERIOD + pd.Timedelta(seconds=5), 9.0),  # dropped period
+        raw_record(cell, newest - 2 * PERIOD + pd.Timedelta(seconds=5), 9.0),  # still kept
+    ])
+    assert list(rejected[REASON]) == ["late: more than 3 periods behind the newest record"]
+    assert snapshots[Col.PERIOD_START].tolist() == [newest - 2 * PERIOD]

@@ -291,6 +291,10 @@ def print_top(top: dict[float, list[dict[str, Any]]]) -> None:
 
     for horizon, items in top.items():
         print(f"\ntop rising hexagons in {horizon:g} minutes:")
+        if items and all(item["model"] == "baseline:persistence" for item in items):
+            print("  none ranked: persistence answers this horizon (no validation target spans "
+                  "it in this data), so every expected change is 0%")
+            continue
         for item in items[:5]:
             print(f"  {item['hexagon']} service {item['service_type']}: "
                   f"{change_label(item['change_pct'])} ({item['model']}) {item['explanation']}")

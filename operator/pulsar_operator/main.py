@@ -62,6 +62,7 @@ async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, log
                       platform=Platform(config.mlflow_tracking_uri, config.nats_url,
                                         config.trainer_service_account))
     memo["runtime"] = runtime
+    metrics.count_tasks_of(asyncio.get_running_loop())
     runtime.tasks.append(asyncio.create_task(_ticker(runtime)))
     runtime.tasks += [asyncio.create_task(_worker(runtime)) for _ in range(config.workers)]
     if config.nats_url:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry()
@@ -25,6 +27,14 @@ RETRAIN_MESSAGES = Counter("pulsar_operator_retrain_messages", "Retrain messages
                            ["outcome"], registry=REGISTRY)
 NATS_UP = Gauge("pulsar_operator_nats_up", "1 while NATS and the retrain consumer are up.",
                 registry=REGISTRY)
+TASKS = Gauge("pulsar_operator_asyncio_tasks", "Asyncio tasks alive in the operator's loop "
+              "(flat in the number of SurgeModels: there is no task per object).",
+              registry=REGISTRY)
+
+
+def count_tasks_of(loop: asyncio.AbstractEventLoop) -> None:
+    """Report `loop`'s live tasks when scraped (read from the metrics server's thread)."""
+    TASKS.set_function(lambda: float(len(asyncio.all_tasks(loop))))
 
 
 def serve_metrics(port: int) -> None:

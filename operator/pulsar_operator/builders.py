@@ -147,7 +147,7 @@ def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
             "image": training.image,
             "command": ["pulsar", "train"],  # the image's ENTRYPOINT, explicit
             "env": _env(train_settings(model, run_key=name).to_env()),
-            "resources": dict(training.resources),
+            "resources": training.resources.manifest(),
             "securityContext": _container_security(),
             "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
         }],
@@ -194,7 +194,7 @@ def build_predictor_deployment(model: SurgeModel, version: str) -> dict[str, Any
         "command": ["pulsar", "serve"],
         "ports": [{"name": "http", "containerPort": 8080}],
         "env": _env(env),
-        "resources": dict(model.spec.serving.resources),
+        "resources": model.spec.serving.resources.manifest(),
         "securityContext": _container_security(),
         "readinessProbe": probe,
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},

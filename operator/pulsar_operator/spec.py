@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails
 
 from pulsar_core.gate import PromotionPolicy
 
@@ -14,6 +23,14 @@ VERSION = "v1alpha1"
 PLURAL = "surgemodels"
 KIND = "SurgeModel"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# The CRD's pattern for requests/limits values (a test keeps them equal): a non-negative
+# Kubernetes quantity such as 250m, 1.5Gi or 2e3 (see the comment in crds/).
+QUANTITY = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]+))?$"
+# Names a container may request: the standard ones, or `<DNS subdomain>/<name>` (extended).
+STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+_EXTENDED = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_QUANTITY = re.compile(QUANTITY)
+_EXAMPLES = "such as 250m, 1.5, 512Mi, 1.5Gi or 2e3"
 
 
 class InvalidSpec(ValueError):
@@ -25,8 +42,50 @@ class _Camel(BaseModel):
                               strict=True, frozen=True)
 
 
-def _resources(requests: dict[str, str], limits: dict[str, str]) -> dict[str, Any]:
-    return {"requests": requests, "limits": limits}
+def _quantity(value: object) -> int | str:
+    """A non-negative Kubernetes quantity, kept as given (an int or a string)."""
+    if isinstance(value, float):
+        raise ValueError(f"{value!r} is a float; quote it ('{value!r}') or use an integer")
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        kind = {"dict": "an object", "list": "a list"}.get(type(value).__name__, repr(value))
+        raise ValueError(f"{kind} is not a quantity; write an integer or a string {_EXAMPLES}")
+    text = str(value)
+    if text.startswith("-") and _QUANTITY.fullmatch(text[1:]):
+        raise ValueError(f"{value!r} is negative; requests and limits must be >= 0")
+    if not _QUANTITY.fullmatch(text):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity; write one {_EXAMPLES}")
+    return value
+
+
+def _resource_name(name: object) -> str:
+    """A name a container may request: cpu, memory, ... or a domain-qualified extended one."""
+    if not isinstance(name, str):
+        raise ValueError(f"{name!r} is not a resource name")
+    page_size = name.removeprefix("hugepages-")
+    if name in STANDARD_RESOURCES or _EXTENDED.fullmatch(name) or \
+            (page_size != name and _QUANTITY.fullmatch(page_size)):
+        return name
+    raise ValueError(f"{name!r} is not a container resource; use {', '.join(STANDARD_RESOURCES)}, "
+                     "hugepages-<size> or a domain-qualified extended resource such as "
+                     "nvidia.com/gpu")
+
+
+Quantity = Annotated[int | str, PlainValidator(_quantity)]
+ResourceName = Annotated[str, PlainValidator(_resource_name)]
+
+
+class ResourcesSpec(_Camel):
+    """A container's requests and limits, validated as the API server would (no other keys)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: dict[ResourceName, Quantity] = Field(default_factory=dict)
+    limits: dict[ResourceName, Quantity] = Field(default_factory=dict)
+
+    def manifest(self) -> dict[str, dict[str, int | str]]:
+        """The container's `resources` block; empty sections are left out."""
+        return {key: dict(value) for key, value in (("requests", self.requests),
+                                                    ("limits", self.limits)) if value}
 
 
 class DataSpec(_Camel):
@@ -50,8 +109,9 @@ class CnnSpec(_Camel):
 
 class TrainingSpec(_Camel):
     image: str = Field("ghcr.io/pulsar-dev/pulsar-trainer:0.1.0", min_length=1)
-    resources: dict[str, Any] = Field(
-        default_factory=lambda: _resources({"cpu": "1", "memory": "2Gi"}, {"memory": "4Gi"}))
+    resources: ResourcesSpec = Field(
+        default_factory=lambda: ResourcesSpec(requests={"cpu": "1", "memory": "2Gi"},
+                                              limits={"memory": "4Gi"}))
     schedule: str = Field("0 */6 * * *", pattern=r"^(\S+\s+){4}\S+$")
     horizons_minutes: list[float] = Field(default_factory=lambda: [30.0, 60.0, 90.0],
                                           min_length=1, max_length=8)
@@ -83,8 +143,9 @@ class PromotionSpec(_Camel):
 class ServingSpec(_Camel):
     image: str = Field("ghcr.io/pulsar-dev/pulsar-predictor:0.1.0", min_length=1)
     replicas: int = Field(2, ge=0, le=50)
-    resources: dict[str, Any] = Field(
-        default_factory=lambda: _resources({"cpu": "250m", "memory": "512Mi"}, {"memory": "1Gi"}))
+    resources: ResourcesSpec = Field(
+        default_factory=lambda: ResourcesSpec(requests={"cpu": "250m", "memory": "512Mi"},
+                                              limits={"memory": "1Gi"}))
     model_version: str | None = Field(None, pattern=r"^[1-9][0-9]*$")
     fallback: Literal["elasticnet", "persistence", "none"] = "elasticnet"
     confidence_threshold: float = Field(0.5, ge=0, le=1)
@@ -110,8 +171,34 @@ def parse_spec(raw: dict[str, Any]) -> SurgeModelSpec:
     try:
         return SurgeModelSpec.model_validate(raw)
     except ValidationError as error:
-        problems = [
-            f"spec.{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"
-            for issue in error.errors()
-        ]
+        problems = [f"spec.{_where(issue)}: {_message(issue)}" for issue in error.errors()]
         raise InvalidSpec("; ".join(problems)) from error
+
+
+def _where(issue: ErrorDetails) -> str:
+    """Dotted path of an issue; a bad map key is named by the key itself."""
+    return ".".join(str(part) for part in issue["loc"] if part != "[key]")
+
+
+def _message(issue: ErrorDetails) -> str:
+    """pydantic's message, with the fix for unknown fields and without 'Value error, '."""
+    if issue["type"] == "extra_forbidden":
+        known = _field_names(issue["loc"][:-1])
+        choices = " or ".join(filter(None, [", ".join(known[:-1]), *known[-1:]]))
+        return f"unknown field; use {choices}" if known else "unknown field"
+    if issue["type"] == "value_error":
+        return str(issue["ctx"]["error"])
+    return issue["msg"]
+
+
+def _field_names(loc: tuple[int | str, ...]) -> list[str]:
+    """The camelCase field names of the model at `loc` (a path from the spec), if it is one."""
+    model: type[BaseModel] = SurgeModelSpec
+    for part in loc:
+        fields = {key: field for name, field in model.model_fields.items()
+                  for key in (name, field.alias)}
+        annotation = fields[part].annotation if part in fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return [field.alias or name for name, field in model.model_fields.items()]

@@ -85,3 +85,16 @@ def test_predictor_deployment_serves_the_version_with_the_serve_contract(monkeyp
     service = build_predictor_service(model)
     assert service["spec"]["selector"] == selector
     assert service["metadata"]["name"] == deployment["metadata"]["name"]
+
+
+def test_containers_get_the_typed_resources_as_a_resource_requirements_block() -> None:
+    gpu = {"requests": {"cpu": "4", "memory": "1.5Gi", "nvidia.com/gpu": 1},
+           "limits": {"nvidia.com/gpu": 1}}
+    model = _model(training={"resources": gpu}, serving={"resources": {"limits": {"cpu": 2}}})
+    job = build_training_job(model, Trigger("spec", "s"))
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"] == gpu
+    container = build_predictor_deployment(model, "1")["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"limits": {"cpu": 2}}  # no empty `requests: {}`
+    default = build_predictor_deployment(_model(), "1")["spec"]["template"]["spec"]
+    assert default["containers"][0]["resources"] == {
+        "requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}

@@ -3,18 +3,47 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
-from pulsar_operator.spec import InvalidSpec, SurgeModelSpec, parse_spec
+from pulsar_operator.spec import QUANTITY, InvalidSpec, SurgeModelSpec, parse_spec
 
 from tests.operator.crd_schema import ROOT, apply_defaults, load_crd, spec_schema, validate_spec
 
 MINIMAL: dict[str, Any] = {"city": "tehran", "serviceType": "eco",
                            "data": {"uris": ["s3://bucket/tehran/"]}}
+
+
+def unknown_fields(schema: dict[str, Any], value: Any, path: str = "spec") -> list[str]:
+    """Fields the API server's strict field validation (kubectl's default) rejects: keys of an
+    object that its schema neither declares nor lets through (additionalProperties,
+    x-kubernetes-preserve-unknown-fields). Without it the API server silently prunes them."""
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [found for i, item in enumerate(value)
+                for found in unknown_fields(schema["items"], item, f"{path}[{i}]")]
+    if not isinstance(value, dict) or schema.get("type") != "object":
+        return []
+    properties, extra = schema.get("properties") or {}, schema.get("additionalProperties")
+    found: list[str] = []
+    for key, item in value.items():
+        if key in properties or isinstance(extra, dict):
+            found += unknown_fields(properties.get(key) or extra, item, f"{path}.{key}")
+        elif not schema.get("x-kubernetes-preserve-unknown-fields"):
+            found.append(f"{path}.{key}")
+    return found
+
+
+def validate_strict(spec: dict[str, Any]) -> dict[str, Any]:
+    """validate_spec, plus unknown fields rejected as `kubectl apply` has the API server do."""
+    defaulted = validate_spec(spec)
+    unknown = unknown_fields(spec_schema(), defaulted)
+    if unknown:
+        raise jsonschema.ValidationError(f"unknown field(s): {', '.join(unknown)}")
+    return defaulted
 
 
 def _walk(schema: dict[str, Any], path: str = "spec") -> list[tuple[str, dict[str, Any]]]:
@@ -62,7 +91,7 @@ def test_schema_defaults_match_the_pydantic_model() -> None:
 def test_examples_are_valid(path: Path) -> None:
     document = yaml.safe_load(path.read_text())
     assert document["kind"] == "SurgeModel"
-    parse_spec(validate_spec(document["spec"]))
+    parse_spec(validate_strict(document["spec"]))
 
 
 def _with(change: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +144,18 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
     ("unknown fallback", {"serving.fallback": "guess"}),
     ("confidence above 1", {"serving.confidenceThreshold": 2}),
     ("paused as string", {"paused": "yes"}),
+    ("resources typo limts", {"serving.resources": {"limts": {"memory": "1Gi"}}}),
+    ("resources key outside requests/limits", {"training.resources": {"cpu": "2"}}),
+    ("requests not an object", {"serving.resources": {"requests": "1"}}),
+    ("quantity that is a word", {"training.resources": {"requests": {"cpu": "lots"}}}),
+    ("negative quantity string", {"serving.resources": {"limits": {"memory": "-1"}}}),
+    ("negative quantity integer", {"training.resources": {"requests": {"cpu": -1}}}),
+    ("quantity with a space", {"training.resources": {"limits": {"memory": "4 Gi"}}}),
+    ("quantity with a bad suffix", {"serving.resources": {"limits": {"memory": "1GB"}}}),
+    ("quantity with a fractional exponent", {"serving.resources": {"limits": {"cpu": "2e1.5"}}}),
+    ("quantity as an unquoted float", {"serving.resources": {"requests": {"cpu": 1.5}}}),
+    ("quantity as a boolean", {"serving.resources": {"requests": {"cpu": True}}}),
+    ("nested object as a quantity", {"training.resources": {"limits": {"memory": {"gi": 4}}}}),
 ]
 
 
@@ -122,7 +163,7 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
 def test_invalid_specs_rejected_by_crd_schema_and_model(case: str, change: dict[str, Any]) -> None:
     spec = _with(change)
     with pytest.raises(jsonschema.ValidationError):
-        validate_spec(spec)
+        validate_strict(spec)
     with pytest.raises(InvalidSpec, match=r"spec\."):
         parse_spec(apply_defaults(spec_schema(), spec))
 
@@ -130,3 +171,79 @@ def test_invalid_specs_rejected_by_crd_schema_and_model(case: str, change: dict[
 def test_invalid_spec_message_names_the_field() -> None:
     with pytest.raises(InvalidSpec, match=r"spec\.training\.window"):
         parse_spec(_with({"training.window": 1}))
+
+
+def test_strict_field_validation_names_unknown_fields_only() -> None:
+    assert unknown_fields(spec_schema(), validate_spec(copy.deepcopy(MINIMAL))) == []
+    typos = {**MINIMAL, "trainng": {}, "serving": {"resources": {"limts": {}}}}
+    assert unknown_fields(spec_schema(), typos) == ["spec.trainng", "spec.serving.resources.limts"]
+
+
+def _resource_schemas() -> list[dict[str, Any]]:
+    spec = spec_schema()["properties"]
+    return [spec[part]["properties"]["resources"] for part in ("training", "serving")]
+
+
+def test_resources_are_a_structural_resource_requirements() -> None:
+    for resources in _resource_schemas():
+        assert set(resources["properties"]) == {"requests", "limits"}
+        assert "x-kubernetes-preserve-unknown-fields" not in resources
+        for section in resources["properties"].values():
+            value = section["additionalProperties"]
+            # the one int-or-string shape a structural schema allows, with the model's pattern
+            assert value["x-kubernetes-int-or-string"] is True and "type" not in value
+            assert value["anyOf"] == [{"type": "integer"}, {"type": "string"}]
+            assert value["pattern"] == QUANTITY and value["minimum"] == 0
+
+
+VALID_RESOURCES: list[dict[str, Any]] = [
+    {"requests": {"cpu": "250m", "memory": "1.5Gi"}, "limits": {"memory": "2Gi"}},
+    {"requests": {"cpu": 2, "memory": "512Mi"}},
+    {"limits": {"nvidia.com/gpu": 1}, "requests": {"nvidia.com/gpu": "1", "cpu": "0.5"}},
+    {"requests": {"cpu": "2e3", "memory": "1e9", "ephemeral-storage": "10G"}},
+    {"limits": {"cpu": ".5", "memory": "+1Ki", "hugepages-2Mi": "64Mi"}},
+    {"requests": {"cpu": 0}, "limits": {}},
+    {},
+]
+
+
+@pytest.mark.parametrize("resources", VALID_RESOURCES, ids=lambda r: str(r))
+def test_valid_resources_pass_the_crd_and_the_model_unchanged(resources: dict[str, Any]) -> None:
+    spec = _with({"training.resources": resources, "serving.resources": resources})
+    parsed = parse_spec(validate_strict(spec))
+    wanted = {key: value for key, value in resources.items() if value}
+    assert parsed.training.resources.manifest() == wanted
+    assert parsed.serving.resources.manifest() == wanted
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"serving.resources": {"limts": {"memory": "1Gi"}}},
+     "spec.serving.resources.limts: unknown field; use requests or limits"),
+    ({"training.resources": {"cpu": "2"}},
+     "spec.training.resources.cpu: unknown field; use requests or limits"),
+    ({"training.resources": {"requests": {"cpu": "lots"}}},
+     "spec.training.resources.requests.cpu: 'lots' is not a Kubernetes quantity; write one such "
+     "as 250m, 1.5, 512Mi, 1.5Gi or 2e3"),
+    ({"serving.resources": {"limits": {"memory": "-1"}}},
+     "spec.serving.resources.limits.memory: '-1' is negative; requests and limits must be >= 0"),
+    ({"serving.resources": {"requests": {"cpu": 1.5}}},
+     "spec.serving.resources.requests.cpu: 1.5 is a float; quote it ('1.5') or use an integer"),
+    ({"training.resources": {"limits": {"memory": {"gi": 4}}}},
+     "spec.training.resources.limits.memory: an object is not a quantity; write an integer or a "
+     "string such as 250m, 1.5, 512Mi, 1.5Gi or 2e3"),
+])
+def test_resource_errors_name_the_field_and_the_fix(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidSpec) as raised:
+        parse_spec(_with(change))
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("name", ["cpus", "Memory", "gpu", "nvidia.com/", "/gpu", "hugepages-"])
+def test_resource_names_the_crd_cannot_check_are_reported_by_the_operator(name: str) -> None:
+    """A schema cannot constrain map keys without CEL, so a bad name passes the CRD; the
+    operator then reports it in status (and never builds a Job the API would refuse)."""
+    spec = _with({"serving.resources": {"requests": {name: "1"}}})
+    validate_strict(spec)
+    where = rf"spec\.serving\.resources\.requests\.{re.escape(name)}: "
+    with pytest.raises(InvalidSpec, match=where + r".* is not a container resource; use cpu"):
+        parse_spec(spec)

@@ -231,6 +231,45 @@ def read_bundle(local_dir: Path, where: str = "bundle") -> tuple[Forecaster, dic
     return Forecaster.load(Path(local_dir) / relative), metadata
 
 
+LOGGED_MODEL_PREFIX = "models:/m-"
+
+
+def logged_model_location(tracking_uri: str, model_uri: str) -> str:
+    """Where `models:/m-<id>[/path]` keeps its files, looked up at `tracking_uri`.
+
+    MLflow 3 resolves such a URI through the process-wide tracking URI (in download_artifacts
+    whatever URI it is told, and in the sqlite registry's create_model_version), so callers
+    hand MLflow this location instead.
+    """
+    from mlflow import MlflowClient
+
+    if not model_uri.startswith(LOGGED_MODEL_PREFIX):
+        raise ValueError(f"{model_uri} is not a logged model's URI (models:/m-<id>)")
+    model_id, _, subpath = model_uri.removeprefix("models:/").partition("/")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    location = client.get_logged_model(model_id).artifact_location
+    return f"{location.rstrip('/')}/{subpath}" if subpath else location
+
+
+def _files_uri(tracking_uri: str, source: str, where: str) -> str:
+    """A version's source as a URI that download_artifacts resolves with `tracking_uri`."""
+    from mlflow.exceptions import MlflowException
+
+    if not source.startswith("models:/"):
+        return source  # runs:/, file:, mlflow-artifacts:, s3:... honour tracking_uri
+    if not source.startswith(LOGGED_MODEL_PREFIX):
+        raise BundleNotFound(f"{where} points at {source}, another registered version: "
+                             "register the logged model (models:/m-<id>) itself")
+    try:
+        return logged_model_location(tracking_uri, source)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise BundleNotFound(f"{where} points at {source}, which {tracking_uri} does not hold "
+                             f"({error.message}): register a model logged to this tracking "
+                             "server") from error
+
+
 def load_forecaster(
     tracking_uri: str, model_name: str, *, version: str | None = None, alias: str = CHAMPION,
     dst_dir: Path | None = None,
@@ -250,8 +289,8 @@ def load_forecaster(
                              "promote one, or pin a version")
     where = f"{model_name} version {info.version}"
     local = mlflow.artifacts.download_artifacts(
-        artifact_uri=info.source, dst_path=str(dst_dir) if dst_dir else None,
-        tracking_uri=tracking_uri,
+        artifact_uri=_files_uri(tracking_uri, info.source, where),
+        dst_path=str(dst_dir) if dst_dir else None, tracking_uri=tracking_uri,
     )
     forecaster, metadata = read_bundle(Path(local), where)
     return LoadedBundle(forecaster=forecaster, version=info.version, run_id=info.run_id,

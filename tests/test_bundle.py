@@ -89,6 +89,12 @@ def test_round_trip_by_version_alias_and_pyfunc(mlflow_uri, trained, snapshots, 
     pd.testing.assert_frame_equal(pyfunc.predict(_naive(snapshots)), expected)
     assert isinstance(pyfunc.unwrap_python_model(), SurgeBundle)
 
+    # A version whose source is another registered version, not a logged model: named, refused.
+    alias_of = Registry(mlflow_uri).create_version(
+        MODEL, f"models:/{MODEL}/{version}", by_alias.run_id, {}).version
+    with pytest.raises(BundleNotFound, match=f"version {alias_of} points at models:/{MODEL}/"):
+        load_forecaster(mlflow_uri, MODEL, version=alias_of, dst_dir=tmp_path / "r")
+
 
 def test_cnn_failure_falls_back_to_elasticnet_per_request(mlflow_uri, trained, snapshots,
                                                           tmp_path):

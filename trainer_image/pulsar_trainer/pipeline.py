@@ -68,18 +68,20 @@ def train_run(settings: TrainSettings, *, progress: Progress | None = None) -> L
     import mlflow
 
     say = progress or log.info
+    uri = settings.mlflow_tracking_uri
     experiment = tracking.experiment_id(settings)
-    previous = tracking.run_for_key(experiment, settings.run_key) if settings.run_key else None
+    previous = (tracking.run_for_key(uri, experiment, settings.run_key) if settings.run_key
+                else None)
     if previous is not None and tracking.BUNDLE_TAG in previous.data.tags:
         say(f"run key {settings.run_key}: reusing logged run {previous.info.run_id}")
         return LoggedRun(previous.info.run_id, previous.data.tags[tracking.BUNDLE_TAG],
-                         "logged-run", tracking.logged_table(previous.info.run_id))
+                         "logged-run", tracking.logged_table(uri, previous.info.run_id))
     loaded = _load(settings, say)  # before any run exists: bad data leaves no failed run
     if previous is not None:
         say(f"run key {settings.run_key}: resuming unfinished run {previous.info.run_id}")
     reused: Reuse = "resumed-run" if previous is not None else "new"
-    with mlflow.start_run(run_id=previous.info.run_id if previous else None,
-                          experiment_id=experiment) as run:
+    with tracking.fluent_store(uri), mlflow.start_run(
+            run_id=previous.info.run_id if previous else None, experiment_id=experiment) as run:
         tracking.log_settings(settings)
         tracking.log_load_report(loaded.rejected)
         return _train_in_run(settings, loaded, run.info.run_id, reused, say)
@@ -128,17 +130,22 @@ def _version_tags(settings: TrainSettings, run_tags: dict[str, str]) -> dict[str
 
 def register(settings: TrainSettings, logged: LoggedRun, registry: Registry) -> VersionInfo:
     """A new version of `settings.registered_model` from a complete run (gate inputs as tags)."""
-    from mlflow import MlflowClient
+    from pulsar_core.bundle import LOGGED_MODEL_PREFIX, logged_model_location
 
-    run_tags = MlflowClient().get_run(logged.run_id).data.tags
-    return registry.create_version(settings.registered_model, logged.bundle_uri,
-                                   logged.run_id, _version_tags(settings, run_tags))
+    uri = settings.mlflow_tracking_uri
+    run_tags = tracking.client(uri).get_run(logged.run_id).data.tags
+    source, model_id = logged.bundle_uri, None
+    if source.startswith(LOGGED_MODEL_PREFIX):
+        # A sqlite registry looks a models:/ source up at MLflow's process-wide URI: hand it
+        # the files' location and the id, as MLflow does for registries without models:/.
+        model_id = source.removeprefix("models:/")
+        source = logged_model_location(uri, source)
+    return registry.create_version(settings.registered_model, source, logged.run_id,
+                                   _version_tags(settings, run_tags), model_id=model_id)
 
 
-def _served_metrics(run_id: str) -> dict[str, float]:
-    from mlflow import MlflowClient
-
-    metrics = MlflowClient().get_run(run_id).data.metrics
+def _served_metrics(uri: str, run_id: str) -> dict[str, float]:
+    metrics = tracking.client(uri).get_run(run_id).data.metrics
     return {k: float(v) for k, v in sorted(metrics.items())
             if k.endswith("_served") or k.startswith(("coverage_", "rows_"))}
 
@@ -153,10 +160,9 @@ def run_training(settings: TrainSettings, *, progress: Progress | None = None) -
     if existing is not None:
         say(f"run key {settings.run_key}: already registered as {name} version "
             f"{existing.version}")
-        tracking.experiment_id(settings)  # points MLflow at the URI for the reads below
         run_id = existing.run_id or ""
         logged = LoggedRun(run_id, existing.source, "registered-version",
-                           tracking.logged_table(run_id))
+                           tracking.logged_table(settings.mlflow_tracking_uri, run_id))
         version = existing
     else:
         logged = train_run(settings, progress=say)
@@ -170,7 +176,8 @@ def run_training(settings: TrainSettings, *, progress: Progress | None = None) -
         model_name=name, version=version.version, run_id=logged.run_id,
         model_uri=registry.model_uri(name, version.version), reused=logged.reused,
         scores=scores, verdict=verdict, champion_version=champion.version if champion else None,
-        table=logged.table, metrics=_served_metrics(logged.run_id), rejected=logged.rejected,
+        table=logged.table, metrics=_served_metrics(settings.mlflow_tracking_uri, logged.run_id),
+        rejected=logged.rejected,
     )
     if settings.nats_url:
         _publish(settings, outcome, say)

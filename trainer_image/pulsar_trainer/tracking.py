@@ -1,16 +1,20 @@
 """MLflow tracking for one training run: experiment, run-key lookup, what a run logs.
 
 Tracking API only (runs, params, metrics, artifacts); the model registry is reached through
-`pulsar_core.registry.Registry`, never from here.
+`pulsar_core.registry.Registry`, never from here. Every call names the settings' tracking URI;
+only the logging inside a run goes through MLflow's process-wide URI (see `fluent_store`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +22,7 @@ from pulsar_core.registry import RUN_KEY_TAG
 from pulsar_core.settings import TrainSettings
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
     from mlflow.entities import Run
 
     from pulsar_core.data.report import RejectionReport
@@ -28,6 +33,7 @@ SURGE_MODEL_TAG = "pulsar.surge_model"
 TABLE_ARTIFACT = "evaluation/table.txt"
 # Connection settings are not parameters of the model.
 NOT_PARAMS = {"mlflow_tracking_uri", "nats_url"}
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
 class MlflowUnavailable(RuntimeError):
@@ -52,26 +58,49 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from error
 
 
-def experiment_id(settings: TrainSettings) -> str:
-    """Point MLflow at the settings' URI and return the experiment's id (created if absent)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    name = settings.experiment or settings.registered_model
-    found = mlflow.get_experiment_by_name(name)
-    return found.experiment_id if found else mlflow.create_experiment(name)
-
-
-def run_for_key(experiment: str, run_key: str) -> Run | None:
-    """The newest run tagged with `run_key`, preferring one whose bundle was logged."""
+def client(uri: str) -> MlflowClient:
+    """A tracking client bound to `uri`, whatever MLflow's process-wide URI says."""
     from mlflow import MlflowClient
 
-    runs = MlflowClient().search_runs(
+    return MlflowClient(tracking_uri=uri)
+
+
+@contextmanager
+def fluent_store(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (start_run, log_*, pyfunc.log_model) pointed at `uri` for the block.
+
+    pyfunc.log_model takes no tracking URI, it reads the process-wide one; so that is set here
+    for the run only and cleared after, the caller's MLFLOW_TRACKING_URI restored as it was.
+    """
+    import mlflow
+
+    before = os.environ.get(TRACKING_URI_ENV)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None: back to "not set"
+        if before is not None:
+            os.environ[TRACKING_URI_ENV] = before
+
+
+def experiment_id(settings: TrainSettings) -> str:
+    """The id of the settings' experiment at their tracking URI (created if absent)."""
+    tracking = client(settings.mlflow_tracking_uri)
+    name = settings.experiment or settings.registered_model
+    found = tracking.get_experiment_by_name(name)
+    return found.experiment_id if found else tracking.create_experiment(name)
+
+
+def run_for_key(uri: str, experiment: str, run_key: str) -> Run | None:
+    """The newest run tagged with `run_key`, preferring one whose bundle was logged."""
+    runs = client(uri).search_runs(
         [experiment], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'",
         order_by=["attributes.start_time DESC"], max_results=50,
     )
     complete = [r for r in runs if BUNDLE_TAG in r.data.tags]
-    return (complete or runs or [None])[0]
+    preferred = complete or runs
+    return preferred[0] if preferred else None
 
 
 def log_settings(settings: TrainSettings) -> None:
@@ -119,12 +148,13 @@ def log_evaluation(report: EvaluationReport, metadata: dict[str, Any]) -> None:
         mlflow.log_artifact(str(plot), "evaluation")
 
 
-def logged_table(run_id: str) -> str:
+def logged_table(uri: str, run_id: str) -> str:
     """The evaluation table a run logged (for a retried Job that reuses the run)."""
-    import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    try:
-        return mlflow.artifacts.load_text(f"runs:/{run_id}/{TABLE_ARTIFACT}")
-    except (MlflowException, OSError):
-        return f"(run {run_id} logged no evaluation table)"
+    with tempfile.TemporaryDirectory(prefix="pulsar-table-") as tmp:
+        try:
+            local = client(uri).download_artifacts(run_id, TABLE_ARTIFACT, tmp)
+            return Path(local).read_text()
+        except (MlflowException, OSError):
+            return f"(run {run_id} logged no evaluation table)"

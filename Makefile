@@ -6,12 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml docker/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The CPU build of torch first, so nothing below pulls a CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The images' pins (docker/constraints.txt) hold here too: tests run what the images ship.
+	$(BIN)/python -m pip install --quiet -c docker/constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -166,7 +166,9 @@ async def test_nats_down_degrades_keeps_reconciling_and_recovers(
             outage.start()
             await eventually(lambda: condition(k8s, "tehran-eco", "Degraded").get("status")
                              == "False", what="recovery after NATS started")
-            assert "NatsRecovered" in {e["reason"] for e in events_of(k8s, "tehran-eco")}
+            # the Event is posted beside the status patch, not before it
+            await eventually(lambda: "NatsRecovered" in {
+                e["reason"] for e in events_of(k8s, "tehran-eco")}, what="NatsRecovered Event")
             await _publish(outage.url, retrain_subject("tehran", "eco"),
                            [("after-start", b'{"reason": "drift"}')])
             await eventually(lambda: len(_retrain_jobs(k8s)) == 1, what="retrain handled")

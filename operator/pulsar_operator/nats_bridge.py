@@ -138,7 +138,9 @@ async def consume_retrain(runtime: Runtime, client: Client, link: NatsLink) -> N
         link.up()
         while not (link.lost.is_set() or link.stale.is_set()):
             try:
-                messages = await subscription.fetch(batch=256, timeout=1)
+                # A pull that expires before its answer is read drops that answer until
+                # ack_wait redelivers it; 1 s starved the consumer on a loaded machine.
+                messages = await subscription.fetch(batch=256, timeout=5)
             except (nats.errors.TimeoutError, TimeoutError):
                 continue
             except (nats.errors.Error, OSError) as error:

@@ -177,7 +177,8 @@ async def test_nats_down_degrades_keeps_reconciling_and_recovers(
             outage.stop()  # killed while running; it comes back without its JetStream store
             await eventually(lambda: _degraded_by(k8s, "NatsUnavailable"),
                              what="Degraded after NATS stopped")
-            assert status_of(k8s, "tehran-eco")["lastTraining"]["outcome"] == "Succeeded"
+            await eventually(lambda: status_of(k8s, "tehran-eco")["lastTraining"]["outcome"]
+                             == "Succeeded", what="the retrain Job seen as succeeded")
             outage = NatsServer(tmp_path / "js-second", port=outage.port)
             outage.start()
             await eventually(lambda: condition(k8s, "tehran-eco", "Degraded").get("status")

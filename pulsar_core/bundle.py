@@ -23,7 +23,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 
 import pulsar_core
 from pulsar_core.contract import PERIOD, SNAPSHOT_DTYPES, Col, ForecastCol
-from pulsar_core.registry import CHAMPION, Registry
+from pulsar_core.registry import CHAMPION, LOGGED_MODEL_PREFIX, Registry, logged_model_location
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
@@ -229,26 +229,6 @@ def read_bundle(local_dir: Path, where: str = "bundle") -> tuple[Forecaster, dic
     artifact = (pyfunc.get("artifacts") or {}).get(ARTIFACT, {})
     relative = artifact.get("path", f"artifacts/{ARTIFACT}")
     return Forecaster.load(Path(local_dir) / relative), metadata
-
-
-LOGGED_MODEL_PREFIX = "models:/m-"
-
-
-def logged_model_location(tracking_uri: str, model_uri: str) -> str:
-    """Where `models:/m-<id>[/path]` keeps its files, looked up at `tracking_uri`.
-
-    MLflow 3 resolves such a URI through the process-wide tracking URI (in download_artifacts
-    whatever URI it is told, and in the sqlite registry's create_model_version), so callers
-    hand MLflow this location instead.
-    """
-    from mlflow import MlflowClient
-
-    if not model_uri.startswith(LOGGED_MODEL_PREFIX):
-        raise ValueError(f"{model_uri} is not a logged model's URI (models:/m-<id>)")
-    model_id, _, subpath = model_uri.removeprefix("models:/").partition("/")
-    client = MlflowClient(tracking_uri=tracking_uri)
-    location = client.get_logged_model(model_id).artifact_location
-    return f"{location.rstrip('/')}/{subpath}" if subpath else location
 
 
 def _files_uri(tracking_uri: str, source: str, where: str) -> str:

@@ -16,6 +16,25 @@ RUN_KEY_TAG = "pulsar.run_key"
 CHAMPION = "champion"
 
 
+LOGGED_MODEL_PREFIX = "models:/m-"
+
+
+def logged_model_location(tracking_uri: str, model_uri: str) -> str:
+    """Where `models:/m-<id>[/path]` keeps its files, looked up at `tracking_uri`.
+
+    MLflow 3 resolves such a URI through the process-wide tracking URI (in download_artifacts
+    whatever URI it is told, and in the sqlite registry's create_model_version), so callers
+    hand MLflow this location instead.
+    """
+    from mlflow import MlflowClient
+
+    if not model_uri.startswith(LOGGED_MODEL_PREFIX):
+        raise ValueError(f"{model_uri} is not a logged model's URI (models:/m-<id>)")
+    model_id, _, subpath = model_uri.removeprefix("models:/").partition("/")
+    location = MlflowClient(tracking_uri=tracking_uri).get_logged_model(model_id).artifact_location
+    return f"{location.rstrip('/')}/{subpath}" if subpath else location
+
+
 class RegistryUnavailable(RuntimeError):
     """MLflow could not be reached or kept answering with server errors; retry later."""
 
@@ -118,9 +137,12 @@ class Registry:
         model_id: str | None = None,
     ) -> VersionInfo:
         self.ensure_model(name)
-        if model_id is None and source.startswith("models:/m-"):
-            # An MLflow 3 logged model: a remote `mlflow server` requires its id beside it.
-            model_id = source.removeprefix("models:/")
+        if source.startswith(LOGGED_MODEL_PREFIX):
+            # An MLflow 3 logged model. A sqlite registry looks a models:/ source up at MLflow's
+            # process-wide URI, so it gets the files' location and the id, as MLflow does
+            # itself for registries without models:/ support.
+            model_id = model_id or source.removeprefix("models:/").partition("/")[0]
+            source = logged_model_location(self.tracking_uri, source)
         created = self._call("create_model_version", name, source, run_id=run_id, tags=tags,
                              model_id=model_id)
         return _info(created)

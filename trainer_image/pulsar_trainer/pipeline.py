@@ -130,18 +130,9 @@ def _version_tags(settings: TrainSettings, run_tags: dict[str, str]) -> dict[str
 
 def register(settings: TrainSettings, logged: LoggedRun, registry: Registry) -> VersionInfo:
     """A new version of `settings.registered_model` from a complete run (gate inputs as tags)."""
-    from pulsar_core.bundle import LOGGED_MODEL_PREFIX, logged_model_location
-
-    uri = settings.mlflow_tracking_uri
-    run_tags = tracking.client(uri).get_run(logged.run_id).data.tags
-    source, model_id = logged.bundle_uri, None
-    if source.startswith(LOGGED_MODEL_PREFIX):
-        # A sqlite registry looks a models:/ source up at MLflow's process-wide URI: hand it
-        # the files' location and the id, as MLflow does for registries without models:/.
-        model_id = source.removeprefix("models:/")
-        source = logged_model_location(uri, source)
-    return registry.create_version(settings.registered_model, source, logged.run_id,
-                                   _version_tags(settings, run_tags), model_id=model_id)
+    run_tags = tracking.client(settings.mlflow_tracking_uri).get_run(logged.run_id).data.tags
+    return registry.create_version(settings.registered_model, logged.bundle_uri, logged.run_id,
+                                   _version_tags(settings, run_tags))
 
 
 def _served_metrics(uri: str, run_id: str) -> dict[str, float]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from pulsar_trainer.pipeline import TrainOutcome, run_training
-from pulsar_trainer.tracking import BUNDLE_TAG, fluent_store
+from pulsar_trainer.tracking import BUNDLE_TAG
 
 from pulsar_core.data.synthetic import generate_snapshots
 from pulsar_core.registry import Registry
@@ -89,10 +89,9 @@ def _register_by_logged_model_uri(uri: str, outcome: TrainOutcome) -> str:
     """Another version of the same bundle, its source `models:/m-<id>` (older trainers, tools)."""
     model_uri = mlflow.MlflowClient(tracking_uri=uri).get_run(outcome.run_id).data.tags[BUNDLE_TAG]
     assert model_uri.startswith("models:/m-")
-    # MLflow's sqlite registry resolves that source at the process-wide URI (its own TODO).
-    with fluent_store(uri):
-        return Registry(uri).create_version(outcome.model_name, model_uri, outcome.run_id,
-                                            {}).version
+    # the registry seam resolves the source at `uri` itself (no process-wide URI needed)
+    return Registry(uri).create_version(outcome.model_name, model_uri, outcome.run_id,
+                                        {}).version
 
 
 def _load_in_pod(uri: str, model: str, data: Path, cwd: Path,

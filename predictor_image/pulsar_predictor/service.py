@@ -48,14 +48,6 @@ def _parse(body: bytes) -> ForecastRequest:
         raise RequestValidationError(error.errors(include_url=False)) from None
 
 
-class Precomputed:
-    """Rows taken from the live forecast table (no model call)."""
-
-    def __init__(self, frame: pd.DataFrame) -> None:
-        self.frame = frame
-        self.cnn_error: str | None = None
-
-
 class NoForecast:
     """The answer when there is nothing to forecast from (no model call at all)."""
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pulsar_operator.login import SERVICE_ACCOUNT_DIR
 
 
 class OperatorSettings(BaseSettings):
@@ -16,6 +20,9 @@ class OperatorSettings(BaseSettings):
     kube_api_url: str | None = Field(
         None, description="API server URL without auth (kubectl proxy, tests); default: "
         "in-cluster service account, then kubeconfig.")
+    service_account_dir: Path = Field(
+        SERVICE_ACCOUNT_DIR, description="Folder of the in-cluster service account's token, "
+        "ca.crt and namespace (the server is KUBERNETES_SERVICE_HOST/PORT).")
     namespaces: list[str] = Field(default_factory=list, description="Watch these; [] = all.")
     workers: int = Field(16, ge=1, le=256, description="Concurrent reconciles of the resync loop.")
     resync_seconds: float = Field(30.0, gt=0, description="Level-triggered check of every model.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,27 +49,21 @@ SURGEMODELS = Ref("forecasting.pulsar.dev/v1alpha1", "surgemodels")
 
 
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
-    if info.insecure:
-        return False
-    context = ssl.create_default_context(
-        cafile=str(info.ca_path) if info.ca_path else None,
-        cadata=info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data)
-    if info.certificate_path and info.private_key_path:
-        context.load_cert_chain(str(info.certificate_path), str(info.private_key_path))
-    return context
+    """kopf's own context (CA file or data, client certificate, insecure) for our session."""
+    return False if info.insecure and not info.ca_path and not info.ca_data \
+        else info.as_ssl_context()
 
 
 class Kube:
     """create / get / merge-patch, the only verbs the reconciler needs."""
 
-    def __init__(self, info: kopf.ConnectionInfo, limit: int = 32) -> None:
+    def __init__(self, info: kopf.ConnectionInfo, limit: int = 32,
+                 relogin: Callable[[], kopf.ConnectionInfo] | None = None) -> None:
         self.server = info.server.rstrip("/")
-        headers = {"Accept": "application/json"}
-        if info.token:
-            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
-        auth = aiohttp.BasicAuth(info.username, info.password or "") if info.username else None
+        self._relogin = relogin
+        self._auth = info.as_http_headers()
         self._session = aiohttp.ClientSession(
-            headers=headers, auth=auth,
+            headers={"Accept": "application/json"},
             connector=aiohttp.TCPConnector(ssl=_ssl_context(info), limit=limit),
             timeout=aiohttp.ClientTimeout(total=30))
 
@@ -78,10 +73,22 @@ class Kube:
     async def _request(self, method: str, path: str, body: Any = None,
                        content_type: str = "application/json") -> dict[str, Any]:
         try:
-            async with self._session.request(
-                method, self.server + path, json=body,
-                headers={"Content-Type": content_type} if body is not None else None,
-            ) as response:
+            return await self._send(method, path, body, content_type)
+        except KubeError as error:
+            # Service-account tokens are rotated on disk; read them again once, as kopf does.
+            if error.status != 401 or self._relogin is None:
+                raise
+            self._auth = self._relogin().as_http_headers()
+            return await self._send(method, path, body, content_type)
+
+    async def _send(self, method: str, path: str, body: Any,
+                    content_type: str) -> dict[str, Any]:
+        headers = dict(self._auth)
+        if body is not None:
+            headers["Content-Type"] = content_type
+        try:
+            async with self._session.request(method, self.server + path, json=body,
+                                             headers=headers) as response:
                 payload = await response.json(content_type=None)
                 if response.status >= 400:
                     message = payload.get("message") if isinstance(payload, dict) else payload

@@ -14,6 +14,7 @@ from pulsar_operator import metrics
 from pulsar_operator.builders import MANAGER, Platform
 from pulsar_operator.config import OperatorSettings, load_settings
 from pulsar_operator.kube import Kube, KubeError
+from pulsar_operator.login import connection_info
 from pulsar_operator.nats_link import run_nats
 from pulsar_operator.reconciler import reconcile
 from pulsar_operator.runtime import Runtime
@@ -31,25 +32,18 @@ def _settings(memo: kopf.Memo) -> OperatorSettings:
     return memo["settings"]
 
 
-async def connection_info(settings: OperatorSettings, logger: Any) -> kopf.ConnectionInfo:
-    """Explicit URL (kubectl proxy, tests) first, then the service account, then kubeconfig."""
-    if settings.kube_api_url:
-        return kopf.ConnectionInfo(server=settings.kube_api_url, insecure=True)
-    info = kopf.login_with_service_account(logger=logger) or kopf.login_with_kubeconfig(
-        logger=logger)
-    if info is None:
-        raise kopf.LoginError("no Kubernetes credentials: set PULSAR_KUBE_API_URL, run in a "
-                              "pod with a service account, or provide a kubeconfig")
-    return info
+def _login(config: OperatorSettings, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    return connection_info(config.kube_api_url, settings, config.service_account_dir)
 
 
 @kopf.on.login()
-async def operator_login(memo: kopf.Memo, logger: Any, **_: Any) -> kopf.ConnectionInfo:
-    return await connection_info(_settings(memo), logger)
+async def operator_login(memo: kopf.Memo, settings: kopf.OperatorSettings,
+                         **_: Any) -> kopf.ConnectionInfo:
+    return _login(_settings(memo), settings)
 
 
 @kopf.on.startup()
-async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
+async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo,
                            **_: Any) -> None:
     config = _settings(memo)
     settings.peering.name = config.peering_name
@@ -57,7 +51,8 @@ async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, log
     settings.posting.enabled = False  # our own recorder posts Events; kopf's logs stay logs
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
-    kube = Kube(await connection_info(config, logger), limit=config.workers * 2)
+    kube = Kube(_login(config, settings), limit=config.workers * 2,
+                relogin=lambda: _login(config, settings))
     runtime = Runtime(settings=config, kube=kube, registry=Registry(config.mlflow_tracking_uri),
                       platform=Platform(config.mlflow_tracking_uri, config.nats_url,
                                         config.trainer_service_account))

@@ -159,11 +159,17 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+# Rules the CRD states as CEL (x-kubernetes-validations): jsonschema cannot evaluate them, the
+# real API server does (tests/e2e/test_install.py runs this whole table against it).
+CEL_ONLY = {"horizon not multiple of 7.5"}
+
+
 @pytest.mark.parametrize(("case", "change"), INVALID, ids=[c for c, _ in INVALID])
 def test_invalid_specs_rejected_by_crd_schema_and_model(case: str, change: dict[str, Any]) -> None:
     spec = _with(change)
-    with pytest.raises(jsonschema.ValidationError):
-        validate_strict(spec)
+    if case not in CEL_ONLY:
+        with pytest.raises(jsonschema.ValidationError):
+            validate_strict(spec)
     with pytest.raises(InvalidSpec, match=r"spec\."):
         parse_spec(apply_defaults(spec_schema(), spec))
 

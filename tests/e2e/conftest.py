@@ -1,0 +1,63 @@
+"""The real-control-plane tier: one etcd + kube-apiserver + controllers + process kubelet per
+session (hardened: OwnerReferencesPermissionEnforcement on, restricted Pod Security enforced on
+the namespaces Pulsar uses)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.envtest import AssetsMissing, ControlPlane, find_assets
+from tests.support.kubeapi import Api
+from tests.support.kubelet import ProcessKubelet
+
+HARDENED = ("OwnerReferencesPermissionEnforcement",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    try:
+        assets = find_assets()
+    except AssetsMissing as missing:
+        pytest.skip(str(missing))
+    plane = ControlPlane(assets, tmp_path_factory.mktemp("envtest"), admission_plugins=HARDENED)
+    try:
+        plane.start(controllers=True)
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def admin(control_plane: ControlPlane) -> Iterator[Api]:
+    with control_plane.client() as http:
+        yield Api(http)
+
+
+@pytest.fixture(scope="session")
+def kubelet(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[ProcessKubelet]:
+    with control_plane.client() as http:
+        node = ProcessKubelet(Api(http), tmp_path_factory.mktemp("pods"), "127.0.0.1",
+                              control_plane.port, control_plane.pki.ca_crt)
+        node.start()
+        try:
+            yield node
+        finally:
+            node.stop()
+
+
+def restricted_namespace(api: Api, name: str) -> None:
+    """A namespace where only pods meeting the `restricted` Pod Security level are admitted."""
+    api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted",
+                                 "pod-security.kubernetes.io/enforce-version": "latest"}}})

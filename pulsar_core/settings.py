@@ -112,6 +112,11 @@ class ServeSettings(_EnvContract):
         30.0, gt=0, description="Seconds the open breaker skips the CNN before one probe.")
     fallback: Literal["elasticnet", "persistence", "none"] = Field(
         "elasticnet", description="Who answers when the CNN fails or its breaker is open: "
+    live_max_future_minutes: float = Field(
+        15.0, ge=0, description="Live rows dated further ahead of this clock are rejected "
+        "(in_future:period_start).")
+    live_max_past_hours: float = Field(
+        192.0, gt=0, description="Live rows older than this are rejected (too_old:period_start).")
         "elasticnet, persistence, or none (503).")
     drift_ratio: float = Field(
         1.5, gt=1, description="Live MAE / evaluation MAE that raises a drift retrain request.")

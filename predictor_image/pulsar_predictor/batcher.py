@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from pulsar_core.data.window import TimeWindow
 from pulsar_predictor import hexagons as hx
 from pulsar_predictor.history import HistoryInput, validate_inputs
 from pulsar_predictor.slot import ForecastOutput, LoadedModel
@@ -64,8 +65,10 @@ class HistoryBatcher:
     """Queues history requests; up to `parallel` batches are validated and forecast at once."""
 
     def __init__(self, executor: ThreadPoolExecutor, predict: Predict,
-                 ring: Callable[[LoadedModel], int], parallel: int = 1) -> None:
+                 ring: Callable[[LoadedModel], int], parallel: int = 1,
+                 window: TimeWindow | None = None) -> None:
         self._executor = executor
+        self._window = window
         self._predict = predict
         self._ring = ring
         self._parallel = max(1, parallel)
@@ -115,7 +118,7 @@ class HistoryBatcher:
         loop = asyncio.get_running_loop()
         try:
             snapshots, errors = await loop.run_in_executor(
-                self._executor, validate_inputs, [job.item for job in batch.jobs])
+                self._executor, validate_inputs, [job.item for job in batch.jobs], self._window)
             ready = []
             for job, error in zip(batch.jobs, errors, strict=True):
                 if error is not None:
@@ -124,7 +127,16 @@ class HistoryBatcher:
                     ready.append(job)
             if not ready:
                 return
-            output = await self._predict(batch.jobs[0].model, snapshots)
+            try:
+                output = await self._predict(batch.jobs[0].model, snapshots)
+            except Exception:
+                if len(ready) == 1:
+                    raise
+                # one request's rows must not fail its batch-mates: each is retried alone
+                log.warning("a batch of %d history requests failed; retrying them one by one",
+                            len(ready))
+                await asyncio.gather(*(self._alone(job) for job in ready))
+                return
             for job in ready:
                 _settle(job, result=output)
         except Exception as error:  # each caller turns it into its own error response
@@ -134,6 +146,18 @@ class HistoryBatcher:
             for job in batch.jobs:
                 job.future.cancel()
             raise
+
+    async def _alone(self, job: _Job) -> None:
+        """Validate and forecast one request by itself; its outcome settles only its caller."""
+        loop = asyncio.get_running_loop()
+        try:
+            snapshots, errors = await loop.run_in_executor(
+                self._executor, validate_inputs, [job.item], self._window)
+            if errors[0] is not None:
+                raise errors[0]
+            _settle(job, result=await self._predict(job.model, snapshots))
+        except Exception as error:
+            _settle(job, error=error)
 
 
 def _settle(job: _Job, *, result: ForecastOutput | None = None,

@@ -21,13 +21,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from pulsar_core.contract import PERIOD, SNAPSHOT_DTYPES, Col, RawCol
-from pulsar_core.data.validation import REASON, validate_snapshots
+from pulsar_core.contract import SNAPSHOT_DTYPES, Col, RawCol
+from pulsar_core.data.validation import REASON, fill_period_end, validate_snapshots
+from pulsar_core.data.window import TimeWindow
 from pulsar_core.events import MODEL_PROMOTED, ModelPromoted, signals_subject
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor.buffer import LiveBuffer
 from pulsar_predictor.errors import InvalidInput
-from pulsar_predictor.hexagons import parse_one
 from pulsar_predictor.metrics import Metrics
 from pulsar_predictor.raw import RawRecords
 
@@ -39,13 +39,18 @@ class BadMessage(ValueError):
 
 
 def _snapshot_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Message rows -> a frame for the core's validation, values as sent (so one bad value
+    rejects its row, not the message); a missing period_end / city_id takes its default."""
     frame = pd.DataFrame.from_records(rows).reindex(columns=list(SNAPSHOT_DTYPES))
-    frame[Col.HEXAGON] = [parse_one(h, "hexagon") for h in frame[Col.HEXAGON]]
-    frame[Col.PERIOD_START] = pd.to_datetime(frame[Col.PERIOD_START], utc=True)
-    ends = pd.to_datetime(frame[Col.PERIOD_END], utc=True)
-    frame[Col.PERIOD_END] = ends.fillna(frame[Col.PERIOD_START] + PERIOD)
     frame[Col.CITY_ID] = frame[Col.CITY_ID].fillna(1)
-    return frame.astype(SNAPSHOT_DTYPES)
+    return fill_period_end(frame)
+
+
+def live_window(settings: ServeSettings) -> TimeWindow:
+    """Live rows must be recent: at most PULSAR_LIVE_MAX_PAST_HOURS old and
+    PULSAR_LIVE_MAX_FUTURE_MINUTES ahead of this predictor's clock."""
+    return TimeWindow(max_future=pd.Timedelta(minutes=settings.live_max_future_minutes),
+                      max_past=pd.Timedelta(hours=settings.live_max_past_hours))
 
 
 def parse_message(payload: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -76,7 +81,8 @@ class SignalFeed:
         self.client: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self.subject = signals_subject(settings.city, settings.service_type)
-        self.raw = RawRecords()
+        self.window = live_window(settings)
+        self.raw = RawRecords(window=self.window)
         self._raw_lock = threading.Lock()
 
     def ingest(self, payload: bytes) -> int:
@@ -85,7 +91,7 @@ class SignalFeed:
         stored = 0
         try:
             if rows:
-                stored += self._store(*validate_snapshots(_snapshot_rows(rows)))
+                stored += self._store(*validate_snapshots(_snapshot_rows(rows), self.window))
             if raw:
                 with self._raw_lock:
                     stored += self._store(*self.raw.add(raw))
@@ -98,6 +104,8 @@ class SignalFeed:
         if len(rejected):
             self.metrics.live_rows_in.labels("rejected").inc(len(rejected))
             reasons = rejected[REASON].value_counts().to_dict()
+            for reason, count in reasons.items():
+                self.metrics.live_rejected.labels(str(reason)).inc(count)
             log.warning("live feed: %d rows rejected by validation: %s", len(rejected), reasons)
         stored = self.buffer.add(clean)
         self.metrics.live_rows_in.labels("stored").inc(stored)

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pulsar_core.contract import PERIOD, SNAPSHOT_DTYPES, Col
+from pulsar_core.contract import SNAPSHOT_DTYPES, Col
 from pulsar_core.data.errors import DataContractError
-from pulsar_core.data.validation import REASON, validate_snapshots
+from pulsar_core.data.validation import REASON, fill_period_end, validate_snapshots
+from pulsar_core.data.window import TimeWindow
 from pulsar_predictor import hexagons as hx
 from pulsar_predictor.errors import InvalidInput
 from pulsar_predictor.schemas import HistoryColumns, HistoryRow
@@ -65,29 +66,29 @@ def _parse_cells(refs: list[Any], name: Callable[[int], str]) -> dict[Any, int]:
     return parsed
 
 
-def history_frame(rows: Sequence[HistoryRow], columns: HistoryColumns | None = None
-                  ) -> pd.DataFrame:
+def history_frame(rows: Sequence[HistoryRow], columns: HistoryColumns | None = None,
+                  window: TimeWindow | None = None) -> pd.DataFrame:
     """Typed rows (or columns) -> contract frame; a rejected row -> 422 naming it and why."""
     item = columns_input(columns) if columns is not None else history_input(rows)
-    clean, errors = validate_inputs([item])
+    clean, errors = validate_inputs([item], window)
     if errors[0] is not None:
         raise errors[0]
     return clean
 
 
-def validate_inputs(inputs: Sequence[HistoryInput]
+def validate_inputs(inputs: Sequence[HistoryInput], window: TimeWindow | None = None
                     ) -> tuple[pd.DataFrame, list[InvalidInput | None]]:
-    """Validate several requests' rows as one frame.
+    """Validate several requests' rows as one frame (timestamps within `window`).
 
     Returns the clean rows of every accepted input, and per input its 422 or None.
     """
     sizes = np.array([item.rows for item in inputs], dtype=np.int64)
     try:
         frame = _frame(_concat([item.columns for item in inputs]))
-        clean, rejected = validate_snapshots(frame)
+        clean, rejected = validate_snapshots(frame, window)
     except (DataContractError, OverflowError, ValueError, TypeError) as error:
         if len(inputs) > 1:  # a whole-input error: find whose input it is
-            return _one_by_one(inputs)
+            return _one_by_one(inputs, window)
         field = inputs[0].field
         return _frame(_concat([])), [InvalidInput(
             f"{field}: {error}; integers must fit in 64 bits, timestamps must be ISO 8601",
@@ -105,9 +106,9 @@ def validate_inputs(inputs: Sequence[HistoryInput]
     return clean[~np.isin(owner, np.unique(bad_owner))], errors
 
 
-def _one_by_one(inputs: Sequence[HistoryInput]
+def _one_by_one(inputs: Sequence[HistoryInput], window: TimeWindow | None
                 ) -> tuple[pd.DataFrame, list[InvalidInput | None]]:
-    results = [validate_inputs([item]) for item in inputs]
+    results = [validate_inputs([item], window) for item in inputs]
     frames = [frame for frame, errors in results if errors[0] is None]
     clean = pd.concat(frames) if frames else results[0][0]
     return clean, [errors[0] for _, errors in results]
@@ -130,9 +131,7 @@ def _frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
             data[name] = pd.array(values, dtype="Int64")
         else:
             data[name] = np.array(values, dtype=dtype)
-    frame = pd.DataFrame(data)
-    frame[Col.PERIOD_END] = frame[Col.PERIOD_END].fillna(frame[Col.PERIOD_START] + PERIOD)
-    return frame
+    return fill_period_end(pd.DataFrame(data))
 
 
 def _rejection(rejected: pd.DataFrame, offset: int, total: int, field: str) -> InvalidInput:

@@ -57,6 +57,12 @@ class Metrics:
         self.live_rows_in = Counter(
             "pulsar_live_ingested_rows_total", "Live rows by outcome (stored / rejected).",
             ["outcome"], registry=r)
+        self.live_rejected = Counter(
+            "pulsar_live_rejected_rows_total", "Live rows rejected by validation, by reason "
+            "(e.g. in_future:period_start, bad_type:demand_signal).", ["reason"], registry=r)
+        self.live_refresh_failures = Counter(
+            "pulsar_live_refresh_failures_total", "Background live forecast refreshes that "
+            "failed (each is retried).", registry=r)
         self.live_evicted = Gauge(
             "pulsar_live_evicted_series", "Series evicted from the full live buffer.", registry=r)
         self.nats_connected = Gauge(

@@ -14,6 +14,7 @@ import pandas as pd
 from pulsar_core.contract import PERIOD, Col, RawCol
 from pulsar_core.data.kandoo import merge_partials, partial_aggregates, partials_to_snapshots
 from pulsar_core.data.validation import REASON, validate_raw_records
+from pulsar_core.data.window import TimeWindow
 
 _KEY = [Col.HEXAGON, Col.SERVICE_TYPE, Col.CITY_ID, Col.PERIOD_START]
 
@@ -21,14 +22,16 @@ _KEY = [Col.HEXAGON, Col.SERVICE_TYPE, Col.CITY_ID, Col.PERIOD_START]
 class RawRecords:
     """Partial aggregates of the most recent `keep_periods` periods of raw records."""
 
-    def __init__(self, keep_periods: int = 3) -> None:
+    def __init__(self, keep_periods: int = 3, window: TimeWindow | None = None) -> None:
         self.keep_periods = keep_periods
+        self.window = window
         self._partials: pd.DataFrame | None = None
         self._seq = 0
 
     def add(self, records: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """-> (snapshots of every period these records touched, rejected records + reason)."""
-        clean, rejected = validate_raw_records(pd.DataFrame.from_records(records))
+        clean, rejected = validate_raw_records(pd.DataFrame.from_records(records),
+                                              self.window)
         clean, late = self._split_late(clean)
         if len(late):
             rejected = pd.concat([rejected, late]) if len(rejected) else late

@@ -64,6 +64,8 @@ class Runtime:
         self.drift = DriftMonitor(settings, self.metrics, drift)
         self._poller: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self.refresh_error: str | None = None  # the latest refresh's error while failing
+        self.refresh_failures = 0  # consecutive
 
     async def start(self) -> None:
         configure_torch(predict_threads())
@@ -76,7 +78,8 @@ class Runtime:
         for task in (self._poller, self._refresher):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # a task that died must not skip the NATS drain below
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         await self.feed.stop()
         self.slot.close()
@@ -91,7 +94,9 @@ class Runtime:
         """Keep the live forecast table current (one recompute per buffer or model change).
 
         After a refresh that took t seconds the next waits at least max(t, 1 s), so a feed that
-        never pauses costs at most about half the CPU, never all of it.
+        never pauses costs at most about half the CPU, never all of it. A failed refresh is
+        counted, logged once per run of failures, shown in /readyz and retried with backoff:
+        whatever it hits, this loop does not die.
         """
         pause = LIVE_REFRESH_SECONDS
         while True:
@@ -101,13 +106,31 @@ class Runtime:
             started, before = time.monotonic(), self.service.live
             try:
                 after = await self.service.refresh_live()
-            except PredictorError as error:  # a timeout: retried after the pause below
-                log.warning("live forecast refresh failed: %s", error.message)
-                after = None
+            except Exception as error:  # the loop must survive anything a refresh hits
+                pause = self._refresh_failed(error)
+                continue
+            self._refresh_ok()
             if after is not None and after is not before:
                 await self._watch_drift(after)
             took = time.monotonic() - started
             pause = LIVE_REFRESH_SECONDS if after is before else max(1.0, took)
+
+    def _refresh_failed(self, error: Exception) -> float:
+        """Count and record a failed refresh; the pause before the retry (doubling, <= 60 s)."""
+        self.metrics.live_refresh_failures.inc()
+        self.refresh_failures += 1
+        message = (error.message if isinstance(error, PredictorError)
+                   else f"{type(error).__name__}: {error}")
+        if self.refresh_error is None:  # logged once per run of failures
+            log.error("live forecast refresh failed, retrying with backoff: %s", message,
+                      exc_info=not isinstance(error, PredictorError))
+        self.refresh_error = message
+        return min(60.0, LIVE_REFRESH_SECONDS * 2 ** min(self.refresh_failures, 8))
+
+    def _refresh_ok(self) -> None:
+        if self.refresh_error is not None:
+            log.info("live forecast refresh recovered after %d failures", self.refresh_failures)
+        self.refresh_error, self.refresh_failures = None, 0
 
     async def _watch_drift(self, live: LiveForecasts) -> None:
         """Score the live forecasts against arrived actuals; never breaks the refresh loop."""
@@ -154,6 +177,9 @@ class Runtime:
         if age is not None and age > max_age:
             reasons.append(f"live data is stale: last message {age:.0f}s ago, more than "
                            f"PULSAR_LIVE_MAX_AGE_MINUTES={self.settings.live_max_age_minutes}")
+        if self.refresh_error is not None:
+            reasons.append(f"live forecasts are not refreshing ({self.refresh_failures} "
+                           f"failures in a row, retrying): {self.refresh_error}")
         return Readiness(ready=not reasons, reasons=reasons,
                          model_version=model.version if model else None,
                          live_series=self.buffer.series_count(), live_age_seconds=age)
@@ -177,7 +203,9 @@ class Runtime:
         self.metrics.live_age.set(age if age is not None else 0)
         newest = self.buffer.newest_period_end
         lag = (pd.Timestamp.now(tz="UTC") - newest).total_seconds() if newest is not None else 0
-        self.metrics.live_lag.set(lag)
+        # never negative: rows further ahead than PULSAR_LIVE_MAX_FUTURE_MINUTES are rejected,
+        # and one period's end may lie that little ahead of now
+        self.metrics.live_lag.set(max(0.0, lag))
 
 
 def _jsonable(value: Any) -> Any:

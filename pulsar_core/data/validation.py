@@ -17,6 +17,7 @@ import pandas as pd
 
 from pulsar_core.contract import PERIOD, SNAPSHOT_DTYPES, Col, RawCol
 from pulsar_core.data.errors import DataContractError
+from pulsar_core.data.window import TimeWindow
 
 REASON = "reason"
 PERIOD_NS = PERIOD.value
@@ -88,8 +89,12 @@ def _text_to_int(text: pd.Series, col: str) -> pd.Series:
     if col in (Col.HEXAGON, RawCol.HEX_ID) and bool(todo.any()):
         # The H3 string form ("882d...") is accepted too; converted once per unique value.
         names = {s: h3.str_to_int(s) for s in text[todo].unique() if h3.is_valid_cell(s)}
-        mapped = text[todo].map(names).dropna()
-        out[mapped.index] = mapped.astype("int64")
+        # Looked up as Python ints: Series.map would go through float64 when a value is
+        # unknown, and H3 ids do not survive float precision.
+        found = [(index, names[s]) for index, s in text[todo].items() if s in names]
+        if found:
+            index, values = zip(*found, strict=True)
+            out[list(index)] = pd.array(values, dtype="Int64")
     return out
 
 
@@ -213,19 +218,27 @@ def _split(
     return clean, rejected
 
 
-def validate_snapshots(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split snapshots into (clean rows with exact contract dtypes, rejected rows + reason)."""
+def validate_snapshots(
+    df: pd.DataFrame, window: TimeWindow | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split snapshots into (clean rows with exact contract dtypes, rejected rows + reason).
+
+    `period_start` must fall in `window` (default: `TimeWindow()`, see window.py).
+    """
     require_columns(df.columns, list(SNAPSHOT_DTYPES), "snapshot-parquet", SNAPSHOT_FIX)
     typed, reasons = coerce_columns(df, SNAPSHOT_DTYPES)
     start, end = typed[Col.PERIOD_START], typed[Col.PERIOD_END]
     start_ns = start.to_numpy(dtype="datetime64[ns]").view("int64")
+    end_ns = end.to_numpy(dtype="datetime64[ns]").view("int64")
     reasons.add_all([
         *_null_checks(typed, SNAPSHOT_DTYPES),
+        *(window or TimeWindow()).checks(start, Col.PERIOD_START),
         ("invalid_hexagon", ~valid_cells(typed[Col.HEXAGON].fillna(0))),
         ("out_of_range:service_type", typed[Col.SERVICE_TYPE] <= 0),
         ("out_of_range:city_id", typed[Col.CITY_ID] <= 0),
         ("misaligned_period", start_ns % PERIOD_NS != 0),
-        ("bad_period_end", end - start != PERIOD),
+        # int64 arithmetic: a Timedelta of dates centuries apart would overflow and raise
+        ("bad_period_end", end_ns - start_ns != PERIOD_NS),
         ("out_of_range:demand_signal", _outside(typed[Col.DEMAND_SIGNAL], 0.0, DEMAND_MAX)),
         ("out_of_range:supply_signal", _outside(typed[Col.SUPPLY_SIGNAL], 0.0, DEMAND_MAX)),
         ("out_of_range:acceptance_rate", _outside(typed[Col.ACCEPTANCE_RATE], 0.0, 1.0)),
@@ -236,6 +249,27 @@ def validate_snapshots(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     reasons.add("duplicate", _duplicates(typed, reasons.ok))
     clean, rejected = _split(df, typed, reasons)
     return clean.astype(SNAPSHOT_DTYPES), rejected
+
+
+def fill_period_end(frame: pd.DataFrame) -> pd.DataFrame:
+    """A missing `period_end` defaults to `period_start` + 7.5 minutes, for the rows whose start
+    can be read; computed in int64, so no start (however far out) raises here: the window
+    check rejects such rows instead."""
+    missing = frame[Col.PERIOD_END].isna().to_numpy()
+    if not missing.any():
+        return frame
+    starts = _coerce_time(frame.loc[missing, Col.PERIOD_START])
+    ns = starts.to_numpy(dtype="datetime64[ns]").view("int64")
+    ends = pd.Series((ns + PERIOD_NS).view("datetime64[ns]"), index=starts.index)
+    ends = ends.where(starts.notna()).dt.tz_localize("UTC")
+    out = frame.copy()
+    if out[Col.PERIOD_END].dtype == "datetime64[ns, UTC]":
+        out.loc[missing, Col.PERIOD_END] = ends
+    else:
+        out[Col.PERIOD_END] = out[Col.PERIOD_END].astype(object)
+        out.loc[missing, Col.PERIOD_END] = ends.map(
+            lambda t: None if pd.isna(t) else t.isoformat())
+    return out
 
 
 def _duplicates(typed: pd.DataFrame, ok: np.ndarray) -> pd.Series:
@@ -285,12 +319,18 @@ def _surge_checks(
     ]
 
 
-def validate_raw_records(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split raw `kandoo_parameter_nats` rows into (typed clean records, rejected rows + reason)."""
+def validate_raw_records(
+    df: pd.DataFrame, window: TimeWindow | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split raw `kandoo_parameter_nats` rows into (typed clean records, rejected rows + reason).
+
+    `clickhouse_time` must fall in `window` (default: `TimeWindow()`, see window.py).
+    """
     require_columns(df.columns, list(RAW_REQUIRED), "kandoo-csv", RAW_FIX)
     typed, reasons = coerce_columns(df, RAW_DTYPES)
     reasons.add_all([
         *_null_checks(typed, RAW_DTYPES),
+        *(window or TimeWindow()).checks(typed[RawCol.CLICKHOUSE_TIME], RawCol.CLICKHOUSE_TIME),
         ("invalid_hexagon", ~valid_cells(typed[RawCol.HEX_ID].fillna(0))),
         ("out_of_range:service_type", typed[RawCol.SERVICE_TYPE] <= 0),
         ("out_of_range:city_id", typed[RawCol.CITY_ID] <= 0),

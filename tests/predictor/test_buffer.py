@@ -4,11 +4,14 @@ from pulsar_predictor.buffer import LiveBuffer, rows_to_frame
 from pulsar_predictor.feed import _snapshot_rows
 
 from pulsar_core.contract import PERIOD, Col
+from pulsar_core.data.validation import validate_snapshots
 from tests.predictor.factories import cells, now_period, series_rows, snapshot_row
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
-    return _snapshot_rows(rows)
+    clean, rejected = validate_snapshots(_snapshot_rows(rows))
+    assert rejected.empty
+    return clean
 
 
 def test_keeps_the_last_n_periods_per_series_and_replaces_a_repeated_period() -> None:

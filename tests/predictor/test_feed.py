@@ -124,3 +124,38 @@ def test_raw_records_too_late_to_merge_exactly_are_rejected_and_counted() -> Non
     ])
     assert list(rejected[REASON]) == ["late: more than 3 periods behind the newest record"]
     assert snapshots[Col.PERIOD_START].tolist() == [newest - 2 * PERIOD]
+
+
+async def test_one_bad_value_rejects_its_row_not_the_whole_message(feed, nats_server) -> None:
+    a, b = cells(2)
+    subject = signals_subject("tehran", "eco")
+    good = series_rows([a, b], 160, service=1)  # 320 rows
+    demand = snapshot_row(a, now_period(1), 50.0) | {Col.DEMAND_SIGNAL: "abc"}
+    hexagon = snapshot_row("not-an-h3-cell", now_period(2), 50.0)
+    stamp = snapshot_row(b, now_period(), 50.0) | {Col.PERIOD_START: "yesterday-ish",
+                                                   Col.PERIOD_END: None}
+    await _publish(nats_server.url, subject, json.dumps([*good, demand]).encode(),
+                   json.dumps([*good[:3], hexagon]).encode(),
+                   json.dumps([*good[3:6], stamp]).encode())
+    await _until(lambda: _value(feed.metrics, "pulsar_live_messages_total", outcome="ok") == 3)
+    assert _value(feed.metrics, "pulsar_live_messages_total", outcome="bad") == 0
+    assert _value(feed.metrics, "pulsar_live_ingested_rows_total", outcome="stored") == 326
+    assert _value(feed.metrics, "pulsar_live_ingested_rows_total", outcome="rejected") == 3
+    for reason in ("bad_type:demand_signal", "bad_type:hexagon", "bad_type:period_start"):
+        assert _value(feed.metrics, "pulsar_live_rejected_rows_total", reason=reason) == 1
+
+
+def test_raw_records_outside_the_time_window_are_rejected_before_they_evict_real_ones() -> None:
+    settings = ServeSettings(city="tehran", service_type="eco")
+    live = SignalFeed(settings, LiveBuffer(periods=8, max_series=100), Metrics(), print)
+    [cell] = cells(1)
+    start = now_period()
+    records = [raw_record(cell, start + pd.Timedelta(seconds=10), 4.0),
+               raw_record(cell, pd.Timestamp("2099-01-01T00:00:10Z"), 4.0),
+               raw_record(cell, pd.Timestamp("1969-12-31T23:59:00Z"), 4.0)]
+    assert live.ingest(json.dumps(records).encode()) == 1
+    later = [raw_record(cell, start + pd.Timedelta(seconds=20), 6.0)]
+    assert live.ingest(json.dumps(later).encode()) == 1  # not "late" behind a 2099 record
+    assert live.buffer.frame()[Col.PERIOD_START].tolist() == [start]
+    for reason in ("in_future:clickhouse_time", "too_early:clickhouse_time"):
+        assert _value(live.metrics, "pulsar_live_rejected_rows_total", reason=reason) == 1

@@ -39,8 +39,10 @@ class RegistryUnavailable(RuntimeError):
     """MLflow could not be reached or kept answering with server errors; retry later."""
 
     def __init__(self, uri: str, cause: str) -> None:
-        super().__init__(f"MLflow at {uri} unavailable: {cause}")
-        self.uri = uri
+        from pulsar_core.redact import redact
+
+        super().__init__(redact(f"MLflow at {uri} unavailable: {cause}"))
+        self.uri = redact(uri)
 
 
 def _causes(error: BaseException) -> list[BaseException]:
@@ -87,7 +89,13 @@ def _info(model_version: Any) -> VersionInfo:
     )
 
 
+def _denied(error: Exception) -> bool:
+    return str(getattr(error, "error_code", "")) in ("UNAUTHENTICATED", "PERMISSION_DENIED")
+
+
 def _is_not_found(error: Exception) -> bool:
+    if _denied(error):  # wrong credentials must say so, not pass for "no such model"
+        return False
     return "RESOURCE_DOES_NOT_EXIST" in str(getattr(error, "error_code", "")) or (
         "not found" in str(error).lower() or "does not exist" in str(error).lower()
     )
@@ -167,7 +175,7 @@ class Registry:
         try:
             return _info(self._call("get_model_version_by_alias", name, alias))
         except MlflowException as error:
-            if _is_not_found(error) or "alias" in str(error).lower():
+            if _is_not_found(error) or ("alias" in str(error).lower() and not _denied(error)):
                 return None
             raise
 

@@ -11,6 +11,7 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
+from pulsar_core.redact import install as install_redaction
 from pulsar_core.settings import ServeSettings
 
 DRAIN_SECONDS = 20.0
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction([settings.auth_token])
     import uvicorn
 
     from pulsar_predictor.app import create_app
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port,
         log_level=args.log_level, timeout_graceful_shutdown=int(args.drain_seconds),
-        access_log=False, lifespan="on")
+        access_log=False, lifespan="on", log_config=None)  # uvicorn logs via the root handler
     print(f"pulsar serve: {settings.registered_model} on http://{settings.host}:{settings.port}"
           " (docs at /docs)")
     uvicorn.Server(config).run()

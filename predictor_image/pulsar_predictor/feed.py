@@ -25,6 +25,7 @@ from pulsar_core.contract import SNAPSHOT_DTYPES, Col, RawCol
 from pulsar_core.data.validation import REASON, fill_period_end, validate_snapshots
 from pulsar_core.data.window import TimeWindow
 from pulsar_core.events import MODEL_PROMOTED, ModelPromoted, signals_subject
+from pulsar_core.redact import redact
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor.buffer import LiveBuffer
 from pulsar_predictor.errors import InvalidInput
@@ -150,7 +151,7 @@ class SignalFeed:
                 break
             except (OSError, TimeoutError, nats.errors.Error) as error:
                 log.warning("NATS %s unreachable (%s); retrying in %.1fs",
-                            self.settings.nats_url, error, delay)
+                            redact(self.settings.nats_url), redact(str(error)), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         await self.client.subscribe(self.subject, cb=self._on_signal)

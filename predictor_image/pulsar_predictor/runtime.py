@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from pulsar_core.events import ModelPromoted
+from pulsar_core.redact import redact
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor.breaker import CircuitBreaker
 from pulsar_predictor.buffer import LiveBuffer
@@ -180,6 +181,8 @@ class Runtime:
         if self.refresh_error is not None:
             reasons.append(f"live forecasts are not refreshing ({self.refresh_failures} "
                            f"failures in a row, retrying): {self.refresh_error}")
+        secrets = [self.settings.auth_token]
+        reasons = [redact(reason, secrets) for reason in reasons]
         return Readiness(ready=not reasons, reasons=reasons,
                          model_version=model.version if model else None,
                          live_series=self.buffer.series_count(), live_age_seconds=age)

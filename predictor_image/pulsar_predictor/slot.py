@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from pulsar_core.redact import redact
+
 log = logging.getLogger(__name__)
 
 
@@ -77,7 +79,7 @@ class ModelSlot:
         try:
             loaded = self.loader.load(version)
         except Exception as error:  # any load failure must leave the old model serving
-            message = f"{type(error).__name__}: {error}"
+            message = redact(f"{type(error).__name__}: {error}")
             self.last_error = message
             log.error("model load failed (version=%s), keeping %s: %s", version,
                       self.current.version if self.current else "no model", message)
@@ -114,7 +116,7 @@ class ModelSlot:
         try:
             wanted = self.loader.resolve()
         except Exception as error:  # a registry outage must not stop serving
-            self.last_error = f"registry poll failed: {type(error).__name__}: {error}"
+            self.last_error = redact(f"registry poll failed: {type(error).__name__}: {error}")
             log.warning("%s", self.last_error)
             return None
         if wanted is None or (self.current is not None and self.current.version == wanted):

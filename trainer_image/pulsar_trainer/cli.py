@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 
+from pulsar_core.redact import install as install_redaction
+from pulsar_core.redact import redact
 from pulsar_trainer.settings_cli import (
     add_settings_flags,
     describe_error,
@@ -40,12 +43,17 @@ class _Progress:
         self.started = time.monotonic()
 
     def __call__(self, message: str) -> None:
-        print(f"[{time.monotonic() - self.started:7.1f}s] {message}", file=sys.stderr, flush=True)
+        print(f"[{time.monotonic() - self.started:7.1f}s] {redact(message)}", file=sys.stderr,
+              flush=True)
 
 
 def configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    install_redaction()
+    # MLflow writes its run links to stdout itself, credentials of the URI included; the
+    # report prints the version's link, redacted.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if not verbose:
         import mlflow  # noqa: F401  (its import configures its loggers; quiet them afterwards)
 
@@ -54,7 +62,7 @@ def configure_logging(verbose: bool) -> None:
 
 
 def _fail(code: int, message: str) -> int:
-    print(f"pulsar train: {message}", file=sys.stderr)
+    print(f"pulsar train: {redact(message)}", file=sys.stderr)
     return code
 
 
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         first_line = describe_error(error).strip().splitlines()[0] if str(error) else ""
         return _fail(code, f"{type(error).__name__}: {first_line}{hint}"
                      if code == EXIT_INTERNAL else first_line)
-    print(render(settings, outcome))
+    print(redact(render(settings, outcome)))
     return 0
 
 

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pulsar_core.redact import redact, split_credentials
 from pulsar_core.registry import RUN_KEY_TAG
 from pulsar_core.settings import TrainSettings
 
@@ -47,15 +48,21 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         return
     if not uri.startswith(("http://", "https://")):
         return
+    # urllib takes no user:password@ in a URL (MLflow's requests does): sent as a header
+    bare, headers = split_credentials(uri)
+    probe = urllib.request.Request(f"{bare.rstrip('/')}/health", headers=headers)
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as answer:
-            if answer.status >= 500:
-                raise MlflowUnavailable(f"MLflow at {uri} answered {answer.status}")
+        with urllib.request.urlopen(probe, timeout=timeout) as answer:
+            status = answer.status
+    except urllib.error.HTTPError as error:
+        status = error.code
     except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
+        reason = redact(str(getattr(error, "reason", error)))
         raise MlflowUnavailable(
-            f"MLflow at {uri} is unreachable ({reason}); check PULSAR_MLFLOW_TRACKING_URI"
-        ) from error
+            f"MLflow at {bare} is unreachable ({reason}); check PULSAR_MLFLOW_TRACKING_URI"
+        ) from None
+    if status >= 500:
+        raise MlflowUnavailable(f"MLflow at {bare} answered {status}")
 
 
 def client(uri: str) -> MlflowClient:

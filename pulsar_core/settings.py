@@ -51,6 +51,9 @@ class TrainSettings(_EnvContract):
         default_factory=list, description="Files, directories, globs or pyarrow URIs (s3://)."
     )
     data_format: DataFormat = Field("auto", description="kandoo-csv | snapshot-parquet | auto.")
+    data_max_future_minutes: float = Field(
+        15.0, ge=0, description="Rows dated further ahead of now are rejected (in_future:...); "
+        "rows before 2000-01-01 always are (too_early:...).")
     lookback_days: float | None = Field(None, description="Use only the last N days of data.")
     holdout_days: float = Field(1.0, description="The last N days are the time-ordered test.")
     horizons_minutes: list[float] = Field(default_factory=lambda: [30.0, 60.0, 90.0])
@@ -96,7 +99,9 @@ class ServeSettings(_EnvContract):
     service_type: str = Field("all", description="Service slug of the signals subject.")
     host: str = Field("0.0.0.0", description="Address the HTTP server binds.")
     port: int = Field(8080, ge=1, le=65535, description="HTTP port.")
-    auth_token: str | None = Field(None, description="Bearer token required when set.")
+    auth_token: str | None = Field(
+        None, description="Bearer token required when set (unset: no auth; empty or "
+        "whitespace-only is an error).")
     max_hexagons: int = Field(5000, ge=1, description="More hexagons in one request -> 413.")
     confidence_threshold: float = Field(
         0.5, ge=0, le=1, description="Forecasts below this confidence are low_confidence.")
@@ -105,6 +110,11 @@ class ServeSettings(_EnvContract):
     live_max_age_minutes: float = Field(
         60.0, gt=0, description="/readyz fails when live data is older (0 data = ready)."
     )
+    live_max_future_minutes: float = Field(
+        15.0, ge=0, description="Live rows dated further ahead of this clock are rejected "
+        "(in_future:period_start).")
+    live_max_past_hours: float = Field(
+        192.0, gt=0, description="Live rows older than this are rejected (too_old:period_start).")
     request_timeout_seconds: float = Field(
         2.0, gt=0, description="A forecast taking longer answers 504.")
     breaker_failures: int = Field(5, ge=1, description="CNN failures before the breaker opens.")
@@ -112,11 +122,6 @@ class ServeSettings(_EnvContract):
         30.0, gt=0, description="Seconds the open breaker skips the CNN before one probe.")
     fallback: Literal["elasticnet", "persistence", "none"] = Field(
         "elasticnet", description="Who answers when the CNN fails or its breaker is open: "
-    live_max_future_minutes: float = Field(
-        15.0, ge=0, description="Live rows dated further ahead of this clock are rejected "
-        "(in_future:period_start).")
-    live_max_past_hours: float = Field(
-        192.0, gt=0, description="Live rows older than this are rejected (too_old:period_start).")
         "elasticnet, persistence, or none (503).")
     drift_ratio: float = Field(
         1.5, gt=1, description="Live MAE / evaluation MAE that raises a drift retrain request.")
@@ -130,3 +135,17 @@ class ServeSettings(_EnvContract):
     drift_cooldown_seconds: float = Field(
         3600.0, gt=0, description="At most one drift retrain request per model version per "
         "cool-down.")
+
+    @field_validator("auth_token")
+    @classmethod
+    def _token_is_usable(cls, value: str | None) -> str | None:
+        """An empty token would silently turn auth off, a blank one lock everyone out."""
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("set but empty or blank: unset PULSAR_AUTH_TOKEN to serve without "
+                             "auth, or give the token")
+        if value != value.strip():
+            raise ValueError("has leading or trailing whitespace (a newline echoed into the "
+                             "Secret?): strip it")
+        return value

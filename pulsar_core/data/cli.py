@@ -1,18 +1,25 @@
-"""`pulsar data generate | validate | convert`: synthetic data, input checks, export conversion."""
+"""`pulsar data generate | validate | convert`: synthetic data, input checks, export conversion.
+
+Exit codes (docs/exit-codes.md): 0 ok, 1 rows rejected (validate), 2 bad input or arguments,
+3 a data source unreachable, 4 an internal error (a bug: one line, `--verbose` for the trace).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
-from pulsar_core.data.errors import DataContractError
+from pulsar_core.data.errors import DataContractError, DataUnavailable
 from pulsar_core.data.loading import load_snapshots
 from pulsar_core.data.synthetic import generate_kandoo_csv, generate_snapshots
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pulsar data", description=__doc__)
+    parser = argparse.ArgumentParser(prog="pulsar data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="write synthetic snapshots (.parquet) or a kandoo CSV")
     gen.add_argument("output", type=Path, help="*.parquet -> snapshots, *.csv -> raw export")
@@ -54,21 +61,37 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+EXIT_REJECTED, EXIT_USER, EXIT_UNAVAILABLE, EXIT_INTERNAL = 1, 2, 3, 4
+
+
 def main(argv: list[str]) -> int:
-    """Entry point of `pulsar data`; returns the exit status (1 when rows were rejected)."""
+    """Entry point of `pulsar data`; returns the exit status (see the module docstring)."""
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (DataContractError, ValueError, OSError) as err:
+        code, message = EXIT_USER, str(err)
+    except DataUnavailable as err:
+        code, message = EXIT_UNAVAILABLE, str(err)
+    except Exception as err:  # a bug: one line, never a traceback unless asked
+        if args.verbose:
+            logging.getLogger(__name__).exception("pulsar data %s failed", args.command)
+        code, message = EXIT_INTERNAL, f"internal error: {type(err).__name__}: {err}" + (
+            "" if args.verbose else " (rerun with --verbose)")
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    print(f"pulsar data {args.command}: {first}", file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "generate":
         return _generate(args)
-    try:
-        result = load_snapshots(args.inputs, data_format=args.data_format,
-                                rejected_dir=args.rejected_dir)
-    except DataContractError as err:
-        print(f"pulsar data {args.command}: {err}", file=sys.stderr)
-        return 2
+    result = load_snapshots(args.inputs, data_format=args.data_format,
+                            rejected_dir=args.rejected_dir)
     print(result.rejected.summary())
     if args.command == "convert":
         args.output.parent.mkdir(parents=True, exist_ok=True)
         result.snapshots.to_parquet(args.output, index=False)
         print(f"wrote {len(result.snapshots):,} snapshots to {args.output}")
         return 0
-    return 1 if result.rejected.rejected else 0
+    return EXIT_REJECTED if result.rejected.rejected else 0

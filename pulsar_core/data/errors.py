@@ -5,3 +5,7 @@ from __future__ import annotations
 
 class DataContractError(ValueError):
     """The input as a whole breaks the data contract: the message names the field and the fix."""
+
+
+class DataUnavailable(RuntimeError):
+    """A remote data source (s3://, gs://, ...) did not answer: retrying later may help."""

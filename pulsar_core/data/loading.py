@@ -17,13 +17,14 @@ import pandas as pd
 import pyarrow as pa
 
 from pulsar_core.contract import SNAPSHOT_DTYPES, Col, RawCol
-from pulsar_core.data.errors import DataContractError
+from pulsar_core.data.errors import DataContractError, DataUnavailable
 from pulsar_core.data.kandoo import RECORDS, SnapshotAggregator
 from pulsar_core.data.report import SOURCE, RejectionReport, build_report
 from pulsar_core.data.sources import (
     Source,
     iter_csv_chunks,
     iter_parquet_chunks,
+    parquet_rows,
     read_parquet,
     resolve_sources,
 )
@@ -37,8 +38,10 @@ from pulsar_core.data.validation import (
     validate_raw_records,
     validate_snapshots,
 )
+from pulsar_core.data.window import TimeWindow
 
-__all__ = ["DataContractError", "DataFormat", "LoadResult", "RejectionReport", "load_snapshots"]
+__all__ = ["DataContractError", "DataFormat", "DataUnavailable", "LoadResult", "RejectionReport",
+           "load_snapshots"]
 
 DataFormat = Literal["auto", "kandoo-csv", "snapshot-parquet"]
 CHUNK_BYTES = 16 << 20
@@ -56,6 +59,7 @@ class LoadResult:
 
 @dataclass
 class _Tally:
+    window: TimeWindow
     rows_read: int = 0
     out_of_scope: int = 0
     rejected: list[pd.DataFrame] = field(default_factory=list)
@@ -101,7 +105,7 @@ def _load_kandoo(source: Source, agg: SnapshotAggregator, tally: _Tally, chunk_b
               else iter_parquet_chunks(source, max(1, chunk_bytes // 256)))
     for chunk in chunks:
         tally.rows_read += len(chunk)
-        clean, rejected = validate_raw_records(chunk)
+        clean, rejected = validate_raw_records(chunk, tally.window)
         tally.reject(rejected, source.uri)
         keep = _scope(clean, RawCol.CITY_ID, RawCol.SERVICE_TYPE, city_id, service_type_id)
         tally.out_of_scope += int((~keep).sum())
@@ -124,8 +128,11 @@ def _load_snapshot_file(source: Source, tally: _Tally, city_id: int | None,
     filters = [(c, "==", v) for c, v in ((Col.CITY_ID, city_id),
                                           (Col.SERVICE_TYPE, service_type_id)) if v is not None]
     frame = _read_snapshot_file(source, filters)
-    tally.rows_read += len(frame)
-    clean, rejected = validate_snapshots(frame)
+    # rows a pushed-down filter skipped were read too (counted out of scope, as CSV rows are)
+    total = parquet_rows(source) if filters and source.container == "parquet" else len(frame)
+    tally.rows_read += total
+    tally.out_of_scope += total - len(frame)
+    clean, rejected = validate_snapshots(frame, tally.window)
     tally.reject(rejected, source.uri)
     keep = _scope(clean, Col.CITY_ID, Col.SERVICE_TYPE, city_id, service_type_id)
     tally.out_of_scope += int((~keep).sum())
@@ -168,18 +175,28 @@ def load_snapshots(
     lookback_days: float | None = None,
     rejected_dir: Path | str | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    window: TimeWindow | None = None,
 ) -> LoadResult:
-    """Load, aggregate and validate every input; rejected rows are counted and written aside."""
+    """Load, aggregate and validate every input; rejected rows are counted and written aside.
+
+    Timestamps outside `window` (default `TimeWindow()`: 2000-01-01 to 15 minutes from now)
+    are rejected rows. Inputs without a single row are a DataContractError.
+    """
     if data_format not in ("auto", "kandoo-csv", "snapshot-parquet"):
         raise DataContractError(
             f"unknown data format {data_format!r}; use auto, kandoo-csv or snapshot-parquet"
         )
-    tally, agg, frames = _Tally(), SnapshotAggregator(), []
-    for source in resolve_sources(uris):
+    tally, agg, frames = _Tally(window or TimeWindow()), SnapshotAggregator(), []
+    sources = resolve_sources(uris)
+    for source in sources:
         if _detect(source, data_format) == "kandoo-csv":
             _load_kandoo(source, agg, tally, chunk_bytes, city_id, service_type_id)
         else:
             frames.append(_load_snapshot_file(source, tally, city_id, service_type_id))
+    if tally.rows_read == 0:
+        names = ", ".join(source.uri for source in sources[:5])
+        raise DataContractError(f"no data rows in {names}: only a header (or nothing); "
+                                "export the rows, or check the data URI")
     aggregated = agg.snapshots(keep_counts=True)
     if len(aggregated) or not frames:
         weight = aggregated.pop(RECORDS)

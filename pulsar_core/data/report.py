@@ -37,10 +37,10 @@ class RejectionReport:
 
     def summary(self) -> str:
         """One human line plus one line per reason."""
-        head = (
-            f"read {self.rows_read:,} rows: kept {self.rows_kept:,}, rejected {self.rejected:,}"
-            + (f", out of scope {self.out_of_scope:,}" if self.out_of_scope else "")
-        )
+        scope = (f", out of scope {self.out_of_scope:,} ({self.rows_read - self.out_of_scope:,} "
+                 f"rows in scope of {self.rows_read:,})" if self.out_of_scope else "")
+        head = (f"read {self.rows_read:,} rows: kept {self.rows_kept:,}, "
+                f"rejected {self.rejected:,}{scope}")
         lines = [head] + [f"  {reason}: {n:,}" for reason, n in sorted(self.counts.items())]
         if self.path is not None:
             lines.append(f"  rejected rows written to {self.path}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 import fnmatch
 import glob
-import io
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,13 +22,15 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pulsar_core.data.errors import DataContractError
+from pulsar_core.data.errors import DataContractError, DataUnavailable
 
 Container = Literal["csv", "parquet"]
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 NULL_TEXT = ["", "\\N", "NULL", "null", "NaN", "nan", "None"]
 _GLOB_CHARS = "*?["
+# A CSV header longer than this is no header: the file is not a CSV (or has no line breaks).
+MAX_HEADER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -51,22 +53,45 @@ class Source:
             return "parquet" if handle.read(4) == b"PAR1" else "csv"
 
     def columns(self) -> list[str]:
-        """Column names from the Parquet schema or the CSV header line."""
-        try:
-            if self.container == "parquet":
-                return list(pq.read_schema(self.fs.open_input_file(self.path)).names)
-            with self.fs.open_input_stream(self.path, compression="detect") as stream:
-                first = io.TextIOWrapper(stream, encoding="utf-8").readline()
-        except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
-            raise DataContractError(f"cannot read {self.uri!r}: {err}") from err
-        return next(csv.reader([first]), [])
+        """Column names from the Parquet schema or the CSV header line (read in bounded
+        memory: a file without line breaks is not read whole)."""
+        with unavailable_if_remote(self.fs, self.uri):
+            try:
+                if self.container == "parquet":
+                    return list(pq.read_schema(self.fs.open_input_file(self.path)).names)
+                with self.fs.open_input_stream(self.path, compression="detect") as stream:
+                    head = stream.read(MAX_HEADER_BYTES + 1)
+                first, newline, _ = head.partition(b"\n")
+                if not newline and len(head) > MAX_HEADER_BYTES:
+                    raise DataContractError(
+                        f"{self.uri!r} has no line break in its first {MAX_HEADER_BYTES:,} "
+                        "bytes: it is not a CSV export (or not this file); check the data URI")
+                text = first.rstrip(b"\r").decode("utf-8")
+            except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+                raise DataContractError(f"cannot read {self.uri!r}: {err}") from err
+        return next(csv.reader([text]), [])
+
+
+@contextmanager
+def unavailable_if_remote(fs: pafs.FileSystem | None, uri: str) -> Iterator[None]:
+    """OSError from a remote filesystem (no network, no such bucket host) -> DataUnavailable;
+    from the local one (permissions, a directory) -> DataContractError."""
+    try:
+        yield
+    except OSError as err:
+        if fs is not None and isinstance(fs, pafs.LocalFileSystem):
+            raise DataContractError(f"cannot read {uri!r}: {err}") from err
+        raise DataUnavailable(
+            f"cannot reach {uri!r}: {err}; check the network and the credentials in the "
+            "environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS)") from err
 
 
 def _split_uri(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in uri:
         try:
-            return pafs.FileSystem.from_uri(uri)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as err:
+            with unavailable_if_remote(None, uri):
+                return pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise DataContractError(
                 f"cannot open data URI {uri!r}: {err}; use a path, file://, s3://, gs:// or "
                 "hdfs:// URI that pyarrow supports (with credentials in the environment)"
@@ -101,7 +126,8 @@ def _glob_sources(uri: str) -> list[Source]:
         fs, base = _split_uri(base_uri)
         pattern = base.rstrip("/") + "/" + uri[len(base_uri) + 1:]
         scheme = uri.split("://", 1)[0] + "://"
-    paths = _expand_glob(fs, pattern)
+    with unavailable_if_remote(fs, uri):
+        paths = _expand_glob(fs, pattern)
     if not paths:
         raise DataContractError(f"no files match {uri!r}; check the glob and the data URI")
     return [Source(fs, p, scheme + p) for p in paths]
@@ -112,12 +138,14 @@ def _expand_one(uri: str) -> list[Source]:
         return _glob_sources(uri)
     fs, path = _split_uri(uri)
     scheme = uri.split("://", 1)[0] + "://" if "://" in uri else ""
-    info = fs.get_file_info(path)
+    with unavailable_if_remote(fs, uri):
+        info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise DataContractError(f"no such file or directory: {uri!r}; check the data URI")
     if info.type != pafs.FileType.Directory:
         return [Source(fs, path, uri)]
-    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    with unavailable_if_remote(fs, uri):
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
     paths = sorted(i.path for i in infos if i.is_file and _is_data_file(i.path))
     if not paths:
         raise DataContractError(
@@ -142,32 +170,46 @@ def iter_csv_chunks(source: Source, block_bytes: int) -> Iterator[pd.DataFrame]:
         null_values=NULL_TEXT,
         strings_can_be_null=True,
     )
-    stream = source.fs.open_input_stream(source.path, compression="detect")
-    try:
-        reader = pacsv.open_csv(
-            stream, read_options=pacsv.ReadOptions(block_size=block_bytes),
-            convert_options=convert,
-        )
-        for batch in reader:
-            yield batch.to_pandas()
-    except pa.ArrowInvalid as err:
-        raise DataContractError(f"cannot parse CSV {source.uri!r}: {err}") from err
-    finally:
-        stream.close()
+    with unavailable_if_remote(source.fs, source.uri):
+        stream = source.fs.open_input_stream(source.path, compression="detect")
+        try:
+            reader = pacsv.open_csv(
+                stream, read_options=pacsv.ReadOptions(block_size=block_bytes),
+                convert_options=convert,
+            )
+            empty = True
+            for batch in reader:
+                empty = False
+                yield batch.to_pandas()
+            if empty:  # a header and no rows: an empty chunk, so callers need no special case
+                yield pd.DataFrame({name: pd.Series(dtype="string") for name in names})
+        except pa.ArrowInvalid as err:
+            raise DataContractError(f"cannot parse CSV {source.uri!r}: {err}") from err
+        finally:
+            stream.close()
 
 
 def iter_parquet_chunks(source: Source, batch_rows: int) -> Iterator[pd.DataFrame]:
     """A Parquet file as pandas chunks of `batch_rows` rows (row groups streamed)."""
-    with source.fs.open_input_file(source.path) as handle:
+    with unavailable_if_remote(source.fs, source.uri), \
+            source.fs.open_input_file(source.path) as handle:
         for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows):
             yield batch.to_pandas()
+
+
+def parquet_rows(source: Source) -> int:
+    """Rows in a Parquet file, from its footer (no data read)."""
+    with unavailable_if_remote(source.fs, source.uri), \
+            source.fs.open_input_file(source.path) as handle:
+        return int(pq.ParquetFile(handle).metadata.num_rows)
 
 
 def read_parquet(source: Source, filters: list[tuple[str, str, int]] | None) -> pd.DataFrame:
     """A whole Parquet file, with equality filters pushed down to the reader."""
     try:
-        table = pq.read_table(source.path, filesystem=source.fs, filters=filters or None)
-    except (pa.ArrowInvalid, OSError) as err:
+        with unavailable_if_remote(source.fs, source.uri):
+            table = pq.read_table(source.path, filesystem=source.fs, filters=filters or None)
+    except pa.ArrowInvalid as err:
         raise DataContractError(f"cannot read Parquet {source.uri!r}: {err}") from err
     # One block per column and Arrow buffers freed as they convert: ~3x faster on big files.
     return table.to_pandas(split_blocks=True, self_destruct=True)

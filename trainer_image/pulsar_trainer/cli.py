@@ -1,7 +1,8 @@
 """`pulsar train` and the trainer image's entrypoint: settings from flags and PULSAR_* env.
 
-Exit codes: 0 registered (or reused), 2 bad settings or data, 3 MLflow unavailable,
-1 anything unexpected (`--verbose` shows the traceback).
+Exit codes (docs/exit-codes.md): 0 registered (or reused; rejected rows are reported, not a
+failure), 2 bad settings or data, 3 MLflow or a data source unreachable, 4 anything unexpected
+(one line; `--verbose` shows the traceback). Never a traceback otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pulsar_trainer.settings_cli import (
     settings_from,
 )
 
-EXIT_USER, EXIT_UNAVAILABLE, EXIT_INTERNAL = 2, 3, 1
+EXIT_USER, EXIT_UNAVAILABLE, EXIT_INTERNAL = 2, 3, 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,11 +70,11 @@ def _fail(code: int, message: str) -> int:
 def error_code(error: Exception) -> int:
     from pydantic import ValidationError
 
-    from pulsar_core.data.errors import DataContractError
+    from pulsar_core.data.errors import DataContractError, DataUnavailable
     from pulsar_core.registry import RegistryUnavailable
     from pulsar_trainer.tracking import MlflowUnavailable
 
-    if isinstance(error, MlflowUnavailable | RegistryUnavailable):
+    if isinstance(error, MlflowUnavailable | RegistryUnavailable | DataUnavailable):
         return EXIT_UNAVAILABLE
     if isinstance(error, ValidationError | DataContractError | FileNotFoundError | ValueError):
         return EXIT_USER

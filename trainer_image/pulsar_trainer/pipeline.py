@@ -88,19 +88,25 @@ def train_run(settings: TrainSettings, *, progress: Progress | None = None) -> L
 
 
 def _load(settings: TrainSettings, say: Progress) -> LoadResult:
+    import pandas as pd
+
     from pulsar_core.data.loading import load_snapshots
+    from pulsar_core.data.scope import require_one_city
+    from pulsar_core.data.window import TimeWindow
 
     if not settings.data_uri:
         raise DataContractError("no input data: pass --data or set PULSAR_DATA_URI")
     say(f"loading {', '.join(settings.data_uri)}")
+    window = TimeWindow(max_future=pd.Timedelta(minutes=settings.data_max_future_minutes))
     loaded = load_snapshots(
         settings.data_uri, data_format=settings.data_format, city_id=settings.city_id,
         service_type_id=settings.service_type_id, lookback_days=settings.lookback_days,
-        rejected_dir=settings.rejected_dir,
+        rejected_dir=settings.rejected_dir, window=window,
     )
     say(loaded.rejected.summary())
     if loaded.snapshots.empty:
         raise DataContractError(f"no valid rows left to train on: {loaded.rejected.summary()}")
+    require_one_city(loaded.snapshots, settings.city_id)
     return loaded
 
 

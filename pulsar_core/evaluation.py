@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,10 +20,13 @@ import pandas as pd
 from pulsar_core.contract import PERIOD_MINUTES
 from pulsar_core.gate import HorizonScore
 
+if TYPE_CHECKING:
+    from pulsar_core.backtest import Backtest
+
 DEAD_BAND_PCT = 5.0
 DEAD_BAND_UNITS = 1.0
-LEARNED = ("elasticnet", "cnn")
-BASELINE_NAMES = ("persistence", "same_phase", "seasonal_naive", "series_mean")
+LEARNED = ("elasticnet", "cnn", "blend")
+BASELINE_NAMES = ("persistence", "same_phase", "seasonal_naive", "series_mean", "phase_mean")
 COLUMNS = ["horizon_minutes", "model", "mae", "rmse", "directional_accuracy", "coverage",
            "evaluable"]
 
@@ -56,6 +59,7 @@ class EvaluationReport:
     served: dict[float, str]
     split: str = "test"
     samples: dict[float, np.ndarray] = field(default_factory=dict, repr=False)
+    backtest: Backtest | None = field(default=None, repr=False)  # the folds behind `table`
 
     def row(self, horizon_minutes: float, model: str) -> pd.Series:
         t = self.table
@@ -202,12 +206,16 @@ def evaluate(predictions: dict[str, np.ndarray], actual: np.ndarray, current: np
                                     for h in horizons})
 
 
-def choose_served(report: EvaluationReport, horizons: tuple[int, ...]) -> dict[int, str]:
-    """Per horizon, the lowest-MAE model on (validation) `report`; persistence if none scored."""
+def choose_served(report: EvaluationReport, horizons: tuple[int, ...], *,
+                  baselines_only: bool = False) -> dict[int, str]:
+    """Per horizon, the lowest-MAE model on (validation) `report`; persistence if none scored.
+    `baselines_only`: the strongest simple baseline on validation (never chosen on test)."""
     choice: dict[int, str] = {}
     for horizon in horizons:
         rows = report.table[(report.table.horizon_minutes == horizon * PERIOD_MINUTES)
                             & report.table.evaluable & (report.table.model != "served")]
+        if baselines_only:
+            rows = rows[rows.model.isin(BASELINE_NAMES)]
         if rows.empty:
             choice[horizon] = "baseline:persistence"
             continue

@@ -1,7 +1,9 @@
 """The Forecaster: both models, the feature spec and the served choice per horizon, as one unit.
 
 Bundles are JSON + a torch state_dict + an .npz: no pickles. One model is trained across all
-service types (service type is a feature).
+service types (service type is a feature). A served choice per horizon is "elasticnet", "cnn"
+(a seed ensemble), "blend" (w x ElasticNet + (1 - w) x CNN, w per horizon in `blend`) or
+"baseline:<name>".
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pulsar_core.features import SEQUENCE_CHANNELS, FeatureSet, FeatureSpec, bui
 from pulsar_core.models.baselines import baseline_forecast
 from pulsar_core.models.cnn import CNNModel
 from pulsar_core.models.elasticnet import ElasticNetModel
+from pulsar_core.models.ensemble import CNNEnsemble, load_cnn
 from pulsar_core.models.explain import explain
 
 if TYPE_CHECKING:
@@ -46,13 +49,15 @@ class ForecastResult:
 class Forecaster:
     spec: FeatureSpec
     elasticnet: ElasticNetModel
-    cnn: CNNModel | None
+    cnn: CNNEnsemble | CNNModel | None
     served: dict[int, str]
     metadata: dict[str, Any] = field(default_factory=dict)
+    blend: dict[int, float] = field(default_factory=dict)  # ElasticNet weight per horizon
 
     def _cnn_forecast(self, features: FeatureSet, use_cnn: bool) -> tuple[np.ndarray | None,
                                                                           str | None]:
-        if not use_cnn or self.cnn is None or "cnn" not in self.served.values():
+        uses_cnn = {"cnn", "blend"} & set(self.served.values())
+        if not use_cnn or self.cnn is None or not uses_cnn:
             return None, None
         try:
             forecast = np.asarray(self.cnn.predict(features), dtype=np.float64)
@@ -62,7 +67,8 @@ class Forecaster:
         if forecast.shape != (len(features), len(self.spec.horizons)):
             return None, f"CNN returned shape {forecast.shape}, expected " \
                          f"{(len(features), len(self.spec.horizons))}"
-        served_cnn = [i for i, h in enumerate(self.spec.horizons) if self.served.get(h) == "cnn"]
+        served_cnn = [i for i, h in enumerate(self.spec.horizons)
+                      if self.served.get(h) in ("cnn", "blend")]
         bad = ~np.isfinite(forecast[:, served_cnn])
         if bad.any():
             return forecast, f"CNN returned {int(bad.sum())} non-finite values; ElasticNet " \
@@ -82,6 +88,13 @@ class Forecaster:
                   for i, horizon in enumerate(self.spec.horizons)]
         return ForecastResult(frame=self._frame(features, blocks), cnn_error=cnn_error)
 
+    def served_forecasts(self, features: FeatureSet) -> np.ndarray:
+        """(n, H) served values (as the API answers them), for scoring a version on rows."""
+        linear = self.elasticnet.predict(features)
+        cnn, _ = self._cnn_forecast(features, True)
+        return np.stack([self._served_value(features, i, linear, cnn)[0]
+                         for i in range(len(self.spec.horizons))], axis=1)
+
     def _served_value(self, features: FeatureSet, index: int, linear: np.ndarray,
                       cnn: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(value, answering model) at one horizon: the served choice, ElasticNet where the
@@ -89,13 +102,14 @@ class Forecaster:
         horizon = self.spec.horizons[index]
         choice = self.served.get(horizon, "baseline:persistence")
         label = np.full(len(features), choice, dtype=object)
-        if choice == "cnn":
+        if choice in ("cnn", "blend"):
             value = linear[:, index].copy()
             label[:] = "elasticnet"
             if cnn is not None:
                 ok = np.isfinite(cnn[:, index])
-                value[ok] = cnn[ok, index]
-                label[ok] = "cnn"
+                weight = self.blend.get(horizon, 0.0) if choice == "blend" else 0.0
+                value[ok] = weight * linear[ok, index] + (1 - weight) * cnn[ok, index]
+                label[ok] = choice
             return value, label
         if choice == "elasticnet":
             return linear[:, index], label
@@ -166,6 +180,7 @@ class Forecaster:
             "pulsar_core_version": pulsar_core.__version__,
             "spec": self.spec.to_dict(),
             "served": {str(h): m for h, m in self.served.items()},
+            "blend": {str(h): w for h, w in self.blend.items()},
             "elasticnet": en_meta,
             "cnn": cnn_meta,
             "sequence_channels": list(SEQUENCE_CHANNELS),
@@ -188,11 +203,12 @@ class Forecaster:
         cnn = None
         if document.get("cnn") is not None:
             state = torch.load(directory / "cnn.pt", map_location="cpu", weights_only=True)
-            cnn = CNNModel.from_state(document["cnn"], state, len(document["sequence_channels"]),
-                                      len(elasticnet.names))
+            cnn = load_cnn(document["cnn"], state, len(document["sequence_channels"]),
+                           len(elasticnet.names))
         return cls(spec=FeatureSpec.from_dict(document["spec"]), elasticnet=elasticnet, cnn=cnn,
                    served={int(h): m for h, m in document["served"].items()},
-                   metadata=document.get("metadata", {}))
+                   metadata=document.get("metadata", {}),
+                   blend={int(h): float(w) for h, w in document.get("blend", {}).items()})
 
 
 def train_forecaster(snapshots: pd.DataFrame, params: TrainSettings, *,

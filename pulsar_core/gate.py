@@ -2,9 +2,11 @@
 
 A candidate is compared per evaluable horizon with (a) persistence, by a minimum improvement, and
 (b) the strongest simple baseline, which it must not lose to, and (c) the current champion. The
-champion comparison uses skill (MAE / strongest-baseline MAE on each version's own test window),
-because two versions are evaluated on different, time-ordered test windows: raw MAEs from
-different days are not comparable, ratios against the same-day baseline are.
+champion comparison is paired: the trainer scores the champion on the candidate's backtest test
+windows that the champion never trained on, and the gate compares the two MAEs on those same
+rows, pooled over the folds. Only where no paired score exists for the current champion (it
+changed after the candidate was trained) does it fall back to skill (MAE / strongest-baseline
+MAE on each version's own test window), and the reason says that the comparison was unpaired.
 """
 
 from __future__ import annotations
@@ -42,6 +44,34 @@ Scores = Mapping[float, HorizonScore]
 
 
 @dataclass(frozen=True)
+class PairedScore:
+    """Served MAE of the candidate and of the champion on the same rows of one test fold."""
+
+    fold: str
+    horizon_minutes: float
+    mae: float
+    champion_mae: float
+    rows: int
+
+
+@dataclass(frozen=True)
+class Paired:
+    """The candidate scored beside one champion version on the same rows."""
+
+    champion_version: str
+    scores: tuple[PairedScore, ...] = ()
+
+    def pooled(self, horizon_minutes: float) -> tuple[float, float, list[PairedScore]] | None:
+        """(candidate MAE, champion MAE, folds) over every fold's rows at one horizon."""
+        folds = [s for s in self.scores if s.horizon_minutes == horizon_minutes and s.rows > 0]
+        rows = sum(s.rows for s in folds)
+        if not rows:
+            return None
+        return (sum(s.mae * s.rows for s in folds) / rows,
+                sum(s.champion_mae * s.rows for s in folds) / rows, folds)
+
+
+@dataclass(frozen=True)
 class PromotionPolicy:
     mode: Literal["auto", "manual"] = "auto"
     min_improvement_over_persistence_pct: float = 5.0
@@ -66,8 +96,10 @@ def decide(
     policy: PromotionPolicy,
     *,
     approved: bool = False,
+    paired: Paired | None = None,
 ) -> GateVerdict:
-    """Judge a candidate version. `approved` is the manual approval for this exact version."""
+    """Judge a candidate version. `approved` is the manual approval for this exact version;
+    `paired` the candidate and the current champion scored on the same rows (paired_from_tags)."""
     evaluable = {h: s for h, s in candidate.items() if s.evaluable}
     if not evaluable:
         return GateVerdict(False, "no horizon could be evaluated on the test split")
@@ -88,6 +120,12 @@ def decide(
                 f"{_fmt(horizon)}: MAE {mae:.2f} worse than the best baseline "
                 f"{score.baseline_mae:.2f}"
             )
+        same_rows = paired.pooled(horizon) if paired is not None else None
+        if same_rows is not None:
+            failure = _paired_failure(horizon, same_rows, paired, policy)  # type: ignore[arg-type]
+            if failure:
+                failures.append(failure)
+            continue
         previous = (champion or {}).get(horizon)
         if previous is not None and previous.skill is not None and score.skill is not None:
             allowed = previous.skill * (1 + policy.max_regression_vs_champion_pct / 100)
@@ -95,7 +133,8 @@ def decide(
                 failures.append(
                     f"{_fmt(horizon)}: skill {score.skill:.3f} regresses on the champion's "
                     f"{previous.skill:.3f} by more than "
-                    f"{policy.max_regression_vs_champion_pct:g}%"
+                    f"{policy.max_regression_vs_champion_pct:g}% (unpaired: each on its own "
+                    "test day)"
                 )
     if failures:
         return GateVerdict(False, "; ".join(failures), failures=failures)
@@ -103,9 +142,67 @@ def decide(
         f"{_fmt(h)} MAE {s.mae:.2f} vs baseline {s.baseline_mae:.2f}"
         for h, s in sorted(evaluable.items())
     )
+    if paired is not None and paired.scores:
+        summary += "; " + "; ".join(
+            _paired_text(h, pooled, paired.champion_version)
+            for h in sorted(evaluable) if (pooled := paired.pooled(h)) is not None)
     if policy.mode == "manual" and not approved:
         return GateVerdict(False, f"passed the gate, awaiting manual approval ({summary})", True)
     return GateVerdict(True, f"passed: {summary}")
+
+
+def _paired_text(horizon: float, pooled: tuple[float, float, list[PairedScore]],
+                 version: str) -> str:
+    mae, champion_mae, folds = pooled
+    where = ", ".join(f"{s.fold}: {s.mae:.2f} vs {s.champion_mae:.2f} on {s.rows} rows"
+                      for s in folds)
+    return (f"{_fmt(horizon)} on the same rows as champion version {version}: MAE {mae:.2f} vs "
+            f"{champion_mae:.2f} ({where})")
+
+
+def _paired_failure(horizon: float, pooled: tuple[float, float, list[PairedScore]],
+                    paired: Paired, policy: PromotionPolicy) -> str | None:
+    mae, champion_mae, _ = pooled
+    if mae <= champion_mae * (1 + policy.max_regression_vs_champion_pct / 100):
+        return None
+    return (f"{_paired_text(horizon, pooled, paired.champion_version)}: worse by more than "
+            f"{policy.max_regression_vs_champion_pct:g}%")
+
+
+def paired_to_tags(paired: Paired) -> dict[str, str]:
+    """Encode a paired comparison as version tags (pulsar.gate.paired.*)."""
+    key = f"{TAG_PREFIX}.paired"
+    tags = {f"{key}.champion_version": paired.champion_version}
+    folds = list(dict.fromkeys(s.fold for s in paired.scores))
+    for i, fold in enumerate(folds):
+        tags[f"{key}.f{i}.name"] = fold
+    for score in paired.scores:
+        prefix = f"{key}.f{folds.index(score.fold)}.h{score.horizon_minutes:g}"
+        tags[f"{prefix}.mae"] = f"{score.mae:.6g}"
+        tags[f"{prefix}.champion_mae"] = f"{score.champion_mae:.6g}"
+        tags[f"{prefix}.rows"] = str(score.rows)
+    return tags
+
+
+def paired_from_tags(tags: Mapping[str, str], champion_version: str | None) -> Paired | None:
+    """The paired comparison against `champion_version`, or None when the tags pair the
+    candidate with another version (or with none)."""
+    key = f"{TAG_PREFIX}.paired"
+    if champion_version is None or tags.get(f"{key}.champion_version") != champion_version:
+        return None
+    values: dict[tuple[str, float], dict[str, str]] = {}
+    for name, value in tags.items():
+        if not name.startswith(f"{key}.f") or name.endswith(".name"):
+            continue
+        fold, _, rest = name[len(key) + 2:].partition(".h")
+        horizon, _, field_name = rest.rpartition(".")
+        values.setdefault((fold, float(horizon)), {})[field_name] = value
+    scores = tuple(
+        PairedScore(fold=tags.get(f"{key}.f{fold}.name", fold), horizon_minutes=horizon,
+                    mae=float(v["mae"]), champion_mae=float(v["champion_mae"]),
+                    rows=int(v["rows"]))
+        for (fold, horizon), v in sorted(values.items()))
+    return Paired(champion_version, scores)
 
 
 def scores_to_tags(scores: Scores) -> dict[str, str]:

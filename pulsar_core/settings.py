@@ -55,7 +55,13 @@ class TrainSettings(_EnvContract):
         15.0, ge=0, description="Rows dated further ahead of now are rejected (in_future:...); "
         "rows before 2000-01-01 always are (too_early:...).")
     lookback_days: float | None = Field(None, description="Use only the last N days of data.")
-    holdout_days: float = Field(1.0, description="The last N days are the time-ordered test.")
+    holdout_days: float = Field(
+        1.0, description="Test block of each backtest fold, in calendar days of the city's time "
+        "zone (the block before it validates); a fraction splits by trailing hours instead.")
+    timezone: str | None = Field(
+        None, description="IANA time zone of day boundaries; default from the city.")
+    backtest_folds: int | None = Field(
+        None, ge=1, description="At most this many rolling-origin folds (newest); all if unset.")
     horizons_minutes: list[float] = Field(default_factory=lambda: [30.0, 60.0, 90.0])
     window: int = Field(12, ge=2, le=96, description="Periods of 7.5 minutes the CNN sees.")
     elasticnet_alpha: float = Field(0.01, gt=0)
@@ -65,6 +71,7 @@ class TrainSettings(_EnvContract):
     cnn_learning_rate: float = Field(0.003, gt=0)
     cnn_patience: int = Field(4, ge=1)
     cnn_batch_size: int = Field(512, ge=16)
+    cnn_seeds: int = Field(3, ge=1, le=16, description="CNN seed-ensemble members.")
     seed: int = 7
     run_key: str | None = Field(
         None, description="Idempotency key: a retried Job with the same key reuses its run."
@@ -116,7 +123,11 @@ class ServeSettings(_EnvContract):
     live_max_past_hours: float = Field(
         192.0, gt=0, description="Live rows older than this are rejected (too_old:period_start).")
     request_timeout_seconds: float = Field(
-        2.0, gt=0, description="A forecast taking longer answers 504.")
+        2.0, gt=0, description="A forecast taking longer, time queued included, answers 504.")
+    max_body_bytes: int = Field(
+        16 << 20, ge=1024, description="A larger request body answers 413 (never read whole).")
+    body_timeout_seconds: float = Field(
+        10.0, gt=0, description="A request body not fully received by then answers 408.")
     breaker_failures: int = Field(5, ge=1, description="CNN failures before the breaker opens.")
     breaker_cooldown_seconds: float = Field(
         30.0, gt=0, description="Seconds the open breaker skips the CNN before one probe.")

@@ -1,8 +1,12 @@
-"""Time-ordered training: train | validation | test by anchor time, models, served choice.
+"""Time-ordered training: a rolling-origin backtest over calendar days; the bundle is its last fold.
 
-The last `holdout_days` of the data are the test split; the `holdout_days` before them are the
-validation split (early stopping, served-model choice). A row's target is dropped when it falls
-in a later split than its anchor, so no split sees the next one's values.
+Folds (pulsar_core.folds): test = one block of `holdout_days` calendar days in the city's time
+zone, validation = the block before it (early stopping, blend weights, served choice), training
+= every earlier day. A row's target is dropped when it falls in a later split than its anchor, so
+no split sees the next one's values. The served model is the last fold's, with the served choice
+per horizon made on the pooled validation days (backtest.walk_forward); where the backtest shows
+a fold on which that choice loses to the fold's strongest baseline by more than 2%, the bundle
+serves the validation-chosen baseline at that horizon instead, and says so in its metadata.
 """
 
 from __future__ import annotations
@@ -16,13 +20,16 @@ import numpy as np
 import pandas as pd
 
 import pulsar_core
+from pulsar_core.backtest import Backtest, FoldResult, Scored, add_blend, choose_blend, walk_forward
 from pulsar_core.contract import PERIOD, Col
-from pulsar_core.evaluation import EvaluationReport, choose_served, evaluate
+from pulsar_core.evaluation import EvaluationReport, evaluate
 from pulsar_core.features import FeatureSet, FeatureSpec, build_features
+from pulsar_core.folds import Fold, city_timezone, make_folds
 from pulsar_core.forecaster import Forecaster
 from pulsar_core.models.baselines import BASELINES, baseline_forecast
-from pulsar_core.models.cnn import CNNConfig, train_cnn
+from pulsar_core.models.cnn import CNNConfig
 from pulsar_core.models.elasticnet import ElasticNetConfig, train_elasticnet
+from pulsar_core.models.ensemble import train_cnn_ensemble
 from pulsar_core.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -70,12 +77,86 @@ def _require_targets(part: FeatureSet, name: str, holdout_days: float) -> None:
 def all_forecasts(forecaster: Forecaster, features: FeatureSet) -> dict[str, np.ndarray]:
     """(n, H) forecasts of every model and baseline, keyed by table name."""
     horizons = forecaster.spec.horizons
-    out = {"elasticnet": forecaster.elasticnet.predict(features)}
+    out: dict[str, np.ndarray] = {"elasticnet": forecaster.elasticnet.predict(features)}
     out["cnn"] = forecaster.cnn.predict(features) if forecaster.cnn is not None else \
         np.full_like(out["elasticnet"], np.nan)
     for name in BASELINES:
         out[name] = np.stack([baseline_forecast(name, features, h) for h in horizons], axis=1)
     return out
+
+
+def _rows(features: FeatureSet, start: pd.Timestamp | None, stop: pd.Timestamp) -> np.ndarray:
+    anchor = features.keys[Col.PERIOD_START]
+    keep = (anchor < stop).to_numpy()
+    if start is not None:
+        keep = keep & (anchor >= start).to_numpy()
+    return np.flatnonzero(keep)
+
+
+def _scored(forecaster: Forecaster, part: FeatureSet, rows: np.ndarray) -> Scored:
+    assert part.targets is not None
+    return Scored(all_forecasts(forecaster, part), part.targets, part.current,
+                  part.keys[Col.SERVICE_TYPE].to_numpy(), rows)
+
+
+def _fit_fold(features: FeatureSet, spec: FeatureSpec, fold: Fold, params: TrainSettings,
+              say: Callable[[str], None]) -> tuple[FoldResult, Forecaster, dict[str, float]]:
+    """Train ElasticNet and the CNN ensemble on the fold's training days; score both splits."""
+    clock = time.perf_counter()
+    train_part = _split(features, spec, None, fold.valid_start)
+    valid_part = _split(features, spec, fold.valid_start, fold.test_start)
+    for part, name in ((train_part, "train"), (valid_part, "validation")):
+        _require_targets(part, f"{name} ({fold.name})", params.holdout_days)
+    timings: dict[str, float] = {}
+    elasticnet = train_elasticnet(train_part, spec.horizons, ElasticNetConfig(
+        alpha=params.elasticnet_alpha, l1_ratio=params.elasticnet_l1_ratio))
+    timings["elasticnet_seconds"] = time.perf_counter() - clock
+    cnn_clock = time.perf_counter()
+    cnn_config = CNNConfig(channels=params.cnn_channels, epochs=params.cnn_epochs,
+                           learning_rate=params.cnn_learning_rate, patience=params.cnn_patience,
+                           batch_size=params.cnn_batch_size, seed=params.seed)
+    cnn = train_cnn_ensemble(train_part, valid_part, spec.horizons, cnn_config,
+                             params.cnn_seeds)
+    timings["cnn_seconds"] = time.perf_counter() - cnn_clock
+    del train_part
+    forecaster = Forecaster(spec=spec, elasticnet=elasticnet, cnn=cnn, served={})
+    valid = _scored(forecaster, valid_part, _rows(features, fold.valid_start, fold.test_start))
+    test_part = _split(features, spec, fold.test_start, fold.test_end)
+    test = _scored(forecaster, test_part, _rows(features, fold.test_start, fold.test_end))
+    blend = choose_blend(valid.forecasts, valid.actual, spec.horizons)
+    add_blend(valid.forecasts, blend, spec.horizons)
+    add_blend(test.forecasts, blend, spec.horizons)
+    seconds = time.perf_counter() - clock
+    say(f"fold {fold.name}: trained in {seconds:.1f}s (elasticnet "
+        f"{timings['elasticnet_seconds']:.1f}s, {params.cnn_seeds} CNN(s) "
+        f"{timings['cnn_seconds']:.1f}s); blend ElasticNet weight per horizon "
+        + ", ".join(f"{h}={w:g}" for h, w in blend.items()))
+    return FoldResult(fold, valid, test, blend, seconds), forecaster, timings
+
+
+def run_backtest(features: FeatureSet, spec: FeatureSpec, params: TrainSettings,
+                 say: Callable[[str], None]) -> tuple[Backtest, Forecaster, dict[str, float]]:
+    """Every fold trained and scored; returns the backtest and the last fold's forecaster."""
+    timezone = city_timezone(params.city, params.city_id, params.timezone)
+    folds = make_folds(features.keys[Col.PERIOD_START], timezone, params.holdout_days,
+                       params.backtest_folds)
+    if not folds:
+        raise ValueError(f"the data holds too few calendar days in {timezone} for one fold "
+                         f"(training, validation and test days; holdout_days="
+                         f"{params.holdout_days:g}): provide more days of data or lower "
+                         "holdout_days")
+    results, timings = [], {"elasticnet_seconds": 0.0, "cnn_seconds": 0.0}
+    forecaster = None
+    for fold in folds:
+        say("fold " + fold.describe(timezone))
+        forecaster = None  # the previous fold's models are not needed any more
+        result, forecaster, spent = _fit_fold(features, spec, fold, params, say)
+        results.append(result)
+        for name, value in spent.items():
+            timings[name] += value
+    assert forecaster is not None
+    walk_forward(results, spec.horizons)
+    return Backtest(results, spec.horizons, timezone), forecaster, timings
 
 
 def train(snapshots: pd.DataFrame, params: TrainSettings, *,
@@ -85,68 +166,73 @@ def train(snapshots: pd.DataFrame, params: TrainSettings, *,
     spec = FeatureSpec.for_minutes(params.horizons_minutes, params.window)
     started = time.perf_counter()
     features = build_features(snapshots, spec)
+    timings = {"features_seconds": time.perf_counter() - started}
     say(f"features: {len(features)} rows x {features.tabular.shape[1]} tabular, window "
-        f"{spec.window} ({time.perf_counter() - started:.1f}s)")
-    splits = time_splits(features, params.holdout_days)
-    train_part = _split(features, spec, None, splits.valid_start)
-    valid_part = _split(features, spec, splits.valid_start, splits.test_start)
-    test_part = _split(features, spec, splits.test_start, None)
-    for part, name in ((train_part, "train"), (valid_part, "validation")):
-        _require_targets(part, name, params.holdout_days)
-    say(f"split: train < {splits.valid_start} <= validation < {splits.test_start} <= test")
-
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    elasticnet = train_elasticnet(train_part, spec.horizons, ElasticNetConfig(
-        alpha=params.elasticnet_alpha, l1_ratio=params.elasticnet_l1_ratio))
-    timings["elasticnet_seconds"] = time.perf_counter() - clock
-    say(f"elasticnet trained ({timings['elasticnet_seconds']:.1f}s)")
-    clock = time.perf_counter()
-    cnn_config = CNNConfig(channels=params.cnn_channels, epochs=params.cnn_epochs,
-                           learning_rate=params.cnn_learning_rate, patience=params.cnn_patience,
-                           batch_size=params.cnn_batch_size, seed=params.seed)
-    cnn = train_cnn(train_part, valid_part, spec.horizons, cnn_config, progress=say)
-    timings["cnn_seconds"] = time.perf_counter() - clock
-    say(f"cnn trained ({timings['cnn_seconds']:.1f}s, {len(cnn.history)} epochs)")
-
-    forecaster = Forecaster(spec=spec, elasticnet=elasticnet, cnn=cnn, served={})
-    valid_report = evaluate(all_forecasts(forecaster, valid_part), valid_part.targets,
-                            valid_part.current, spec.horizons, {}, split="validation")
-    forecaster.served = choose_served(valid_report, spec.horizons)
-    say("served per horizon (chosen on validation): " + ", ".join(
-        f"{m:g}m={forecaster.served[h]}" for h, m in zip(spec.horizons, spec.horizon_minutes,
-                                                          strict=True)))
-    report = evaluate(all_forecasts(forecaster, test_part), test_part.targets,
-                      test_part.current, spec.horizons, forecaster.served, split="test")
-    forecaster.metadata = _metadata(forecaster, valid_report, report, splits, timings,
-                                    (train_part, valid_part, test_part), cnn_config)
+        f"{spec.window} ({timings['features_seconds']:.1f}s)")
+    backtest, forecaster, spent = run_backtest(features, spec, params, say)
+    timings |= spent
+    last = backtest.results[-1]
+    served = dict(last.served)
+    overrides = backtest.losing_horizons()
+    for horizon, why in overrides.items():
+        served[horizon] = f"baseline:{last.baseline[horizon]}"
+        say(f"{horizon * 7.5:g}m: serving baseline {last.baseline[horizon]} (chosen on "
+            f"validation), not {last.served[horizon]}: {why}")
+    forecaster.served, forecaster.blend = served, last.blend
+    say("served per horizon (chosen on the validation days): " + ", ".join(
+        f"{m:g}m={served[h]}" for h, m in zip(spec.horizons, spec.horizon_minutes, strict=True)))
+    report = evaluate(last.test.forecasts, last.test.actual, last.test.current, spec.horizons,
+                      served, split="test")
+    report.backtest = backtest
+    valid_report = evaluate(last.valid.forecasts, last.valid.actual, last.valid.current,
+                            spec.horizons, served, split="validation")
+    timings["total_seconds"] = time.perf_counter() - started
+    timings["peak_rss_mb"] = peak_rss_mb()
+    forecaster.metadata = _metadata(forecaster, valid_report, report, backtest, timings,
+                                    overrides, features)
     return forecaster, report
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux ru_maxrss is in KiB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
 def _metadata(forecaster: Forecaster, valid: EvaluationReport, test: EvaluationReport,
-              splits: Splits, timings: dict[str, float], parts: tuple[FeatureSet, ...],
-              cnn_config: CNNConfig) -> dict[str, object]:
+              backtest: Backtest, timings: dict[str, float], overrides: dict[int, str],
+              features: FeatureSet) -> dict[str, object]:
     valid_mae = {}
     for horizon, minutes in zip(forecaster.spec.horizons, forecaster.spec.horizon_minutes,
                                 strict=True):
         row = valid.row(minutes, "served")
         if row.evaluable:
             valid_mae[str(horizon)] = float(row.mae)
+    fold = backtest.results[-1].fold
+    cnn = forecaster.cnn
     return {
         "pulsar_core_version": pulsar_core.__version__,
         "bundle_format": pulsar_core.BUNDLE_FORMAT_VERSION,
         "scope": "one model across all service types (service type is a feature)",
-        "data_start": str(parts[0].keys[Col.PERIOD_START].min()),
-        "data_end": str(splits.end),
-        "valid_start": str(splits.valid_start),
-        "test_start": str(splits.test_start),
-        "rows": {"train": len(parts[0]), "validation": len(parts[1]), "test": len(parts[2])},
-        "cnn_max_train_rows": cnn_config.max_train_rows,
-        "cnn_epochs_run": len(forecaster.cnn.history) if forecaster.cnn else 0,
+        "timezone": backtest.timezone,
+        "data_start": str(features.keys[Col.PERIOD_START].min()),
+        "data_end": str(fold.test_end),
+        "valid_start": str(fold.valid_start),
+        "test_start": str(fold.test_start),
+        "test_window": fold.describe(backtest.timezone),
+        "rows": {"features": len(features), "validation": len(backtest.results[-1].valid.actual),
+                 "test": len(backtest.results[-1].test.actual)},
+        "cnn_members": len(getattr(cnn, "members", [cnn])) if cnn is not None else 0,
         "served": {f"{m:g}": forecaster.served[h] for h, m in
                    zip(forecaster.spec.horizons, forecaster.spec.horizon_minutes, strict=True)},
+        "served_overrides": {f"{h * 7.5:g}": why for h, why in overrides.items()},
+        "blend": {str(h): w for h, w in forecaster.blend.items()},
         "valid_mae_served": valid_mae,
         "validation": valid.to_dict(),
         "test": test.to_dict(),
+        "backtest": backtest.to_dict(),
         "timings": timings,
     }

@@ -81,7 +81,7 @@ def test_cnn_failure_falls_back_to_elasticnet(trained, tmp_path, module, message
     original.save(tmp_path / "bundle")
     forecaster = Forecaster.load(tmp_path / "bundle")
     forecaster.served = {1: "cnn", 4: "cnn"}
-    forecaster.cnn.network = module
+    forecaster.cnn.members[0].network = module  # one faulty member spoils the mean
     result = forecaster.predict(frame)
     assert result.cnn_error is not None and message in result.cnn_error
     assert (result.frame[ForecastCol.MODEL] == "elasticnet").all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -14,7 +15,7 @@ from pulsar_trainer.tracking import BUNDLE_TAG, TABLE_ARTIFACT
 
 from pulsar_core.data.synthetic import generate_snapshots
 from pulsar_core.events import MODEL_REGISTERED
-from pulsar_core.gate import scores_from_tags
+from pulsar_core.gate import Paired, PromotionPolicy, decide, paired_from_tags, scores_from_tags
 from pulsar_core.registry import RUN_KEY_TAG, Registry
 from pulsar_core.settings import TrainSettings
 from tests.support.services import NatsServer
@@ -113,6 +114,18 @@ def test_gate_compares_with_the_current_champion(mlflow_uri, data_file):
     second = run_training(_settings(mlflow_uri, data_file, run_key="b", seed=8))
     assert second.version != first.version
     assert second.champion_version == first.version
-    assert not second.verdict.passed
-    assert any(f.startswith("7.5m: skill") and "regresses on the champion" in f
-               for f in second.verdict.failures)
+    # The trainer scored the champion on the candidate's test rows: the gate judged that
+    # paired comparison, not the champion's (tampered) skill from its own test day.
+    tags = registry.get_version(second.model_name, second.version).tags
+    paired = paired_from_tags(tags, first.version)
+    assert paired is not None and paired.scores and all(s.rows > 0 for s in paired.scores)
+    assert {s.horizon_minutes for s in paired.scores} == {7.5, 30.0}
+    assert not any("skill" in f for f in second.verdict.failures)
+    # On those same rows, a champion twice as accurate keeps its place, and the reason says
+    # on which fold and rows.
+    better = Paired(first.version, tuple(replace(s, champion_mae=s.mae / 2)
+                                         for s in paired.scores))
+    verdict = decide(second.scores, None, PromotionPolicy(), paired=better)
+    assert not verdict.passed
+    assert f"same rows as champion version {first.version}" in verdict.reason
+    assert paired.scores[0].fold in verdict.reason

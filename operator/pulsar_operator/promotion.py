@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pulsar_core.gate import decide, scores_from_tags
+from pulsar_core.gate import decide, paired_from_tags, scores_from_tags
 from pulsar_core.registry import VersionInfo
 from pulsar_operator.conditions import now_iso
 from pulsar_operator.spec import SurgeModelSpec
@@ -57,8 +57,9 @@ def plan_promotion(spec: SurgeModelSpec, versions: list[VersionInfo],
     if already and not (judged.get("awaitingApproval") and approved):  # type: ignore[union-attr]
         return PromotionPlan(None, str(judged.get("reason", "")), judged)
     champion_scores = scores_from_tags(champion.tags) if champion is not None else None
+    paired = paired_from_tags(newest.tags, champion.version if champion is not None else None)
     verdict = decide(scores_from_tags(newest.tags), champion_scores, spec.promotion.to_policy(),
-                     approved=approved)
+                     approved=approved, paired=paired)
     challenger = {**version_summary(newest), "passed": verdict.passed, "reason": verdict.reason,
                   "awaitingApproval": verdict.awaiting_approval, "judgedAt": now_iso()}
     if verdict.passed:

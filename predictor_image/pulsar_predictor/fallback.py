@@ -19,20 +19,23 @@ Policy = Literal["elasticnet", "persistence", "none"]
 PERSISTENCE = "baseline:persistence"
 
 
+CNN_CHOICES = ("cnn", "blend")  # served choices the CNN takes part in (blend: with ElasticNet)
+
+
 def cnn_horizons(model: LoadedModel) -> list[float]:
-    """Horizons (minutes) the bundle serves with the CNN."""
+    """Horizons (minutes) the bundle serves with the CNN (alone or in the blend)."""
     spec = model.forecaster.spec
     served = getattr(model.forecaster, "served", {})
     return [float(minutes) for horizon, minutes in zip(spec.horizons, spec.horizon_minutes,
                                                        strict=True)
-            if served.get(horizon) == "cnn"]
+            if served.get(horizon) in CNN_CHOICES]
 
 
 def apply_fallback(frame: pd.DataFrame, policy: Policy, horizons: list[float],
                    why: str) -> pd.DataFrame:
     """The forecast frame after the policy, for rows where the CNN should have answered."""
-    replaced = frame[F.HORIZON_MINUTES].isin(horizons).to_numpy() & (
-        frame[F.MODEL].astype(str).to_numpy() != "cnn")
+    replaced = frame[F.HORIZON_MINUTES].isin(horizons).to_numpy() & ~np.isin(
+        frame[F.MODEL].astype(str).to_numpy(), CNN_CHOICES)
     if policy == "elasticnet" or not replaced.any():
         return frame
     if policy == "none":

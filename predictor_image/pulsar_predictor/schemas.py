@@ -112,7 +112,8 @@ class Forecast(BaseModel):
     direction: Literal["up", "down", "flat"]
     confidence: float | None = Field(description="0..1; below the threshold -> low_confidence.")
     low_confidence: bool
-    model: str = Field(description="Which model answered: cnn | elasticnet | baseline:<name>.")
+    model: str = Field(
+        description="Which model answered: cnn | blend | elasticnet | baseline:<name>.")
     explanation: str
 
 

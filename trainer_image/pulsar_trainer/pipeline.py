@@ -17,8 +17,11 @@ from pulsar_core.events import ModelRegistered, SurgeModelRef
 from pulsar_core.gate import (
     GateVerdict,
     HorizonScore,
+    Paired,
     PromotionPolicy,
     decide,
+    paired_from_tags,
+    paired_to_tags,
     scores_from_tags,
     scores_to_tags,
 )
@@ -28,7 +31,11 @@ from pulsar_core.settings import TrainSettings
 from pulsar_trainer import tracking
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from pulsar_core.data.loading import LoadResult
+    from pulsar_core.evaluation import EvaluationReport
+    from pulsar_core.forecaster import Forecaster
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -119,11 +126,42 @@ def _train_in_run(settings: TrainSettings, loaded: LoadResult, run_id: str, reus
 
     forecaster, report = train_forecaster(loaded.snapshots, settings, progress=say)
     tracking.log_evaluation(report, forecaster.metadata)
+    table = report.format_table()
+    if report.backtest is not None:
+        table = f"{report.backtest.format()}\n\nlast fold (the bundle's test day):\n{table}"
+    paired = _pair_with_champion(settings, forecaster, report, loaded.snapshots, say)
     say("logging the bundle to MLflow")
     bundle = log_bundle(forecaster, report, example_rows(loaded.snapshots))
     mlflow.set_tags(scores_to_tags(report.gate_scores()))
+    if paired is not None:
+        mlflow.set_tags(paired_to_tags(paired))
     mlflow.set_tag(tracking.BUNDLE_TAG, bundle.model_uri)  # last: marks the run complete
-    return LoggedRun(run_id, bundle.model_uri, reused, report.format_table(), loaded.rejected)
+    return LoggedRun(run_id, bundle.model_uri, reused, table, loaded.rejected)
+
+
+def _pair_with_champion(settings: TrainSettings, forecaster: Forecaster,
+                        report: EvaluationReport, snapshots: pd.DataFrame,
+                        say: Progress) -> Paired | None:
+    """The champion scored on this run's test folds (same rows), or None without a champion."""
+    from pulsar_core.bundle import BundleNotFound, IncompatibleBundle, load_forecaster
+    from pulsar_core.pairing import pair_with_champion
+
+    if report.backtest is None or Registry(settings.mlflow_tracking_uri).get_alias(
+            settings.registered_model) is None:
+        return None
+    try:
+        champion = load_forecaster(settings.mlflow_tracking_uri, settings.registered_model)
+    except (BundleNotFound, IncompatibleBundle) as error:
+        say(f"champion not scored on this run's rows (the gate falls back to skill): {error}")
+        return None
+    paired = pair_with_champion(champion.forecaster, champion.version, snapshots,
+                                report.backtest, forecaster.served)
+    for score in paired.scores:
+        say(f"paired with champion v{champion.version}, fold {score.fold}, "
+            f"{score.horizon_minutes:g}m: MAE {score.mae:.2f} vs {score.champion_mae:.2f} "
+            f"({score.rows} rows)")
+    tracking.log_paired(paired)
+    return paired
 
 
 def _version_tags(settings: TrainSettings, run_tags: dict[str, str]) -> dict[str, str]:
@@ -168,7 +206,8 @@ def run_training(settings: TrainSettings, *, progress: Progress | None = None) -
     scores = scores_from_tags(version.tags)
     champion = registry.get_alias(name)
     rival = champion if champion is not None and champion.version != version.version else None
-    verdict = decide(scores, scores_from_tags(rival.tags) if rival else None, PromotionPolicy())
+    verdict = decide(scores, scores_from_tags(rival.tags) if rival else None, PromotionPolicy(),
+                     paired=paired_from_tags(version.tags, rival.version if rival else None))
     outcome = TrainOutcome(
         model_name=name, version=version.version, run_id=logged.run_id,
         model_uri=registry.model_uri(name, version.version), reused=logged.reused,

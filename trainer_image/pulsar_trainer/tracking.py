@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from pulsar_core.data.report import RejectionReport
     from pulsar_core.evaluation import EvaluationReport
+    from pulsar_core.gate import Paired
 
 BUNDLE_TAG = "pulsar.bundle_uri"  # set last: a run carrying it has a complete bundle
 SURGE_MODEL_TAG = "pulsar.surge_model"
@@ -147,12 +148,31 @@ def log_evaluation(report: EvaluationReport, metadata: dict[str, Any]) -> None:
     mlflow.log_metrics(report.metrics())
     mlflow.log_metrics({k: float(v) for k, v in metadata.get("timings", {}).items()})
     mlflow.log_text(report.table.to_csv(index=False), "evaluation/table.csv")
-    mlflow.log_text(report.format_table(), TABLE_ARTIFACT)
+    table = report.format_table()
+    if report.backtest is not None:
+        backtest = report.backtest
+        mlflow.log_metrics(backtest.metrics())
+        mlflow.log_text(backtest.table().to_csv(index=False), "evaluation/backtest_folds.csv")
+        mlflow.log_text(backtest.by_service().reset_index().to_csv(index=False),
+                        "evaluation/backtest_by_service.csv")
+        mlflow.log_dict(backtest.to_dict(), "evaluation/backtest.json")
+        table = f"{backtest.format()}\n\nlast fold (the bundle's test day):\n{table}"
+    mlflow.log_text(table, TABLE_ARTIFACT)
     mlflow.log_dict(report.to_dict(), "evaluation/report.json")
     with tempfile.TemporaryDirectory(prefix="pulsar-plot-") as tmp:
         plot = Path(tmp) / "forecast_vs_actual.png"
         report.plot_forecast_vs_actual(plot)
         mlflow.log_artifact(str(plot), "evaluation")
+
+
+def log_paired(paired: Paired) -> None:
+    """The champion's and this run's MAE on the same rows, per fold and horizon."""
+    import mlflow
+
+    for score in paired.scores:
+        tag = f"{score.horizon_minutes:g}m_{_metric_name(score.fold)}"
+        mlflow.log_metrics({f"paired_mae_{tag}_candidate": score.mae,
+                            f"paired_mae_{tag}_champion": score.champion_mae})
 
 
 def logged_table(uri: str, run_id: str) -> str:

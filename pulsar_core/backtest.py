@@ -1,0 +1,222 @@
+"""Rolling-origin backtest: every model and baseline scored per fold, horizon and service type.
+
+Each fold trains ElasticNet and a CNN seed ensemble on the days before its validation day, picks
+the ElasticNet + CNN blend weight on that validation day, and scores everything on its test day.
+The served choice for fold k is made on the pooled validation days of folds 1..k (walk-forward:
+never on a test day, never on a later day). The table reports the served model's MAE against
+each fold's strongest simple baseline on the same rows: the mean ratio, the worst fold, the spread.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pulsar_core.contract import PERIOD_MINUTES
+from pulsar_core.evaluation import (
+    BASELINE_NAMES,
+    LEARNED,
+    EvaluationReport,
+    choose_served,
+    evaluate,
+    served_label,
+)
+from pulsar_core.folds import Fold
+
+BLEND_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)  # ElasticNet weight candidates
+MAX_WORSE_THAN_BASELINE = 1.02  # a fold may lose to its strongest baseline by 2% at most
+
+
+@dataclass
+class Scored:
+    """Forecasts of every model on one split's rows, with what scoring needs."""
+
+    forecasts: dict[str, np.ndarray]
+    actual: np.ndarray
+    current: np.ndarray
+    services: np.ndarray
+    rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # feature rows
+
+    @staticmethod
+    def pool(parts: list[Scored]) -> Scored:
+        names = [n for n in parts[0].forecasts if all(n in p.forecasts for p in parts)]
+        return Scored({n: np.concatenate([p.forecasts[n] for p in parts]) for n in names},
+                      np.concatenate([p.actual for p in parts]),
+                      np.concatenate([p.current for p in parts]),
+                      np.concatenate([p.services for p in parts]))
+
+
+@dataclass
+class FoldResult:
+    fold: Fold
+    valid: Scored
+    test: Scored
+    blend: dict[int, float]
+    seconds: float
+    served: dict[int, str] = field(default_factory=dict)
+    baseline: dict[int, str] = field(default_factory=dict)  # chosen on validation
+    report: EvaluationReport | None = None
+
+
+def choose_blend(forecasts: dict[str, np.ndarray], actual: np.ndarray,
+                 horizons: tuple[int, ...]) -> dict[int, float]:
+    """Per horizon, the ElasticNet weight in BLEND_GRID with the lowest validation MAE."""
+    weights: dict[int, float] = {}
+    linear, cnn = forecasts["elasticnet"], forecasts["cnn"]
+    for i, horizon in enumerate(horizons):
+        ok = np.isfinite(actual[:, i]) & np.isfinite(linear[:, i]) & np.isfinite(cnn[:, i])
+        if not ok.any():
+            weights[horizon] = 1.0 if not np.isfinite(cnn[:, i]).any() else 0.5
+            continue
+        errors = [np.abs(w * linear[ok, i] + (1 - w) * cnn[ok, i] - actual[ok, i]).mean()
+                  for w in BLEND_GRID]
+        weights[horizon] = float(BLEND_GRID[int(np.argmin(errors))])
+    return weights
+
+
+def add_blend(forecasts: dict[str, np.ndarray], weights: dict[int, float],
+              horizons: tuple[int, ...]) -> None:
+    """forecasts["blend"] from the ElasticNet and CNN columns (ElasticNet where no CNN)."""
+    linear, cnn = forecasts["elasticnet"], forecasts["cnn"]
+    w = np.array([weights[h] for h in horizons])[None, :]
+    forecasts["blend"] = np.where(np.isfinite(cnn), w * linear + (1 - w) * cnn, linear)
+
+
+def walk_forward(results: list[FoldResult], horizons: tuple[int, ...]) -> None:
+    """Served model and validation-chosen baseline of each fold from validation days 1..k."""
+    for k, result in enumerate(results):
+        pooled = Scored.pool([r.valid for r in results[:k + 1]])
+        valid = evaluate(pooled.forecasts, pooled.actual, pooled.current, horizons, {},
+                         split="validation")
+        result.served = choose_served(valid, horizons)
+        result.baseline = {h: served_label(c) for h, c in
+                           choose_served(valid, horizons, baselines_only=True).items()}
+        result.report = evaluate(result.test.forecasts, result.test.actual, result.test.current,
+                                 horizons, result.served, split=f"test {result.fold.name}")
+
+
+@dataclass
+class Backtest:
+    results: list[FoldResult]
+    horizons: tuple[int, ...]
+    timezone: str
+
+    def table(self) -> pd.DataFrame:
+        """One row per fold x horizon: served and strongest-baseline MAE on the same rows."""
+        records: list[dict[str, Any]] = []
+        for result in self.results:
+            assert result.report is not None
+            for horizon in self.horizons:
+                minutes = horizon * PERIOD_MINUTES
+                served = result.report.row(minutes, "served")
+                name, best = result.report.best_baseline(minutes)
+                chosen = result.baseline.get(horizon, "persistence")
+                rec = {"fold": result.fold.name, "horizon_minutes": minutes,
+                       "served": served_label(result.served.get(horizon, "?")),
+                       "served_mae": float(served.mae), "strongest": name,
+                       "strongest_mae": best, "valid_baseline": chosen,
+                       "rows": int(served.coverage), "evaluable": bool(served.evaluable)}
+                for model in (*LEARNED, chosen):
+                    row = result.report.row(minutes, model)
+                    rec[f"{model}_mae" if model in LEARNED else "valid_baseline_mae"] = \
+                        float(row.mae)
+                rec["ratio"] = rec["served_mae"] / best if best else math.nan
+                records.append(rec)
+        return pd.DataFrame.from_records(records)
+
+    def summary(self) -> pd.DataFrame:
+        """Per horizon: mean, worst and spread of the served / strongest-baseline ratio."""
+        table = self.table()
+        table = table[table.evaluable]
+        out = table.groupby("horizon_minutes").ratio.agg(["mean", "max", "min", "std", "count"])
+        return out.rename(columns={"max": "worst", "min": "best", "count": "folds"})
+
+    def by_service(self) -> pd.DataFrame:
+        """Mean over folds of served / strongest-baseline MAE per horizon x service type."""
+        records = []
+        for result in self.results:
+            test = result.test
+            served = {h: served_label(result.served[h]) for h in self.horizons}
+            for i, horizon in enumerate(self.horizons):
+                for service in np.unique(test.services):
+                    rows = (test.services == service) & np.isfinite(test.actual[:, i])
+                    rows &= np.isfinite(test.forecasts[served[horizon]][:, i])
+                    if not rows.any():
+                        continue
+                    actual = test.actual[rows, i]
+                    mae = {n: np.abs(test.forecasts[n][rows, i] - actual).mean()
+                           for n in BASELINE_NAMES if n in test.forecasts}
+                    served_mae = np.abs(test.forecasts[served[horizon]][rows, i] - actual).mean()
+                    records.append({"horizon_minutes": horizon * PERIOD_MINUTES,
+                                    "service_type": int(service), "fold": result.fold.name,
+                                    "ratio": served_mae / min(mae.values()),
+                                    "rows": int(rows.sum())})
+        frame = pd.DataFrame.from_records(records)
+        if frame.empty:
+            return frame
+        return frame.groupby(["horizon_minutes", "service_type"]).agg(
+            mean_ratio=("ratio", "mean"), worst=("ratio", "max"), rows=("rows", "sum"))
+
+    def losing_horizons(self) -> dict[int, str]:
+        """Horizons where some fold's served MAE exceeds its strongest baseline by > 2%."""
+        table = self.table()
+        out: dict[int, str] = {}
+        for horizon in self.horizons:
+            rows = table[(table.horizon_minutes == horizon * PERIOD_MINUTES) & table.evaluable
+                         & (table.ratio > MAX_WORSE_THAN_BASELINE)]
+            if not rows.empty:
+                out[horizon] = "; ".join(f"fold {r.fold}: {r.served} {r.served_mae:.2f} vs "
+                                         f"{r.strongest} {r.strongest_mae:.2f} "
+                                         f"(x{r.ratio:.3f})" for r in rows.itertuples())
+        return out
+
+    def format(self) -> str:
+        """The fold table `pulsar train` and bench_accuracy print."""
+        lines = [f"rolling-origin backtest: {len(self.results)} fold(s); day boundaries in "
+                 f"{self.timezone}; each fold trains on the days before its validation day"]
+        lines += ["  " + r.fold.describe(self.timezone) for r in self.results]
+        table = self.table()
+        lines.append(f"{'fold':<12} {'horizon':>7} {'served':<14} {'MAE':>7} {'strongest':<15}"
+                     f" {'MAE':>7} {'ratio':>6} {'EN':>7} {'CNN':>7} {'blend':>7} {'rows':>6}")
+        for r in table.itertuples():
+            if not r.evaluable:
+                lines.append(f"{r.fold:<12} {r.horizon_minutes:>6g}m not evaluable "
+                             "(no target this far ahead in the fold)")
+                continue
+            lines.append(f"{r.fold:<12} {r.horizon_minutes:>6g}m {r.served:<14} "
+                         f"{r.served_mae:7.2f} {r.strongest:<15} {r.strongest_mae:7.2f} "
+                         f"{r.ratio:6.3f} {r.elasticnet_mae:7.2f} {r.cnn_mae:7.2f} "
+                         f"{r.blend_mae:7.2f} {r.rows:6d}")
+        lines.append("served / strongest baseline per horizon (mean, worst fold, spread):")
+        summary = self.summary()
+        for horizon in self.horizons:
+            minutes = horizon * PERIOD_MINUTES
+            if minutes not in summary.index:
+                lines.append(f"  {minutes:>5g}m not evaluable on any fold")
+                continue
+            s = summary.loc[minutes]
+            spread = 0.0 if not np.isfinite(s["std"]) else s["std"]
+            lines.append(f"  {minutes:>5g}m mean {s['mean']:.3f}  worst {s['worst']:.3f}  "
+                         f"best {s['best']:.3f}  std {spread:.3f}  ({int(s['folds'])} folds)")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        table = self.table()
+        return {"timezone": self.timezone,
+                "folds": [r.fold.to_dict() | {"seconds": r.seconds,
+                                              "blend": {str(h): w for h, w in r.blend.items()}}
+                          for r in self.results],
+                "table": table.astype(object).where(table.notna(), None).to_dict("records")}
+
+    def metrics(self) -> dict[str, float]:
+        """backtest_ratio_<h>m_{mean,worst,std} for MLflow."""
+        out: dict[str, float] = {"backtest_folds": float(len(self.results))}
+        for minutes, s in self.summary().iterrows():
+            for name in ("mean", "worst", "std"):
+                if np.isfinite(s[name]):
+                    out[f"backtest_ratio_{minutes:g}m_{name}"] = float(s[name])
+        return out

@@ -103,5 +103,11 @@ def test_baselines_on_hand_computed_values():
     assert baseline_forecast("seasonal_naive", features, 2)[4] == 30  # day 1, period 2
     assert baseline_forecast("seasonal_naive", features, 2)[6] == 70  # no day-1 period 5
     assert baseline_forecast("series_mean", features, 1)[5] == pytest.approx(35.0)
+    # phase_mean: row 5 is period 1 (odd); the target at h=1 has the even phase: periods 0, 2
+    # of day 1 and period 0 of day 2 (10, 30, 50), at h=2 the odd one: 20, 40, 60
+    assert baseline_forecast("phase_mean", features, 1)[5] == pytest.approx(30.0)
+    assert baseline_forecast("phase_mean", features, 2)[5] == pytest.approx(40.0)
+    # row 0 has no earlier period of the other phase: same_phase (here persistence) answers
+    assert baseline_forecast("phase_mean", features, 1)[0] == 10
     with pytest.raises(ValueError, match="unknown baseline"):
         baseline_forecast("oracle", features, 1)

@@ -33,6 +33,25 @@ def test_training_reports_every_model_and_baseline_per_horizon(trained):
     assert forecaster.metadata["served"]["7.5"] == forecaster.served[1]
     assert forecaster.metadata["test_start"] > forecaster.metadata["valid_start"]
     assert set(report.gate_scores()) == {7.5, 30.0}
+    assert {"blend", "phase_mean"} <= models
+
+
+def test_training_is_a_backtest_whose_last_fold_is_the_bundle(trained):
+    _, forecaster, report = trained
+    backtest = report.backtest
+    # 4 days in Tehran time: folds test on days 3 and 4 (each after a training + validation day)
+    assert [r.fold.name for r in backtest.results] == ["2025-11-22", "2025-11-23"]
+    assert forecaster.metadata["test_start"] == str(backtest.results[-1].fold.test_start)
+    assert forecaster.metadata["timezone"] == "Asia/Tehran"
+    assert len(forecaster.cnn.members) == 3  # the default seed ensemble
+    assert set(forecaster.blend) == {1, 4} and all(0 <= w <= 1 for w in forecaster.blend.values())
+    table = backtest.table()
+    assert set(table.fold) == {"2025-11-22", "2025-11-23"} and (table.rows > 0).all()
+    text = backtest.format()
+    assert "2025-11-23: test periods 2025-11-23 02:15..11-23 03:37:30 Asia/Tehran" in text
+    assert "mean" in text and "worst" in text
+    assert forecaster.metadata["backtest"]["folds"][0]["name"] == "2025-11-22"
+    assert set(backtest.by_service().index.get_level_values("service_type")) == {1, 2}
 
 
 def test_predict_returns_one_row_per_series_and_horizon(trained):

@@ -1,0 +1,81 @@
+"""Backtest bookkeeping on hand-made forecasts: blend weights, walk-forward choice, fold table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pulsar_core.backtest import Backtest, FoldResult, Scored, add_blend, choose_blend, walk_forward
+from pulsar_core.folds import Fold
+
+HORIZONS = (1,)
+
+
+def _fold(name: str) -> Fold:
+    day = pd.Timestamp(name, tz="UTC")
+    return Fold(name, day - pd.Timedelta(days=1), day, day + pd.Timedelta(days=1), day,
+                day + pd.Timedelta(hours=1))
+
+
+def _scored(actual: np.ndarray, en_error: float, cnn_error: float,
+            baseline_error: float) -> Scored:
+    column = actual[:, None]
+    forecasts = {"elasticnet": column + en_error, "cnn": column + cnn_error,
+                 "persistence": column + 2 * baseline_error, "phase_mean": column - baseline_error}
+    return Scored(forecasts, column, actual, np.array([1, 2] * (len(actual) // 2)))
+
+
+def _result(name: str, valid: Scored, test: Scored) -> FoldResult:
+    blend = choose_blend(valid.forecasts, valid.actual, HORIZONS)
+    add_blend(valid.forecasts, blend, HORIZONS)
+    add_blend(test.forecasts, blend, HORIZONS)
+    return FoldResult(_fold(name), valid, test, blend, 1.0)
+
+
+ACTUAL = np.linspace(50, 150, 40)
+
+
+def test_blend_weight_is_the_validation_optimum():
+    valid = _scored(ACTUAL, en_error=10.0, cnn_error=-10.0, baseline_error=30.0)
+    assert choose_blend(valid.forecasts, valid.actual, HORIZONS) == {1: 0.5}
+    valid = _scored(ACTUAL, en_error=10.0, cnn_error=-40.0, baseline_error=30.0)
+    assert choose_blend(valid.forecasts, valid.actual, HORIZONS) == {1: 0.8}  # 0.8*10 = 0.2*40
+    add_blend(valid.forecasts, {1: 0.5}, HORIZONS)
+    np.testing.assert_allclose(valid.forecasts["blend"], valid.actual - 10.0)
+
+
+def test_served_is_chosen_on_pooled_validation_days_never_on_the_test_day():
+    # Fold 1: ElasticNet wins validation, the CNN wins the test day: ElasticNet is served.
+    first = _result("2025-12-02", _scored(ACTUAL, 5.0, 40.0, 30.0),
+                    _scored(ACTUAL, 20.0, 1.0, 30.0))
+    # Fold 2's own validation day favours the CNN a little; pooled with fold 1's, ElasticNet
+    # still wins (walk-forward: days 1..k), and that is what fold 2 serves.
+    second = _result("2025-12-03", _scored(ACTUAL, 8.0, 6.0, 30.0), _scored(ACTUAL, 8.0, 1.0, 9.0))
+    for result in (first, second):  # the blend would win validation: keep it out of this test
+        for part in (result.valid, result.test):
+            part.forecasts["blend"] = part.forecasts["elasticnet"] + 100.0
+    walk_forward([first, second], HORIZONS)
+    assert first.served == {1: "elasticnet"} and second.served == {1: "elasticnet"}
+    assert first.baseline == {1: "phase_mean"}  # the baseline chosen on validation, too
+    backtest = Backtest([first, second], HORIZONS, "UTC")
+    table = backtest.table()
+    assert list(table.served) == ["elasticnet", "elasticnet"]
+    assert list(table.strongest) == ["phase_mean", "phase_mean"]
+    np.testing.assert_allclose(table.ratio, [20.0 / 30.0, 8.0 / 9.0])
+    summary = backtest.summary().loc[7.5]
+    assert summary["mean"] == pytest.approx((20 / 30 + 8 / 9) / 2)
+    assert summary["worst"] == pytest.approx(8 / 9) and summary["folds"] == 2
+    assert backtest.losing_horizons() == {}
+    assert "2 fold(s)" in backtest.format() and "worst 0.889" in backtest.format()
+    assert backtest.metrics()["backtest_ratio_7.5m_worst"] == pytest.approx(8 / 9)
+
+
+def test_a_fold_lost_to_its_strongest_baseline_by_more_than_two_percent_is_named():
+    first = _result("2025-12-02", _scored(ACTUAL, 5.0, 40.0, 30.0),
+                    _scored(ACTUAL, 5.0, 40.0, 30.0))
+    second = _result("2025-12-03", _scored(ACTUAL, 5.0, 40.0, 30.0),
+                     _scored(ACTUAL, 10.3, 40.0, 10.0))  # served 3% worse than phase_mean
+    walk_forward([first, second], HORIZONS)
+    losing = Backtest([first, second], HORIZONS, "UTC").losing_horizons()
+    assert set(losing) == {1} and "fold 2025-12-03" in losing[1] and "x1.030" in losing[1]

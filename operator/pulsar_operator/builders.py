@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from pydantic_settings import BaseSettings
 
 from pulsar_core.settings import ServeSettings, TrainSettings, registered_model_name
 from pulsar_operator.spec import GROUP, KIND, VERSION, SurgeModelSpec
@@ -16,6 +18,7 @@ TRIGGER_ANNOTATION = f"{GROUP}/trigger-id"
 VERSION_ANNOTATION = f"{GROUP}/model-version"
 SCRATCH = "/tmp"
 TriggerKind = Literal["spec", "schedule", "retrain", "manual"]
+C = TypeVar("C", bound=BaseSettings)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,11 @@ def predictor_name(model: SurgeModel) -> str:
     return _dns_name(model.name, "-predictor")
 
 
+def trainer_service_account(model: SurgeModel) -> str:
+    """The platform's account when configured (e.g. for object-store access), else the model's."""
+    return model.platform.service_account or _dns_name(model.name, "-trainer")
+
+
 def labels(model: SurgeModel, component: str) -> dict[str, str]:
     instance = _dns_name(model.name, "")
     return {
@@ -115,10 +123,18 @@ def _pod_security() -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
+def _exact(contract: type[C], **values: Any) -> C:
+    """The contract from these values and the defaults only. Every field is passed explicitly
+    because pydantic-settings lets init values outrank the environment: the operator's own
+    PULSAR_* variables (PULSAR_HOST, say) must never leak into its children's env."""
+    return contract(**contract.model_construct(**values).model_dump())
+
+
 def train_settings(model: SurgeModel, run_key: str) -> TrainSettings:
     """The trainer's env contract for this model; `run_key` makes Job retries idempotent."""
     spec, training = model.spec, model.spec.training
-    return TrainSettings(
+    return _exact(
+        TrainSettings,
         mlflow_tracking_uri=model.platform.mlflow_tracking_uri,
         nats_url=model.platform.nats_url,
         model_namespace=model.namespace, model_name=model.name,
@@ -135,12 +151,21 @@ def train_settings(model: SurgeModel, run_key: str) -> TrainSettings:
     )
 
 
+def build_trainer_service_account(model: SurgeModel) -> dict[str, Any]:
+    """The model's own trainer identity: no API permissions, no token mounted, owned."""
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": _metadata(model, trainer_service_account(model), "trainer"),
+            "automountServiceAccountToken": False}
+
+
 def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
     """The trainer Job for one trigger (batch/v1)."""
     name = job_name(model, trigger)
     training = model.spec.training
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        "serviceAccountName": trainer_service_account(model),
+        "automountServiceAccountToken": False,  # the trainer never calls the Kubernetes API
         "securityContext": _pod_security(),
         "containers": [{
             "name": "trainer",
@@ -153,8 +178,6 @@ def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
         }],
         "volumes": [{"name": "scratch", "emptyDir": {}}],
     }
-    if model.platform.service_account:
-        pod_spec["serviceAccountName"] = model.platform.service_account
     annotations = {TRIGGER_ANNOTATION: trigger.id, f"{GROUP}/trigger-kind": trigger.kind}
     return {
         "apiVersion": "batch/v1",
@@ -172,7 +195,8 @@ def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
 def serve_settings(model: SurgeModel, version: str) -> ServeSettings:
     """The predictor's env contract, serving exactly `version` (rollbacks are Deployment edits)."""
     spec = model.spec
-    return ServeSettings(
+    return _exact(
+        ServeSettings,
         mlflow_tracking_uri=model.platform.mlflow_tracking_uri,
         registered_model=model.registered_model, model_version=version,
         nats_url=model.platform.nats_url, city=spec.city, service_type=spec.service_type,
@@ -212,7 +236,8 @@ def build_predictor_deployment(model: SurgeModel, version: str) -> dict[str, Any
             "template": {
                 "metadata": {"labels": labels(model, "predictor"),
                              "annotations": {VERSION_ANNOTATION: version}},
-                "spec": {"securityContext": _pod_security(), "containers": [container],
+                "spec": {"automountServiceAccountToken": False,
+                         "securityContext": _pod_security(), "containers": [container],
                          "volumes": [{"name": "scratch", "emptyDir": {}}]},
             },
         },

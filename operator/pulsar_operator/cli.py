@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     from pulsar_operator import main as handlers
 
     logs.configure(settings.log_format, args.verbose)
-    metrics.serve_metrics(settings.metrics_port)
-    liveness = (f"http://0.0.0.0:{settings.liveness_port}/healthz"
+    metrics.serve_metrics(settings.metrics_port, settings.host)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    liveness = (f"http://{host}:{settings.liveness_port}/healthz"
                 if settings.liveness_port else None)
     standalone = args.standalone or settings.standalone
     kopf.run(

@@ -28,6 +28,8 @@ class OperatorSettings(BaseSettings):
     resync_seconds: float = Field(30.0, gt=0, description="Level-triggered check of every model.")
     registry_poll_seconds: float = Field(300.0, gt=0, description="Registry poll per model.")
     max_backoff_seconds: float = Field(300.0, gt=0, description="Cap of MLflow/NATS retries.")
+    host: str = Field("0.0.0.0", description="Address the /metrics and /healthz endpoints "
+                      "bind (the pod IP, or 127.0.0.1 outside a cluster).")
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus port; 0 = off.")
     liveness_port: int = Field(8081, ge=0, le=65535, description="/healthz port; 0 = off.")
     peering_name: str = Field("pulsar-operator", description="kopf peering object for HA.")

@@ -45,6 +45,7 @@ class Ref:
 JOBS = Ref("batch/v1", "jobs")
 DEPLOYMENTS = Ref("apps/v1", "deployments")
 SERVICES = Ref("v1", "services")
+SERVICE_ACCOUNTS = Ref("v1", "serviceaccounts")
 SURGEMODELS = Ref("forecasting.pulsar.dev/v1alpha1", "surgemodels")
 
 

@@ -37,6 +37,6 @@ def count_tasks_of(loop: asyncio.AbstractEventLoop) -> None:
     TASKS.set_function(lambda: float(len(asyncio.all_tasks(loop))))
 
 
-def serve_metrics(port: int) -> None:
+def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
     if port:
-        start_http_server(port, registry=REGISTRY)
+        start_http_server(port, addr=host, registry=REGISTRY)

@@ -11,11 +11,16 @@ RULES: list[dict[str, Any]] = [
     # single object: it lists and watches); the few it cannot exercise are listed there.
     {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["list", "watch", "patch"]},
     {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["patch"]},
+    # Never called: OwnerReferencesPermissionEnforcement (OpenShift's default) requires it to
+    # set blockOwnerDeletion on children owned by a SurgeModel.
+    {"apiGroups": [GROUP], "resources": [f"{PLURAL}/finalizers"], "verbs": ["update"]},
     {"apiGroups": ["batch"], "resources": ["jobs"],
      "verbs": ["get", "list", "watch", "create"]},
     {"apiGroups": ["apps"], "resources": ["deployments"],
      "verbs": ["get", "list", "watch", "create", "patch"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "patch"]},
+    # each model's trainer ServiceAccount (no permissions, no token), created once, owned
+    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # kopf: CRD discovery, namespace watching (only with PULSAR_NAMESPACES) and peering for HA.
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],

@@ -6,9 +6,14 @@ from datetime import datetime
 from typing import Any
 
 from pulsar_operator import metrics
-from pulsar_operator.builders import SurgeModel, build_training_job, job_name
+from pulsar_operator.builders import (
+    SurgeModel,
+    build_trainer_service_account,
+    build_training_job,
+    job_name,
+)
 from pulsar_operator.conditions import now_iso
-from pulsar_operator.kube import JOBS, Kube
+from pulsar_operator.kube import JOBS, SERVICE_ACCOUNTS, Kube
 from pulsar_operator.recorder import Decision
 from pulsar_operator.triggers import TriggerState, next_trigger, training_hash
 
@@ -70,6 +75,8 @@ async def start_training(kube: Kube, model: SurgeModel, status: dict[str, Any],
             status["lastScheduledAt"] = trigger.at.isoformat()
         return
     manifest = build_training_job(model, trigger)
+    if not model.platform.service_account:
+        await kube.create(SERVICE_ACCOUNTS, build_trainer_service_account(model))
     created_now = await kube.create(JOBS, manifest)
     name = job_name(model, trigger)
     status["lastTraining"] = {"job": name, "triggerId": trigger.id, "triggerKind": trigger.kind,

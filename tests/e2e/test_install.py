@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ import pytest
 
 from tests.e2e.conftest import restricted_namespace
 from tests.operator.test_crd import INVALID, _with
-from tests.support.kubeapi import Api, ApiError, load_documents, path_of
+from tests.support.kubeapi import Api, ApiError, install_crds, load_documents, path_of
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "pulsar"  # the examples' namespace
@@ -18,22 +17,9 @@ NS = "pulsar"  # the examples' namespace
 
 @pytest.fixture(scope="module")
 def installed(admin: Api) -> Api:
-    for crd in load_documents(sorted((ROOT / "crds").glob("*.yaml"))):
-        admin.apply(crd)  # kubectl apply --server-side -f crds/
+    install_crds(admin)  # kubectl apply --server-side -f crds/
     restricted_namespace(admin, NS)
-    _wait_established(admin)
     return admin
-
-
-def _wait_established(api: Api) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        crd = api.get("CustomResourceDefinition", "surgemodels.forecasting.pulsar.dev") or {}
-        if any(c["type"] == "Established" and c["status"] == "True"
-               for c in (crd.get("status") or {}).get("conditions") or []):
-            return
-        time.sleep(0.2)
-    raise AssertionError("the SurgeModel CRD never became Established")
 
 
 def test_crd_is_accepted_and_defaults_horizons(installed: Api) -> None:

@@ -26,6 +26,7 @@ JOBS = kmock.resource("batch", "v1", "jobs")
 DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
 SERVICES = kmock.resource("", "v1", "services")
 EVENTS = kmock.resource("", "v1", "events")
+SERVICE_ACCOUNTS = kmock.resource("", "v1", "serviceaccounts")
 NS = "pulsar"
 ROOT_DIR = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,7 @@ def declare_resources(server: Any) -> None:
         kind="SurgeModel", singular="surgemodel", namespaced=True, shortnames={"sm"},
         verbs={"get", "list", "watch", "patch", "create", "delete"}, subresources={"status"})
     for ref, kind in ((JOBS, "Job"), (DEPLOYMENTS, "Deployment"), (SERVICES, "Service"),
-                      (EVENTS, "Event")):
+                      (EVENTS, "Event"), (SERVICE_ACCOUNTS, "ServiceAccount")):
         server.resources[ref] = kmock.ResourceInfo(
             kind=kind, namespaced=True, verbs={"get", "list", "watch", "patch", "create"})
 

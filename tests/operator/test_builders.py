@@ -98,3 +98,16 @@ def test_containers_get_the_typed_resources_as_a_resource_requirements_block() -
     default = build_predictor_deployment(_model(), "1")["spec"]["template"]["spec"]
     assert default["containers"][0]["resources"] == {
         "requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
+
+
+def test_the_operators_own_environment_never_leaks_into_children(monkeypatch) -> None:
+    """Found on the real control plane: the operator pod's PULSAR_HOST (its pod IP) ended up in
+    every predictor's env, which then bound the operator's address instead of its own."""
+    model, trigger = _model(), Trigger("spec", "gen-1")
+    clean = (build_predictor_deployment(model, "3"), build_training_job(model, trigger))
+    for key, value in {"PULSAR_HOST": "10.0.0.7", "PULSAR_AUTH_TOKEN": "operator-secret",
+                       "PULSAR_SEED": "99", "PULSAR_PORT": "9999"}.items():
+        monkeypatch.setenv(key, value)
+    assert (build_predictor_deployment(model, "3"), build_training_job(model, trigger)) == clean
+    serving = _env(clean[0]["spec"]["template"]["spec"]["containers"][0])
+    assert serving["PULSAR_HOST"] == "0.0.0.0" and "PULSAR_AUTH_TOKEN" not in serving

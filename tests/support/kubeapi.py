@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,23 @@ class Api:
         answer = self._call("POST", path_of("ServiceAccount", namespace, service_account,
                                             sub="token"), json=request)
         return str(answer["status"]["token"])
+
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+
+
+def install_crds(api: Api, folder: Path = CRDS, timeout: float = 30.0) -> None:
+    """Apply every CRD in `folder` server-side and wait until each is Established."""
+    crds = load_documents(sorted(folder.glob("*.yaml")))
+    for crd in crds:
+        api.apply(crd)
+    deadline = time.monotonic() + timeout
+    for crd in crds:
+        while True:
+            found = api.get("CustomResourceDefinition", crd["metadata"]["name"]) or {}
+            if any(c["type"] == "Established" and c["status"] == "True"
+                   for c in (found.get("status") or {}).get("conditions") or []):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"CRD {crd['metadata']['name']} not Established")
+            time.sleep(0.1)

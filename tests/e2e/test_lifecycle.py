@@ -1,0 +1,195 @@
+"""A SurgeModel's whole life on a real API server, with real controllers, NATS and MLflow.
+
+apply → Job (its pod runs the real `pulsar train`) → version registered → gate → alias
+`champion` → predictor Deployment (pods run the real `pulsar serve`, Ready through their real
+readiness probe) → POST /v1/forecast → Ready=True → NATS retrain request → one new Job → new
+version promoted → predictor rolled → delete → every child garbage-collected.
+
+The cluster is hardened (OwnerReferencesPermissionEnforcement) and both namespaces enforce the
+`restricted` Pod Security level; the operator runs with exactly the chart's RBAC, so a 403 fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pandas as pd
+import pytest
+from pulsar_operator.nats_bridge import ensure_retrain_stream
+
+from pulsar_core.events import retrain_subject
+from pulsar_core.registry import Registry
+from tests.e2e.conftest import restricted_namespace
+from tests.e2e.stack import Installed, install, wait_for
+from tests.predictor.payloads import as_rows, hexagons_of, recent
+from tests.support.kubeapi import Api
+from tests.support.kubelet import ProcessKubelet
+from tests.support.services import NatsServer, running_mlflow_server
+
+NS, NAME = "pulsar-e2e", "tehran-eco"
+REGISTERED = "pulsar-tehran-eco"
+MODEL_LABEL = f"forecasting.pulsar.dev/model={NAME}"
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    root = tmp_path_factory.mktemp("services")
+    nats_server = NatsServer(root / "jetstream")
+    nats_server.start()
+    try:
+        with running_mlflow_server(root / "mlflow") as mlflow_url:
+            yield nats_server.url, mlflow_url
+    finally:
+        nats_server.stop()
+
+
+@pytest.fixture(scope="module")
+def snapshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "city.parquet"
+    subprocess.run([sys.executable, "-m", "pulsar_cli.main", "data", "generate", str(path),
+                    "--hexagons", "40", "--days", "4", "--service-types", "1",
+                    "--mode", "continuous"], check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def installed(admin: Api, kubelet: ProcessKubelet, services: tuple[str, str]) -> Installed:
+    nats_url, mlflow_url = services
+    values = {"mlflow": {"trackingUri": mlflow_url}, "nats": {"url": nats_url},
+              "operator": {"resyncSeconds": 2, "registryPollSeconds": 3, "logFormat": "plain"}}
+    return install(admin, kubelet, values, restricted_namespace)
+
+
+def surge_model(data: Path) -> dict[str, Any]:
+    return {"apiVersion": "forecasting.pulsar.dev/v1alpha1", "kind": "SurgeModel",
+            "metadata": {"name": NAME, "namespace": NS},
+            "spec": {"city": "tehran", "serviceType": "eco", "serviceTypeId": 1,
+                     "data": {"uris": [str(data)], "format": "snapshot-parquet"},
+                     "training": {"image": "pulsar-trainer:e2e", "horizonsMinutes": [30, 60],
+                                  "cnn": {"epochs": 2, "channels": 8}},
+                     "promotion": {"policy": "auto", "maxRegressionVsChampionPct": 50},
+                     "serving": {"image": "pulsar-predictor:e2e", "replicas": 1}}}
+
+
+def owned(api: Api, kind: str) -> list[dict[str, Any]]:
+    return [item for item in api.list(kind, NS)
+            if any(ref.get("name") == NAME and ref.get("kind") == "SurgeModel"
+                   for ref in item["metadata"].get("ownerReferences") or [])]
+
+
+def status(api: Api) -> dict[str, Any]:
+    return (api.get("SurgeModel", NAME, NS) or {}).get("status") or {}
+
+
+def condition(api: Api, kind: str) -> dict[str, Any]:
+    return next((c for c in status(api).get("conditions") or [] if c["type"] == kind), {})
+
+
+def finished_jobs(api: Api) -> list[dict[str, Any]]:
+    return [job for job in owned(api, "Job")
+            if any(c["type"] == "Complete" and c["status"] == "True"
+                   for c in (job.get("status") or {}).get("conditions") or [])]
+
+
+def ready_predictor_ips(api: Api, version: str) -> list[str]:
+    pods = api.list("Pod", NS, labelSelector="app.kubernetes.io/component=predictor")
+    return [pod["status"]["podIP"] for pod in pods
+            if not pod["metadata"].get("deletionTimestamp")
+            and pod["metadata"].get("annotations", {}).get(
+                "forecasting.pulsar.dev/model-version") == version
+            and any(c["type"] == "Ready" and c["status"] == "True"
+                    for c in pod["status"].get("conditions") or [])]
+
+
+def forecast(ip: str, data: Path) -> dict[str, Any]:
+    history = recent(pd.read_parquet(data), periods=48)
+    body = {"hexagons": hexagons_of(history, 3),
+            "history": as_rows(history[history["hexagon"].isin(hexagons_of(history, 3))])}
+    answer = httpx.post(f"http://{ip}:8080/v1/forecast", content=json.dumps(body, default=str),
+                        headers={"Content-Type": "application/json"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def printer_row(api: Api) -> dict[str, Any]:
+    table = api.http.get(f"/apis/forecasting.pulsar.dev/v1alpha1/namespaces/{NS}/surgemodels",
+                         headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+    names = [column["name"] for column in table.json()["columnDefinitions"]]
+    row = next(r for r in table.json()["rows"] if r["cells"][0] == NAME)
+    return dict(zip(names, row["cells"], strict=True))
+
+
+async def _publish_retrain(nats_url: str) -> None:
+    client = await nats.connect(nats_url)
+    js = client.jetstream()
+    await ensure_retrain_stream(js)
+    await js.publish(retrain_subject("tehran", "eco"), b'{"reason": "e2e drift"}',
+                     headers={"Nats-Msg-Id": "e2e-retrain-1"})
+    await client.close()
+
+
+def test_lifecycle_on_a_real_control_plane(installed: Installed, services: tuple[str, str],
+                                           snapshots: Path) -> None:
+    api, diagnose = installed.api, installed.diagnose
+    nats_url, mlflow_url = services
+    restricted_namespace(api, NS)
+    api.apply(surge_model(snapshots))
+
+    # first training: the real Job controller marks the Job Complete from the pod's exit
+    job = wait_for(lambda: owned(api, "Job"), 30, "the first Job", diagnose)[0]
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == f"{NAME}-trainer"
+    wait_for(lambda: finished_jobs(api), 240, "the first Job to complete",
+             lambda: diagnose() + installed.pod_log(NS, job["metadata"]["name"] + "-*"))
+    registry = Registry(mlflow_url)
+    wait_for(lambda: (registry.get_alias(REGISTERED) or None), 60, "alias champion", diagnose)
+    wait_for(lambda: (status(api).get("champion") or {}).get("version") == "1", 60,
+             "status.champion = 1", diagnose)
+
+    # serving: Deployment → ReplicaSet → pod, Ready through its real readiness probe
+    ips = wait_for(lambda: ready_predictor_ips(api, "1"), 120, "a Ready predictor pod (v1)",
+                   diagnose)
+    answer = forecast(ips[0], snapshots)
+    assert answer["model"]["version"] == "1" and answer["source"] == "history"
+    assert {30.0, 60.0} <= {f["horizon_minutes"] for f in answer["forecasts"]}
+    ready = wait_for(lambda: condition(api, "Ready").get("status") == "True" and
+                     condition(api, "Ready"), 60, "Ready=True", diagnose)
+    generation = api.get("SurgeModel", NAME, NS)["metadata"]["generation"]
+    assert ready["observedGeneration"] == generation == status(api)["observedGeneration"]
+    row = printer_row(api)
+    assert row["Phase"] == "Serving" and row["Champion"] == "1" and row["Ready"] == "True"
+    assert row["MAE@30m"] not in (None, "", "<none>")
+
+    # a NATS retrain request: exactly one new Job, a new version, the predictor rolled
+    asyncio.run(_publish_retrain(nats_url))
+    wait_for(lambda: len(owned(api, "Job")) == 2, 60, "the retrain Job", diagnose)
+    wait_for(lambda: len(finished_jobs(api)) == 2, 240, "the retrain Job to complete", diagnose)
+    wait_for(lambda: (status(api).get("champion") or {}).get("version") == "2", 90,
+             "status.champion = 2", diagnose)
+    ips = wait_for(lambda: ready_predictor_ips(api, "2"), 120, "a Ready predictor pod (v2)",
+                   diagnose)
+    assert forecast(ips[0], snapshots)["model"]["version"] == "2"
+    assert len(owned(api, "Job")) == 2, "a retrain request must start exactly one Job"
+
+    # the chart's RBAC was enough for everything above
+    log = installed.operator_log()
+    assert "403" not in log and "Forbidden" not in log.replace("forbidden_", ""), log[-3000:]
+
+    # delete: the real garbage collector removes every child
+    api.delete("SurgeModel", NAME, NS)
+    kinds = ("Job", "Pod", "Deployment", "ReplicaSet", "Service", "ServiceAccount")
+
+    def leftovers() -> list[str]:
+        pods = api.list("Pod", NS)
+        return [f"{kind}/{item['metadata']['name']}" for kind in kinds
+                for item in (pods if kind == "Pod" else owned(api, kind))]
+
+    wait_for(lambda: not leftovers() or None, 120, "garbage collection of every child",
+             lambda: str(leftovers()))

@@ -17,9 +17,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor.drift import DriftPolicy
-from pulsar_predictor.errors import PredictorError
+from pulsar_predictor.errors import ClientGone, PredictorError
+from pulsar_predictor.limits import BodyLimits
 from pulsar_predictor.metrics import Metrics
-from pulsar_predictor.routes import probes, v1
+from pulsar_predictor.routes import probes, protected_docs, v1
 from pulsar_predictor.runtime import Runtime
 from pulsar_predictor.schemas import ForecastRequest
 from pulsar_predictor.slot import ModelLoader
@@ -41,13 +42,20 @@ def _field(location: tuple[Any, ...]) -> str:
 
 async def _predictor_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, PredictorError)
+    if isinstance(error, ClientGone):
+        log.debug("%s %s: %s", request.method, request.url.path, error.message)
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
+def _short(text: str, limit: int = 300) -> str:
+    """An error names the problem; it never echoes a huge input back."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    problems = [f"{_field(tuple(e['loc']))}: {e['msg']}" for e in error.errors()[:10]]
+    problems = [_short(f"{_field(tuple(e['loc']))}: {e['msg']}") for e in error.errors()[:10]]
     first = error.errors()[0] if error.errors() else {"loc": ("body",)}
     body = {"error": {"code": "invalid_input", "message": "; ".join(problems),
                       "field": _field(tuple(first["loc"])), "detail": {"problems": problems}}}
@@ -119,19 +127,30 @@ def create_app(settings: ServeSettings | None = None, loader: ModelLoader | None
         finally:
             await runtime.stop()
 
+    # With a token, the API's description is behind it too: /openapi.json needs the bearer,
+    # and the browser pages (/docs, /redoc), which cannot send one, are off.
+    open_docs = not runtime.settings.auth_token
     app = FastAPI(
         title="Pulsar predictor",
         version="1",
         summary="Surge forecasts per H3 hexagon, 7.5 to 90 minutes ahead.",
         lifespan=lifespan,
+        docs_url="/docs" if open_docs else None,
+        redoc_url="/redoc" if open_docs else None,
+        openapi_url="/openapi.json" if open_docs else None,
     )
     app.state.runtime = runtime
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(v1)
     app.include_router(probes)
+    if not open_docs:
+        app.include_router(protected_docs)
     app.add_exception_handler(PredictorError, _predictor_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
-    app.add_middleware(RequestMetrics, metrics=runtime.metrics)
+    settings = runtime.settings
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes,
+                       read_timeout=settings.body_timeout_seconds)
+    app.add_middleware(RequestMetrics, metrics=runtime.metrics)  # outermost: counts 413/408 too
     return app

@@ -68,3 +68,27 @@ class CnnUnavailable(PredictorError):
 class Timeout(PredictorError):
     status = 504
     code = "timeout"
+
+
+class BodyTooLarge(PredictorError):
+    status = 413
+    code = "body_too_large"
+
+
+class BodyTimeout(PredictorError):
+    status = 408
+    code = "body_timeout"
+
+
+class UnsupportedMediaType(PredictorError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class ClientGone(PredictorError):
+    """The client hung up before its request was read: nothing to answer, nothing broken.
+
+    499 is nginx's code for it; it only shows in the request metrics."""
+
+    status = 499
+    code = "client_closed_request"

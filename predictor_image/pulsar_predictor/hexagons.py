@@ -24,8 +24,10 @@ def parse_one(ref: str | int, field: str) -> int:
     except (ValueError, TypeError, OverflowError):
         valid = False
     if not valid:
+        text = repr(ref)  # shortened: an error never echoes a huge input back
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text):,} characters)"
         raise InvalidInput(
-            f"{field}: {ref!r} is not a valid H3 cell; send the cell as a string like "
+            f"{field}: {shown} is not a valid H3 cell; send the cell as a string like "
             "'882c2e6a8dfffff' or as its 64-bit int form",
             field=field,
         )

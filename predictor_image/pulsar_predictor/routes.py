@@ -6,9 +6,11 @@ import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import ClientDisconnect
 
-from pulsar_predictor.errors import Forbidden, Unauthorized
+from pulsar_predictor.errors import ClientGone, Forbidden, Unauthorized
 from pulsar_predictor.runtime import Runtime
 from pulsar_predictor.schemas import (
     ErrorResponse,
@@ -21,7 +23,8 @@ from pulsar_predictor.schemas import (
 
 JSON = "application/json"
 _bearer = HTTPBearer(auto_error=False, description="Required when PULSAR_AUTH_TOKEN is set.")
-_ERRORS = {status: {"model": ErrorResponse} for status in (401, 403, 413, 422, 503, 504)}
+_ERRORS = {status: {"model": ErrorResponse}
+           for status in (401, 403, 408, 413, 415, 422, 503, 504)}
 
 
 def runtime(request: Request) -> Runtime:
@@ -44,6 +47,13 @@ def authorized(
 
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorized)], responses=_ERRORS)
 probes = APIRouter()
+protected_docs = APIRouter(dependencies=[Depends(authorized)], include_in_schema=False)
+
+
+@protected_docs.get("/openapi.json")
+async def openapi(request: Request) -> Response:
+    """The OpenAPI schema, for holders of the bearer token (when one is configured)."""
+    return JSONResponse(request.app.openapi())
 
 
 # The body is read raw and parsed by pydantic-core's JSON parser on a worker thread: a batch
@@ -58,8 +68,11 @@ _FORECAST_BODY = {"requestBody": {"required": True, "content": {"application/jso
 async def forecast(request: Request) -> Response:
     """Forecast every requested hexagon at every horizon, from live data or the given history."""
     service = runtime(request).service
-    body = await service.parse(await request.body())
-    return Response(await service.forecast(body), media_type=JSON)
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        raise ClientGone("the client closed the connection before sending its body") from None
+    return Response(await service.forecast(await service.parse(raw)), media_type=JSON)
 
 
 @v1.get("/forecast/top", response_model=TopResponse, summary="Hexagons expected to rise most")

@@ -103,6 +103,17 @@ class ForecastService:
         return await asyncio.get_running_loop().run_in_executor(self.executor, _parse, body)
 
     async def forecast(self, request: ForecastRequest) -> bytes:
+        """The answer, within the request timeout counted from now: time queued behind other
+        requests' batches counts too (504 when it runs out)."""
+        limit = self.settings.request_timeout_seconds
+        try:
+            async with asyncio.timeout(limit):
+                return await self._forecast(request)
+        except TimeoutError:
+            raise Timeout(f"no forecast within {limit}s (PULSAR_REQUEST_TIMEOUT_SECONDS), "
+                          "waiting included; ask for fewer hexagons or retry") from None
+
+    async def _forecast(self, request: ForecastRequest) -> bytes:
         if len(request.hexagons) > self.settings.max_hexagons:
             raise TooManyHexagons(
                 f"hexagons: {len(request.hexagons)} requested, at most "

@@ -3,6 +3,7 @@
 import pytest
 from pulsar_predictor import create_app
 
+from pulsar_core.registry import Registry
 from pulsar_core.settings import ServeSettings
 from tests.predictor.client import eventually, serving
 from tests.predictor.factories import cells
@@ -11,6 +12,7 @@ from tests.predictor.factories import cells
 @pytest.fixture
 def app(mlflow_uri: str):
     # An empty registry: nothing to serve, so the predictor stays live but not ready.
+    assert Registry(mlflow_uri).versions("pulsar-none") == []  # creates the store
     settings = ServeSettings(mlflow_tracking_uri=mlflow_uri, registered_model="pulsar-none",
                              auth_token="s3cret", max_hexagons=3, alias_poll_seconds=3600)
     return create_app(settings)

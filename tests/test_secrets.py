@@ -32,6 +32,11 @@ def test_redact_masks_uri_passwords_and_known_secrets() -> None:
                                      "nats://u:***@n:4222 ***")
     bare, header = split_credentials(f"http://bob:{PASSWORD}@127.0.0.1:5000/api")
     assert bare == "http://127.0.0.1:5000/api" and header["Authorization"].startswith("Basic ")
+    # what the operator writes into status conditions and Events when MLflow is down
+    from pulsar_core.registry import RegistryUnavailable
+
+    down = RegistryUnavailable(f"https://bob:{PASSWORD}@mlflow", f"GET https://bob:{PASSWORD}@x")
+    assert PASSWORD not in str(down) and PASSWORD not in down.uri
 
 
 def test_trainer_with_credentials_in_the_uri_registers_and_never_prints_them(

@@ -125,7 +125,7 @@ def _read_snapshot_file(source: Source, filters: list[tuple[str, str, int]]) -> 
 
 def _load_snapshot_file(source: Source, tally: _Tally, city_id: int | None,
                         service_type_id: int | None) -> pd.DataFrame:
-    filters = [(c, "==", v) for c, v in ((Col.CITY_ID, city_id),
+    filters = [(str(c), "==", v) for c, v in ((Col.CITY_ID, city_id),
                                           (Col.SERVICE_TYPE, service_type_id)) if v is not None]
     frame = _read_snapshot_file(source, filters)
     # rows a pushed-down filter skipped were read too (counted out of scope, as CSV rows are)

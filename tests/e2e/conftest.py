@@ -4,6 +4,7 @@ the namespaces Pulsar uses)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,7 +58,13 @@ def kubelet(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactor
 
 
 def restricted_namespace(api: Api, name: str) -> None:
-    """A namespace where only pods meeting the `restricted` Pod Security level are admitted."""
+    """A namespace where only pods meeting the `restricted` Pod Security level are admitted;
+    returns once the controller-manager has given it its `default` ServiceAccount."""
     api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
         "name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted",
                                  "pod-security.kubernetes.io/enforce-version": "latest"}}})
+    deadline = time.monotonic() + 30
+    while api.get("ServiceAccount", "default", name) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"namespace {name} got no default ServiceAccount")
+        time.sleep(0.1)

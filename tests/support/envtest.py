@@ -20,6 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -130,6 +131,7 @@ class ControlPlane:
     assets: Path
     workdir: Path
     admission_plugins: tuple[str, ...] = ()
+    audit_policy: dict[str, Any] | None = None  # written as the API server's audit policy
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     port: int = 0
@@ -137,6 +139,10 @@ class ControlPlane:
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
 
     @property
     def pki(self) -> Pki:
@@ -173,6 +179,11 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki.sa_key}", f"--api-audiences={ISSUER}",
             "--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=Node,RBAC",
             "--allow-privileged=false", "--endpoint-reconciler-type=none"]
+        if self.audit_policy is not None:
+            policy = self.workdir / "audit-policy.yaml"
+            policy.write_text(yaml.safe_dump(self.audit_policy))
+            args += [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
+                     "--audit-log-format=json", "--audit-log-maxsize=0"]
         if self.admission_plugins:
             args.append("--enable-admission-plugins=" + ",".join(self.admission_plugins))
         self._spawn("kube-apiserver", args)

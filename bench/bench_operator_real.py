@@ -1,0 +1,239 @@
+"""The operator at scale on a real control plane (envtest: etcd, kube-apiserver, controllers).
+
+For each size (default 100 and 1,000 SurgeModels) and each start order (operator running when
+the models arrive, operator started after they exist), on a fresh control plane:
+seconds until every model has its Job and a status, operator peak RSS and CPU, API server and
+etcd RSS, and after settling the operator's idle CPU and its API request rate (counted from the
+API server's audit log, the operator's ServiceAccount only). Then the retrain path: 20 models
+whose first Job completes (a process kubelet runs a stand-in trainer that exits 0), one NATS
+retrain request each, seconds from publish to the new Job being visible (p50/p99).
+Ratios are printed against the 100-model run of the same session.
+
+Usage: python bench/bench_operator_real.py [--sizes 100 1000] [--settle 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pulsar_operator.nats_bridge import ensure_retrain_stream  # noqa: E402
+from pulsar_operator.rbac import RULES  # noqa: E402
+
+from pulsar_core.events import retrain_subject  # noqa: E402
+from tests.support.envtest import ControlPlane, find_assets  # noqa: E402
+from tests.support.kubeapi import Api, install_crds  # noqa: E402
+from tests.support.kubelet import ProcessKubelet  # noqa: E402
+from tests.support.services import NatsServer, running_mlflow_server  # noqa: E402
+
+NS, ACCOUNT = "bench", "pulsar-operator"
+USER = f"system:serviceaccount:{NS}:{ACCOUNT}"
+AUDIT = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+         "rules": [{"level": "Metadata", "users": [USER]}, {"level": "None"}]}
+
+
+def model(index: int, paused: bool = False) -> dict[str, Any]:
+    return {"apiVersion": "forecasting.pulsar.dev/v1alpha1", "kind": "SurgeModel",
+            "metadata": {"name": f"city{index}-eco", "namespace": NS},
+            "spec": {"city": f"city{index}", "serviceType": "eco", "paused": paused,
+                     "data": {"uris": ["s3://bucket/data/"]}}}
+
+
+@contextmanager
+def plane(workdir: Path) -> Iterator[tuple[ControlPlane, Api, Path]]:
+    """A fresh control plane with the operator's ServiceAccount bound to the chart's rules."""
+    control = ControlPlane(find_assets(), workdir, audit_policy=AUDIT)
+    control.start(controllers=True)
+    try:
+        with control.client() as http:
+            api = Api(http)
+            install_crds(api)
+            api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+            api.apply({"apiVersion": "v1", "kind": "ServiceAccount",
+                       "metadata": {"name": ACCOUNT, "namespace": NS}})
+            api.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                       "metadata": {"name": ACCOUNT}, "rules": RULES})
+            api.apply({"apiVersion": "rbac.authorization.k8s.io/v1",
+                       "kind": "ClusterRoleBinding", "metadata": {"name": ACCOUNT},
+                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                   "kind": "ClusterRole", "name": ACCOUNT},
+                       "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT,
+                                     "namespace": NS}]})
+            account = workdir / "serviceaccount"
+            account.mkdir()
+            (account / "token").write_text(api.token_for(ACCOUNT, NS, 36000))
+            (account / "ca.crt").write_bytes(control.pki.ca_crt.read_bytes())
+            (account / "namespace").write_text(NS)
+            yield control, api, account
+    finally:
+        control.stop()
+
+
+def start_operator(control: ControlPlane, account: Path, mlflow: str, workdir: Path,
+                   nats_url: str | None = None) -> subprocess.Popen[bytes]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PULSAR_")}
+    env |= {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(control.port),
+            "PULSAR_SERVICE_ACCOUNT_DIR": str(account), "PULSAR_MLFLOW_TRACKING_URI": mlflow,
+            "PULSAR_METRICS_PORT": "0", "PULSAR_LIVENESS_PORT": "0", "PULSAR_STANDALONE": "true",
+            "PULSAR_LOG_FORMAT": "plain", "PULSAR_HOST": "127.0.0.1"}
+    if nats_url:
+        env["PULSAR_NATS_URL"] = nats_url
+    log = (workdir / "operator.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "pulsar_cli.main", "operator"], env=env,
+                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+
+
+def progress(api: Api) -> tuple[int, int]:
+    jobs = len(api.list("Job", NS))
+    statuses = sum(1 for item in api.list("SurgeModel", NS)
+                   if (item.get("status") or {}).get("lastTraining"))
+    return jobs, statuses
+
+
+def rss_mb(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def audit_requests(log: Path, since: datetime, until: datetime) -> int:
+    seen: set[str] = set()
+    for line in log.read_text().splitlines():
+        event = json.loads(line)
+        received = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+        if since <= received <= until:
+            seen.add(event["auditID"])
+    return len(seen)
+
+
+def scale_run(count: int, order: str, mlflow: str, settle: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp, plane(Path(tmp)) as (control, api, account):
+        operator = None
+        if order == "running":
+            operator = start_operator(control, account, mlflow, Path(tmp))
+            time.sleep(5)  # let it log in and start its watches before the models arrive
+        started = time.monotonic()
+        for index in range(count):
+            api.create(model(index))
+        if operator is None:
+            operator = start_operator(control, account, mlflow, Path(tmp))
+            started = time.monotonic()
+        watched = psutil.Process(operator.pid)
+        peak = 0.0
+        jobs = statuses = 0
+        while time.monotonic() - started < 600:
+            peak = max(peak, rss_mb(operator.pid))
+            jobs, statuses = progress(api)
+            if jobs >= count and statuses >= count:
+                break
+            time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        time.sleep(settle)  # kopf's idle workers exit; Job/Pod churn calms down
+        cpu_before, window_start = sum(watched.cpu_times()[:2]), datetime.now(UTC)
+        time.sleep(settle)
+        idle_cpu = (sum(watched.cpu_times()[:2]) - cpu_before) / settle
+        window_end = datetime.now(UTC)
+        requests = audit_requests(control.audit_log, window_start, window_end)
+        total = audit_requests(control.audit_log, datetime.min.replace(tzinfo=UTC), window_end)
+        result = {"count": count, "order": order, "seconds": elapsed, "jobs": jobs,
+                  "statuses": statuses, "peak_rss_mb": max(peak, rss_mb(operator.pid)),
+                  "operator_cpu_s": sum(watched.cpu_times()[:2]), "idle_cpu_pct": idle_cpu * 100,
+                  "idle_requests_per_s": requests / settle, "operator_requests": total,
+                  "apiserver_rss_mb": rss_mb(control.processes["kube-apiserver"].pid),
+                  "etcd_rss_mb": rss_mb(control.processes["etcd"].pid)}
+        operator.terminate()
+        operator.wait(timeout=30)
+    return result
+
+
+async def _publish(url: str, subject: str, msg_id: str) -> None:
+    client = await nats.connect(url)
+    js = client.jetstream()
+    await ensure_retrain_stream(js)
+    await js.publish(subject, b'{"reason": "bench"}', headers={"Nats-Msg-Id": msg_id})
+    await client.close()
+
+
+def retrain_latency(mlflow: str, count: int = 20) -> list[float]:
+    with tempfile.TemporaryDirectory() as tmp, plane(Path(tmp)) as (control, api, account):
+        nats_server = NatsServer(Path(tmp) / "jetstream")
+        nats_server.start()
+        with control.client() as http:
+            kubelet = ProcessKubelet(Api(http), Path(tmp) / "pods", "127.0.0.1", control.port,
+                                     control.pki.ca_crt, stand_ins={("pulsar", "train"): ["true"]})
+            kubelet.start()
+            operator = start_operator(control, account, mlflow, Path(tmp), nats_server.url)
+            try:
+                for index in range(count):
+                    api.create(model(index))
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline and sum(
+                        1 for item in api.list("SurgeModel", NS)
+                        if ((item.get("status") or {}).get("lastTraining") or {}).get("outcome")
+                        == "Succeeded") < count:
+                    time.sleep(0.5)
+                latencies = []
+                for index in range(count):
+                    name = f"city{index}-eco"
+                    started = time.monotonic()
+                    asyncio.run(_publish(nats_server.url, retrain_subject(f"city{index}", "eco"),
+                                         f"bench-{index}"))
+                    while time.monotonic() - started < 30 and len(api.list(
+                            "Job", NS, labelSelector=f"forecasting.pulsar.dev/model={name}")) < 2:
+                        time.sleep(0.02)
+                    latencies.append(time.monotonic() - started)
+            finally:
+                operator.terminate()
+                operator.wait(timeout=30)
+                kubelet.stop()
+                nats_server.stop()
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--orders", nargs="+", default=["running", "after"],
+                        choices=["running", "after"])
+    parser.add_argument("--settle", type=float, default=30.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, running_mlflow_server(Path(tmp)) as mlflow:
+        results = []
+        for size in args.sizes:
+            for order in args.orders:
+                results.append(scale_run(size, order, mlflow, args.settle))
+                print(f"measured: {results[-1]}", flush=True)
+        latencies = sorted(retrain_latency(mlflow))
+    base = results[0]
+    print(f"{'models':>6} {'operator':>9} {'all Jobs+status s':>17} {'x':>5} {'op RSS MB':>9} "
+          f"{'op CPU s':>8} {'idle CPU %':>10} {'idle req/s':>10} {'apiserver MB':>12} "
+          f"{'etcd MB':>7}")
+    for r in results:
+        print(f"{r['count']:>6} {r['order']:>9} {r['seconds']:>17.1f} "
+              f"{r['seconds'] / base['seconds']:>5.1f} {r['peak_rss_mb']:>9.0f} "
+              f"{r['operator_cpu_s']:>8.1f} {r['idle_cpu_pct']:>10.2f} "
+              f"{r['idle_requests_per_s']:>10.2f} {r['apiserver_rss_mb']:>12.0f} "
+              f"{r['etcd_rss_mb']:>7.0f}")
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+    print(f"retrain request -> Job visible over {len(latencies)} requests: "
+          f"p50 {statistics.median(latencies):.2f} s, p99 {p99:.2f} s, max {latencies[-1]:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -34,7 +34,9 @@ class OperatorSettings(BaseSettings):
     liveness_port: int = Field(8081, ge=0, le=65535, description="/healthz port; 0 = off.")
     peering_name: str = Field("pulsar-operator", description="kopf peering object for HA.")
     standalone: bool = Field(False, description="Skip peering (single replica, tests).")
-    trainer_service_account: str | None = Field(None, description="SA of trainer pods.")
+    trainer_service_account: str | None = Field(
+        None, description="ServiceAccount of trainer pods; default: each model's own "
+        "`<model>-trainer`, created by the operator (no RBAC, no token).")
     retrain_durable: str = Field("pulsar-operator", description="JetStream durable consumer.")
     retrain_max_deliver: int = Field(20, ge=1, description="Deliveries before a request is "
                                      "terminated (e.g. no SurgeModel matches).")

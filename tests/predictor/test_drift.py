@@ -171,7 +171,8 @@ def drift_settings(mlflow_uri: str, tiny_bundle: Any, nats_server: Any) -> Serve
     Registry(mlflow_uri).set_alias(MODEL, register(mlflow_uri, tiny_bundle))
     return ServeSettings(mlflow_tracking_uri=mlflow_uri, registered_model=MODEL,
                          nats_url=nats_server.url, city="tehran", service_type="all",
-                         alias_poll_seconds=3600)
+                         alias_poll_seconds=3600,
+                         live_max_past_hours=24 * 365 * 20)  # a replay of past days as live
 
 
 async def test_live_actuals_far_from_the_forecasts_request_one_retrain(

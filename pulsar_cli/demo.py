@@ -195,6 +195,9 @@ def serve_and_report(settings: TrainSettings, served: dict[str, str], workdir: P
     return 0
 
 
+REPLAY_MAX_PAST_HOURS = 24 * 365 * 30
+
+
 def start_services(stack: DemoStack, settings: TrainSettings, served: dict[str, str],
                    say: Callable[[str], None]) -> str:
     """Start nats-server and the predictor; returns the predictor's base URL once ready."""
@@ -202,7 +205,9 @@ def start_services(stack: DemoStack, settings: TrainSettings, served: dict[str, 
     nats_url = stack.start_nats()
     settings_args = {**served, "mlflow_tracking_uri": settings.mlflow_tracking_uri,
                      "nats_url": nats_url, "city": settings.city,
-                     "service_type": settings.service_type}
+                     "service_type": settings.service_type,
+                     # the demo replays the data's newest periods as live, whatever their date
+                     "live_max_past_hours": str(REPLAY_MAX_PAST_HOURS)}
     say(f"starting the predictor (pulsar serve, {served}) and waiting for /readyz")
     url = stack.start_predictor(settings_args)
     say(f"predictor ready on {url} (API docs: {url}/docs)")

@@ -22,6 +22,7 @@ import pandas as pd
 import pulsar_core
 from pulsar_core.backtest import Backtest, FoldResult, Scored, add_blend, choose_blend, walk_forward
 from pulsar_core.contract import PERIOD, Col
+from pulsar_core.data.geography import resolutions
 from pulsar_core.evaluation import EvaluationReport, evaluate
 from pulsar_core.features import FeatureSet, FeatureSpec, build_features
 from pulsar_core.folds import Fold, city_timezone, make_folds
@@ -226,6 +227,8 @@ def _metadata(forecaster: Forecaster, valid: EvaluationReport, test: EvaluationR
         "rows": {"features": len(features), "validation": len(backtest.results[-1].valid.actual),
                  "test": len(backtest.results[-1].test.actual)},
         "cnn_members": len(getattr(cnn, "members", [cnn])) if cnn is not None else 0,
+        # the predictor refuses cells of other resolutions: this model never saw them
+        "h3_resolutions": resolutions(features.keys[Col.HEXAGON].to_numpy()),
         "served": {f"{m:g}": forecaster.served[h] for h, m in
                    zip(forecaster.spec.horizons, forecaster.spec.horizon_minutes, strict=True)},
         "served_overrides": {f"{h * 7.5:g}": why for h, why in overrides.items()},

@@ -51,3 +51,19 @@ def with_neighbours(cells: Iterable[int], ring: int) -> set[int]:
     for cell in cells:
         out.update(_disk(cell, ring) if ring > 0 else (cell,))
     return out
+
+
+def require_resolutions(cells: Iterable[int], allowed: Iterable[int] | None,
+                        field: str = "hexagons") -> None:
+    """InvalidInput for the first cell whose H3 resolution the model was not trained on
+    (None: the bundle does not say, so nothing is checked)."""
+    if not allowed:
+        return
+    known = set(allowed)
+    for cell in cells:
+        resolution = h3int.get_resolution(cell)
+        if resolution not in known:
+            raise InvalidInput(
+                f"{field}: {to_str(cell)} is a resolution-{resolution} cell; this model was "
+                f"trained on resolution {sorted(known)} cells (h3.cell_to_parent / "
+                "cell_to_children convert)", field=field, resolutions=sorted(known))

@@ -121,6 +121,7 @@ class ForecastService:
                 field="hexagons", limit=self.settings.max_hexagons)
         cells = hx.parse_many(request.hexagons)
         model = self.model()
+        hx.require_resolutions(cells, model.forecaster.metadata.get("h3_resolutions"))
         horizons = self._horizons(model, request.horizons_minutes, "horizons_minutes")
         cached = self.live
         given = request.history is not None or request.history_columns is not None

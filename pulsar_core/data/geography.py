@@ -61,3 +61,8 @@ def smooth_field(
     for _ in range(passes):
         out = matrix @ out
     return np.asarray(out)
+
+
+def resolutions(cells: np.ndarray) -> list[int]:
+    """The H3 resolutions of these cells (each distinct cell asked once), sorted."""
+    return sorted({int(h3i.get_resolution(int(cell))) for cell in np.unique(cells)})

@@ -148,3 +148,23 @@ async def test_a_mistyped_sqlite_path_is_not_created_and_readyz_says_so(tmp_path
     assert ready.status_code == 503
     assert "does not exist (a typo?)" in json.dumps(ready.json())
     assert not typo.exists()
+
+
+async def test_cells_of_another_resolution_than_the_models_are_422(settings) -> None:
+    import h3
+
+    app = create_app(settings)
+    [cell] = cells(1)  # resolution 8, like the tiny model's training data
+    others = [h3.cell_to_parent(cell, 0), h3.cell_to_children(cell, 9)[0],
+              h3.cell_to_center_child(cell, 15)]
+    async with serving(app) as client:
+        await _ready(app)
+        assert app.state.runtime.slot.current.forecaster.metadata["h3_resolutions"] == [8]
+        for other in others:
+            body = {"hexagons": [other], "history": series_rows([other], 16)}
+            answer = await client.post("/v1/forecast", json=body)
+            assert answer.status_code == 422, (other, answer.text)
+            assert "trained on resolution [8] cells" in answer.json()["error"]["message"]
+        fine = await client.post("/v1/forecast", json={"hexagons": [cell],
+                                                       "history": series_rows([cell], 16)})
+        assert fine.status_code == 200

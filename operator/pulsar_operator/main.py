@@ -171,3 +171,9 @@ async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """A predictor changed: reconcile its model (readiness, failed rollouts)."""
     _enqueue_owner(event, memo)
+
+
+@kopf.on.event("", "v1", "services", labels=MANAGED)
+async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A predictor Service changed or was deleted: reconcile its model (restore it)."""
+    _enqueue_owner(event, memo)

@@ -18,7 +18,8 @@ RULES: list[dict[str, Any]] = [
      "verbs": ["get", "list", "watch", "create"]},
     {"apiGroups": ["apps"], "resources": ["deployments"],
      "verbs": ["get", "list", "watch", "create", "patch"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "patch"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create",
+                                                             "patch"]},
     # each model's trainer ServiceAccount (no permissions, no token), created once, owned
     {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},

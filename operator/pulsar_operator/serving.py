@@ -14,6 +14,7 @@ from pulsar_operator.builders import (
     predictor_name,
     short_hash,
 )
+from pulsar_operator.children import holds
 from pulsar_operator.conditions import now_iso
 from pulsar_operator.kube import DEPLOYMENTS, SERVICES, Kube
 from pulsar_operator.recorder import Decision
@@ -43,9 +44,14 @@ async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], 
     deployment = build_predictor_deployment(model, version)
     applied = short_hash(json.dumps(deployment, sort_keys=True), 16)
     predictor = dict(status.get("predictor") or {})
-    if predictor.get("appliedHash") != applied:
-        await kube.apply(DEPLOYMENTS, deployment)
-        await kube.apply(SERVICES, build_predictor_service(model))
+    changed = predictor.get("appliedHash") != applied
+    for ref, manifest in ((DEPLOYMENTS, deployment), (SERVICES, build_predictor_service(model))):
+        repair = None if changed else await _repair_reason(kube, manifest, watched)
+        if changed or repair:
+            await kube.apply(ref, manifest)
+        if repair:
+            decisions.append(Decision("PredictorRepaired", repair, True))
+    if changed:
         rolled = predictor.get("version") != version
         predictor = {"deployment": predictor_name(model), "version": version,
                      "appliedHash": applied, "endpoint": predictor_endpoint(model),
@@ -75,6 +81,23 @@ async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], 
     if (late or exceeded) and last_good and last_good != version \
             and not model.spec.serving.model_version:
         return str(last_good)
+    return None
+
+
+async def _repair_reason(kube: Kube, manifest: dict[str, Any],
+                         watched: dict[tuple[str, str, str], dict[str, Any]]) -> str | None:
+    """Why an applied child must be applied again (deleted, or edited in fields we own)."""
+    meta = manifest["metadata"]
+    kind, name = manifest["kind"], meta["name"]
+    live = watched.get((kind, meta["namespace"], name))
+    if live is None:  # not in the watch cache yet (restart) or really gone: ask once
+        ref = DEPLOYMENTS if kind == "Deployment" else SERVICES
+        live = await kube.get(ref, meta["namespace"], name)
+        if live is None:
+            return f"{kind} {name} was missing; recreated"
+        watched[(kind, meta["namespace"], name)] = live
+    if not holds(live, manifest):
+        return f"{kind} {name} differed from the SurgeModel in fields the operator owns; restored"
     return None
 
 

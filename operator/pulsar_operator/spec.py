@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
+from croniter import croniter
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -120,6 +121,16 @@ class TrainingSpec(_Camel):
     cnn: CnnSpec = Field(default_factory=CnnSpec)
     active_deadline_seconds: int = Field(3600, ge=60, le=86400)
     backoff_limit: int = Field(2, ge=0, le=10)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        # The CRD's pattern only counts fields; ranges ("61 25 * * *") are checked here, once,
+        # so a bad schedule is reported in status instead of failing every reconcile.
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid cron expression: minute 0-59, hour "
+                             "0-23, day 1-31, month 1-12, weekday 0-6 (e.g. '0 */6 * * *')")
+        return value
 
     @field_validator("horizons_minutes")
     @classmethod

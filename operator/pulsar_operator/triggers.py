@@ -37,8 +37,6 @@ def last_cron_slot(schedule: str, now: datetime) -> datetime:
     return croniter(schedule, now).get_prev(datetime).astimezone(UTC)
 
 
-def valid_schedule(schedule: str) -> bool:
-    return bool(croniter.is_valid(schedule))
 
 
 @dataclass(frozen=True)

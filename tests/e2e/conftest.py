@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.stack import Installed, install
 from tests.support.envtest import AssetsMissing, ControlPlane, find_assets
 from tests.support.kubeapi import Api
 from tests.support.kubelet import ProcessKubelet
+from tests.support.services import NatsServer, running_mlflow_server
 
 HARDENED = ("OwnerReferencesPermissionEnforcement",)
 
@@ -68,3 +70,23 @@ def restricted_namespace(api: Api, name: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"namespace {name} got no default ServiceAccount")
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    root = tmp_path_factory.mktemp("services")
+    nats_server = NatsServer(root / "jetstream")
+    nats_server.start()
+    try:
+        with running_mlflow_server(root / "mlflow") as mlflow_url:
+            yield nats_server.url, mlflow_url
+    finally:
+        nats_server.stop()
+
+
+@pytest.fixture(scope="session")
+def installed(admin: Api, kubelet: ProcessKubelet, services: tuple[str, str]) -> Installed:
+    nats_url, mlflow_url = services
+    values = {"mlflow": {"trackingUri": mlflow_url}, "nats": {"url": nats_url},
+              "operator": {"resyncSeconds": 2, "registryPollSeconds": 3, "logFormat": "plain"}}
+    return install(admin, kubelet, values, restricted_namespace)

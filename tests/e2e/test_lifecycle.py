@@ -15,7 +15,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +27,13 @@ from pulsar_operator.nats_bridge import ensure_retrain_stream
 from pulsar_core.events import retrain_subject
 from pulsar_core.registry import Registry
 from tests.e2e.conftest import restricted_namespace
-from tests.e2e.stack import Installed, install, wait_for
+from tests.e2e.stack import Installed, wait_for
 from tests.predictor.payloads import as_rows, hexagons_of, recent
 from tests.support.kubeapi import Api
-from tests.support.kubelet import ProcessKubelet
-from tests.support.services import NatsServer, running_mlflow_server
 
 NS, NAME = "pulsar-e2e", "tehran-eco"
 REGISTERED = "pulsar-tehran-eco"
 MODEL_LABEL = f"forecasting.pulsar.dev/model={NAME}"
-
-
-@pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    root = tmp_path_factory.mktemp("services")
-    nats_server = NatsServer(root / "jetstream")
-    nats_server.start()
-    try:
-        with running_mlflow_server(root / "mlflow") as mlflow_url:
-            yield nats_server.url, mlflow_url
-    finally:
-        nats_server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +43,6 @@ def snapshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "--hexagons", "40", "--days", "4", "--service-types", "1",
                     "--mode", "continuous"], check=True, capture_output=True)
     return path
-
-
-@pytest.fixture(scope="module")
-def installed(admin: Api, kubelet: ProcessKubelet, services: tuple[str, str]) -> Installed:
-    nats_url, mlflow_url = services
-    values = {"mlflow": {"trackingUri": mlflow_url}, "nats": {"url": nats_url},
-              "operator": {"resyncSeconds": 2, "registryPollSeconds": 3, "logFormat": "plain"}}
-    return install(admin, kubelet, values, restricted_namespace)
 
 
 def surge_model(data: Path) -> dict[str, Any]:
@@ -178,6 +155,9 @@ def test_lifecycle_on_a_real_control_plane(installed: Installed, services: tuple
     assert forecast(ips[0], snapshots)["model"]["version"] == "2"
     assert len(owned(api, "Job")) == 2, "a retrain request must start exactly one Job"
 
+    # level-triggered children: deleted or edited by hand, they come back as the model says
+    _children_are_restored(api, diagnose)
+
     # the chart's RBAC was enough for everything above
     log = installed.operator_log()
     assert "403" not in log and "Forbidden" not in log.replace("forbidden_", ""), log[-3000:]
@@ -193,3 +173,24 @@ def test_lifecycle_on_a_real_control_plane(installed: Installed, services: tuple
 
     wait_for(lambda: not leftovers() or None, 120, "garbage collection of every child",
              lambda: str(leftovers()))
+
+
+def _children_are_restored(api: Api, diagnose: Any) -> None:
+    predictor = f"{NAME}-predictor"
+    api.delete("Service", predictor, NS)
+    wait_for(lambda: api.get("Service", predictor, NS), 30, "the deleted Service back", diagnose)
+    api.patch("Deployment", predictor, {
+        "metadata": {"labels": {"team": "ops"}},
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "predictor", "image": "busybox:hand-edited"}]}}}}, NS)
+
+    def restored() -> bool:
+        live = api.get("Deployment", predictor, NS) or {}
+        image = live["spec"]["template"]["spec"]["containers"][0]["image"]
+        return image == "pulsar-predictor:e2e" and live["metadata"]["labels"].get("team") == "ops"
+
+    wait_for(restored, 30, "the hand-edited image restored (and the hand-added label kept)",
+             diagnose)
+    api.delete("Deployment", predictor, NS)
+    wait_for(lambda: ready_predictor_ips(api, "2"), 120, "the deleted Deployment back and Ready",
+             diagnose)

@@ -50,7 +50,9 @@ async def test_succeeded_job_and_good_version_become_champion_and_served(
         await eventually(lambda: deployment_version(k8s, "tehran-eco") == version)
         status = await eventually(lambda: status_of(k8s, "tehran-eco").get("champion"))
         assert status["version"] == version and status["mae30m"] == 8.0
-        assert status_of(k8s, "tehran-eco")["lastTraining"]["outcome"] == "Succeeded"
+        # the registry poll may promote before the Job's completion is seen: both must happen
+        await eventually(lambda: status_of(k8s, "tehran-eco")["lastTraining"]["outcome"]
+                         == "Succeeded", what="the Job's outcome")
         await _ready(k8s, "tehran-eco")
         await eventually(lambda: condition(k8s, "tehran-eco", "Ready").get("status") == "True")
         assert status_of(k8s, "tehran-eco")["phase"] == "Serving"

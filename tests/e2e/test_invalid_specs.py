@@ -1,0 +1,51 @@
+"""Specs the schema cannot refuse are refused at admission by CEL, or reported once in status
+and as an Event by the running operator, never as a traceback loop."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import restricted_namespace
+from tests.e2e.stack import Installed, wait_for
+from tests.support.kubeapi import ApiError
+
+NS = "pulsar-invalid"
+
+
+def _model(name: str, **training: Any) -> dict[str, Any]:
+    return {"apiVersion": "forecasting.pulsar.dev/v1alpha1", "kind": "SurgeModel",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"city": "tehran", "serviceType": "eco", "data": {"uris": ["s3://b/x/"]},
+                     "training": training}}
+
+
+def test_a_name_children_cannot_take_is_refused_at_admission(installed: Installed) -> None:
+    restricted_namespace(installed.api, NS)
+    with pytest.raises(ApiError) as refused:
+        installed.api.apply(_model("dot.model"))
+    assert refused.value.status == 422 and "metadata.name" in refused.value.message
+
+
+def test_an_impossible_schedule_is_reported_once(installed: Installed) -> None:
+    api = installed.api
+    restricted_namespace(api, NS)
+    api.apply(_model("bad-cron", schedule="61 25 * * *"))
+
+    def reported() -> dict[str, Any] | None:
+        status = (api.get("SurgeModel", "bad-cron", NS) or {}).get("status") or {}
+        ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+        failed = status.get("phase") == "Failed" and ready.get("reason") == "InvalidSpec"
+        return ready if failed else None
+
+    ready = wait_for(reported, 30, "phase Failed / Ready=False InvalidSpec", installed.diagnose)
+    assert "spec.training.schedule" in ready["message"] and "61 25" in ready["message"]
+    time.sleep(6)  # three resync periods of the installed operator: the report must not repeat
+    events = [e for e in api.list("Event", NS, fieldSelector="involvedObject.name=bad-cron")
+              if e["reason"] == "InvalidSpec"]
+    assert len(events) == 1 and events[0]["type"] == "Warning", events
+    assert (events[0].get("count") or 1) == 1
+    assert not api.list("Job", NS), "an invalid spec must not start training"
+    assert "Traceback" not in installed.operator_log()

@@ -1,7 +1,7 @@
 """Accuracy on the real Tehran snapshots: the rolling-origin backtest's fold table.
 
 Usage: python bench/bench_accuracy.py [path.parquet] [--epochs N] [--cnn-seeds K]
-                                      [--seeds 7 8 9] [--save DIR]
+                                      [--seeds 7 17 27] [--save DIR]
 Trains exactly as `pulsar train` does (one fold per calendar day in the city's time zone that
 has a training day and a validation day before it) and prints, per fold and horizon, the served
 model's MAE beside the fold's strongest simple baseline on the same rows, the mean / worst /
@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / \
@@ -37,6 +38,35 @@ def _goals(report) -> list[str]:  # type: ignore[no-untyped-def]
     return lines
 
 
+def _sessions(report) -> str:  # type: ignore[no-untyped-def]
+    """Served / strongest baseline per fold and local hour of the anchor: a session at a time
+    of day that no training day had (the 17:00 one on 2025-11-22) shows whether it holds."""
+    from pulsar_core.evaluation import BASELINE_NAMES, served_label
+
+    backtest = report.backtest
+    records = []
+    for result in backtest.results:
+        test = result.test
+        hours = pd.DatetimeIndex(test.anchors).tz_localize("UTC").tz_convert(backtest.timezone)
+        for i, horizon in enumerate(backtest.horizons):
+            served = test.forecasts[served_label(result.served[horizon])][:, i]
+            for hour in sorted(set(hours.hour)):
+                rows = (hours.hour == hour) & np.isfinite(test.actual[:, i])
+                if rows.sum() < 100:
+                    continue
+                actual = test.actual[rows, i]
+                best = min(np.abs(test.forecasts[n][rows, i] - actual).mean()
+                           for n in BASELINE_NAMES)
+                records.append({"fold": result.fold.name, "local_hour": hour,
+                                "horizon": horizon * 7.5, "rows": int(rows.sum()),
+                                "ratio": np.abs(served[rows] - actual).mean() / best})
+    if not records:
+        return "(no hour with 100 scored rows)"
+    frame = pd.DataFrame(records).pivot_table(index=["fold", "local_hour"], columns="horizon",
+                                              values="ratio")
+    return frame.round(3).to_string()
+
+
 def _served_maes(report) -> pd.Series:  # type: ignore[no-untyped-def]
     table = report.backtest.table()
     table = table[table.evaluable]
@@ -50,7 +80,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--cnn-seeds", type=int, default=None, help="CNN ensemble members")
     parser.add_argument("--seeds", type=int, nargs="+", default=[7],
-                        help="train once per seed; more than one prints seed stability")
+                        help="train once per seed; more than one prints seed stability (the "
+                        "ensemble's members use seed, seed+1, ...: keep seeds that far apart)")
     args = parser.parse_args()
     if not args.path.exists():
         print(f"skipped: real data not found at {args.path} (../shared/data is optional)")
@@ -74,6 +105,8 @@ def main() -> int:
         print(report.backtest.format())
         print("\nper service type (mean / worst fold of served / strongest baseline):")
         print(report.backtest.by_service().round(3).to_string())
+        print("\nper fold and local hour of the anchor (served / strongest baseline):")
+        print(_sessions(report))
         print("\n" + "\n".join(_goals(report)))
         print("bundle serves: " + ", ".join(f"{k}m={v}" for k, v in
                                             forecaster.metadata["served"].items()))

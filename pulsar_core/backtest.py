@@ -1,7 +1,8 @@
 """Rolling-origin backtest: every model and baseline scored per fold, horizon and service type.
 
 Each fold trains ElasticNet and a CNN seed ensemble on the days before its validation day, picks
-the ElasticNet + CNN blend weight on that validation day, and scores everything on its test day.
+the blend weights of ElasticNet, the CNN and phase_mean on that validation day, and scores
+everything on its test day.
 The served choice for fold k is made on the pooled validation days of folds 1..k (walk-forward:
 never on a test day, never on a later day). The table reports the served model's MAE against
 each fold's strongest simple baseline on the same rows: the mean ratio, the worst fold, the spread.
@@ -26,8 +27,8 @@ from pulsar_core.evaluation import (
     served_label,
 )
 from pulsar_core.folds import Fold
+from pulsar_core.models.blend import MEMBERS, Weights, choose_weights, combine
 
-BLEND_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)  # ElasticNet weight candidates
 MAX_WORSE_THAN_BASELINE = 1.02  # a fold may lose to its strongest baseline by 2% at most
 
 
@@ -40,6 +41,7 @@ class Scored:
     current: np.ndarray
     services: np.ndarray
     rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # feature rows
+    anchors: np.ndarray = field(default_factory=lambda: np.empty(0, "datetime64[ns]"))
 
     @staticmethod
     def pool(parts: list[Scored]) -> Scored:
@@ -55,7 +57,7 @@ class FoldResult:
     fold: Fold
     valid: Scored
     test: Scored
-    blend: dict[int, float]
+    blend: dict[int, Weights]
     seconds: float
     served: dict[int, str] = field(default_factory=dict)
     baseline: dict[int, str] = field(default_factory=dict)  # chosen on validation
@@ -63,27 +65,27 @@ class FoldResult:
 
 
 def choose_blend(forecasts: dict[str, np.ndarray], actual: np.ndarray,
-                 horizons: tuple[int, ...]) -> dict[int, float]:
-    """Per horizon, the ElasticNet weight in BLEND_GRID with the lowest validation MAE."""
-    weights: dict[int, float] = {}
-    linear, cnn = forecasts["elasticnet"], forecasts["cnn"]
-    for i, horizon in enumerate(horizons):
-        ok = np.isfinite(actual[:, i]) & np.isfinite(linear[:, i]) & np.isfinite(cnn[:, i])
-        if not ok.any():
-            weights[horizon] = 1.0 if not np.isfinite(cnn[:, i]).any() else 0.5
-            continue
-        errors = [np.abs(w * linear[ok, i] + (1 - w) * cnn[ok, i] - actual[ok, i]).mean()
-                  for w in BLEND_GRID]
-        weights[horizon] = float(BLEND_GRID[int(np.argmin(errors))])
-    return weights
+                 horizons: tuple[int, ...]) -> dict[int, Weights]:
+    """Per horizon, the blend weights with the lowest validation MAE (models.blend)."""
+    return {h: choose_weights({n: forecasts[n][:, i] for n in MEMBERS if n in forecasts},
+                              actual[:, i]) for i, h in enumerate(horizons)}
 
 
-def add_blend(forecasts: dict[str, np.ndarray], weights: dict[int, float],
+def add_blend(forecasts: dict[str, np.ndarray], weights: dict[int, Weights],
               horizons: tuple[int, ...]) -> None:
-    """forecasts["blend"] from the ElasticNet and CNN columns (ElasticNet where no CNN)."""
-    linear, cnn = forecasts["elasticnet"], forecasts["cnn"]
-    w = np.array([weights[h] for h in horizons])[None, :]
-    forecasts["blend"] = np.where(np.isfinite(cnn), w * linear + (1 - w) * cnn, linear)
+    """forecasts["blend"]: the weighted members; ElasticNet where a weighted member is NaN."""
+    linear = forecasts["elasticnet"]
+    out = linear.copy()
+    for i, horizon in enumerate(horizons):
+        chosen = weights.get(horizon) or {"elasticnet": 1.0}
+        value = combine({n: forecasts[n][:, i] for n in chosen}, chosen)
+        out[:, i] = np.where(np.isfinite(value), value, linear[:, i])
+    forecasts["blend"] = out
+
+
+def describe_weights(weights: dict[int, Weights]) -> str:
+    return ", ".join(f"{h}: " + "+".join(f"{w:g}*{n}" for n, w in chosen.items())
+                     for h, chosen in weights.items())
 
 
 def walk_forward(results: list[FoldResult], horizons: tuple[int, ...]) -> None:

@@ -2,8 +2,8 @@
 
 Bundles are JSON + a torch state_dict + an .npz: no pickles. One model is trained across all
 service types (service type is a feature). A served choice per horizon is "elasticnet", "cnn"
-(a seed ensemble), "blend" (w x ElasticNet + (1 - w) x CNN, w per horizon in `blend`) or
-"baseline:<name>".
+(a seed ensemble), "blend" (convex weights of ElasticNet, the CNN and phase_mean per horizon,
+in `blend`; models.blend) or "baseline:<name>".
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pulsar_core.contract import PERIOD, ForecastCol
 from pulsar_core.evaluation import direction, served_label
 from pulsar_core.features import SEQUENCE_CHANNELS, FeatureSet, FeatureSpec, build_features
 from pulsar_core.models.baselines import baseline_forecast
+from pulsar_core.models.blend import Weights, as_weights, combine
 from pulsar_core.models.cnn import CNNModel
 from pulsar_core.models.elasticnet import ElasticNetModel
 from pulsar_core.models.ensemble import CNNEnsemble, load_cnn
@@ -52,7 +53,7 @@ class Forecaster:
     cnn: CNNEnsemble | CNNModel | None
     served: dict[int, str]
     metadata: dict[str, Any] = field(default_factory=dict)
-    blend: dict[int, float] = field(default_factory=dict)  # ElasticNet weight per horizon
+    blend: dict[int, Weights] = field(default_factory=dict)  # per horizon
 
     def _cnn_forecast(self, features: FeatureSet, use_cnn: bool) -> tuple[np.ndarray | None,
                                                                           str | None]:
@@ -106,9 +107,15 @@ class Forecaster:
             value = linear[:, index].copy()
             label[:] = "elasticnet"
             if cnn is not None:
-                ok = np.isfinite(cnn[:, index])
-                weight = self.blend.get(horizon, 0.0) if choice == "blend" else 0.0
-                value[ok] = weight * linear[ok, index] + (1 - weight) * cnn[ok, index]
+                mixed = cnn[:, index]
+                if choice == "blend":
+                    weights = self.blend.get(horizon) or {"cnn": 1.0}
+                    members = {"elasticnet": linear[:, index], "cnn": mixed}
+                    if "phase_mean" in weights:
+                        members["phase_mean"] = baseline_forecast("phase_mean", features, horizon)
+                    mixed = combine(members, weights)
+                ok = np.isfinite(cnn[:, index]) & np.isfinite(mixed)
+                value[ok] = mixed[ok]
                 label[ok] = choice
             return value, label
         if choice == "elasticnet":
@@ -208,7 +215,7 @@ class Forecaster:
         return cls(spec=FeatureSpec.from_dict(document["spec"]), elasticnet=elasticnet, cnn=cnn,
                    served={int(h): m for h, m in document["served"].items()},
                    metadata=document.get("metadata", {}),
-                   blend={int(h): float(w) for h, w in document.get("blend", {}).items()})
+                   blend={int(h): as_weights(w) for h, w in document.get("blend", {}).items()})
 
 
 def train_forecaster(snapshots: pd.DataFrame, params: TrainSettings, *,

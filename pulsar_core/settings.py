@@ -72,6 +72,9 @@ class TrainSettings(_EnvContract):
     cnn_patience: int = Field(4, ge=1)
     cnn_batch_size: int = Field(512, ge=16)
     cnn_seeds: int = Field(3, ge=1, le=16, description="CNN seed-ensemble members.")
+    cnn_max_train_rows: int = Field(
+        250_000, ge=1000, description="Training rows per fold for the whole CNN ensemble, split "
+        "between its members (each draws its own seeded sample).")
     seed: int = 7
     run_key: str | None = Field(
         None, description="Idempotency key: a retried Job with the same key reuses its run."

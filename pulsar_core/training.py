@@ -20,7 +20,15 @@ import numpy as np
 import pandas as pd
 
 import pulsar_core
-from pulsar_core.backtest import Backtest, FoldResult, Scored, add_blend, choose_blend, walk_forward
+from pulsar_core.backtest import (
+    Backtest,
+    FoldResult,
+    Scored,
+    add_blend,
+    choose_blend,
+    describe_weights,
+    walk_forward,
+)
 from pulsar_core.contract import PERIOD, Col
 from pulsar_core.data.geography import resolutions
 from pulsar_core.evaluation import EvaluationReport, evaluate
@@ -97,7 +105,9 @@ def _rows(features: FeatureSet, start: pd.Timestamp | None, stop: pd.Timestamp) 
 def _scored(forecaster: Forecaster, part: FeatureSet, rows: np.ndarray) -> Scored:
     assert part.targets is not None
     return Scored(all_forecasts(forecaster, part), part.targets, part.current,
-                  part.keys[Col.SERVICE_TYPE].to_numpy(), rows)
+                  part.keys[Col.SERVICE_TYPE].to_numpy(), rows,
+                  part.keys[Col.PERIOD_START].dt.tz_convert("UTC").dt.tz_localize(None)
+                  .to_numpy("datetime64[ns]"))
 
 
 def _fit_fold(features: FeatureSet, spec: FeatureSpec, fold: Fold, params: TrainSettings,
@@ -115,9 +125,10 @@ def _fit_fold(features: FeatureSet, spec: FeatureSpec, fold: Fold, params: Train
     cnn_clock = time.perf_counter()
     cnn_config = CNNConfig(channels=params.cnn_channels, epochs=params.cnn_epochs,
                            learning_rate=params.cnn_learning_rate, patience=params.cnn_patience,
-                           batch_size=params.cnn_batch_size, seed=params.seed)
+                           batch_size=params.cnn_batch_size, seed=params.seed,
+                           max_train_rows=params.cnn_max_train_rows)
     cnn = train_cnn_ensemble(train_part, valid_part, spec.horizons, cnn_config,
-                             params.cnn_seeds)
+                             params.cnn_seeds, progress=say)
     timings["cnn_seconds"] = time.perf_counter() - cnn_clock
     del train_part
     forecaster = Forecaster(spec=spec, elasticnet=elasticnet, cnn=cnn, served={})
@@ -130,8 +141,7 @@ def _fit_fold(features: FeatureSet, spec: FeatureSpec, fold: Fold, params: Train
     seconds = time.perf_counter() - clock
     say(f"fold {fold.name}: trained in {seconds:.1f}s (elasticnet "
         f"{timings['elasticnet_seconds']:.1f}s, {params.cnn_seeds} CNN(s) "
-        f"{timings['cnn_seconds']:.1f}s); blend ElasticNet weight per horizon "
-        + ", ".join(f"{h}={w:g}" for h, w in blend.items()))
+        f"{timings['cnn_seconds']:.1f}s); blend per horizon {describe_weights(blend)}")
     return FoldResult(fold, valid, test, blend, seconds), forecaster, timings
 
 

@@ -36,13 +36,30 @@ def _result(name: str, valid: Scored, test: Scored) -> FoldResult:
 ACTUAL = np.linspace(50, 150, 40)
 
 
-def test_blend_weight_is_the_validation_optimum():
+def _without_blend(*results: FoldResult) -> None:
+    """The blend would win these hand-made validation days: keep it out of the choice."""
+    for result in results:
+        for part in (result.valid, result.test):
+            part.forecasts["blend"] = part.forecasts["elasticnet"] + 100.0
+
+
+def test_blend_weights_are_the_validation_optimum():
     valid = _scored(ACTUAL, en_error=10.0, cnn_error=-10.0, baseline_error=30.0)
-    assert choose_blend(valid.forecasts, valid.actual, HORIZONS) == {1: 0.5}
+    assert choose_blend(valid.forecasts, valid.actual, HORIZONS) == \
+        {1: {"elasticnet": 0.5, "cnn": 0.5}}
     valid = _scored(ACTUAL, en_error=10.0, cnn_error=-40.0, baseline_error=30.0)
-    assert choose_blend(valid.forecasts, valid.actual, HORIZONS) == {1: 0.8}  # 0.8*10 = 0.2*40
-    add_blend(valid.forecasts, {1: 0.5}, HORIZONS)
-    np.testing.assert_allclose(valid.forecasts["blend"], valid.actual - 10.0)
+    weights = choose_blend(valid.forecasts, valid.actual, HORIZONS)
+    assert weights == {1: {"elasticnet": 0.8, "cnn": 0.2}}  # 0.8 * 10 = 0.2 * 40
+    add_blend(valid.forecasts, weights, HORIZONS)
+    np.testing.assert_allclose(valid.forecasts["blend"], valid.actual, atol=1e-9)
+
+
+def test_the_blend_leans_on_phase_mean_where_it_helps_and_skips_an_untrained_cnn():
+    valid = _scored(ACTUAL, en_error=20.0, cnn_error=20.0, baseline_error=20.0)  # phase: -20
+    assert choose_blend(valid.forecasts, valid.actual, HORIZONS)[1]["phase_mean"] == 0.5
+    valid.forecasts["cnn"][:] = np.nan  # a horizon the CNN never saw a target for
+    weights = choose_blend(valid.forecasts, valid.actual, HORIZONS)
+    assert "cnn" not in weights[1] and weights[1]["phase_mean"] == 0.5
 
 
 def test_served_is_chosen_on_pooled_validation_days_never_on_the_test_day():
@@ -52,9 +69,7 @@ def test_served_is_chosen_on_pooled_validation_days_never_on_the_test_day():
     # Fold 2's own validation day favours the CNN a little; pooled with fold 1's, ElasticNet
     # still wins (walk-forward: days 1..k), and that is what fold 2 serves.
     second = _result("2025-12-03", _scored(ACTUAL, 8.0, 6.0, 30.0), _scored(ACTUAL, 8.0, 1.0, 9.0))
-    for result in (first, second):  # the blend would win validation: keep it out of this test
-        for part in (result.valid, result.test):
-            part.forecasts["blend"] = part.forecasts["elasticnet"] + 100.0
+    _without_blend(first, second)
     walk_forward([first, second], HORIZONS)
     assert first.served == {1: "elasticnet"} and second.served == {1: "elasticnet"}
     assert first.baseline == {1: "phase_mean"}  # the baseline chosen on validation, too
@@ -76,6 +91,7 @@ def test_a_fold_lost_to_its_strongest_baseline_by_more_than_two_percent_is_named
                     _scored(ACTUAL, 5.0, 40.0, 30.0))
     second = _result("2025-12-03", _scored(ACTUAL, 5.0, 40.0, 30.0),
                      _scored(ACTUAL, 10.3, 40.0, 10.0))  # served 3% worse than phase_mean
+    _without_blend(first, second)
     walk_forward([first, second], HORIZONS)
     losing = Backtest([first, second], HORIZONS, "UTC").losing_horizons()
     assert set(losing) == {1} and "fold 2025-12-03" in losing[1] and "x1.030" in losing[1]

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from pulsar_core.contract import ForecastCol
+from pulsar_core.features import build_features
 from pulsar_core.forecaster import Forecaster, train_forecaster
+from pulsar_core.models.baselines import baseline_forecast
 from pulsar_core.settings import TrainSettings
 from tests.support.frames import city_frame
 
@@ -44,7 +46,8 @@ def test_training_is_a_backtest_whose_last_fold_is_the_bundle(trained):
     assert forecaster.metadata["test_start"] == str(backtest.results[-1].fold.test_start)
     assert forecaster.metadata["timezone"] == "Asia/Tehran"
     assert len(forecaster.cnn.members) == 3  # the default seed ensemble
-    assert set(forecaster.blend) == {1, 4} and all(0 <= w <= 1 for w in forecaster.blend.values())
+    assert set(forecaster.blend) == {1, 4}
+    assert all(sum(w.values()) == pytest.approx(1.0) for w in forecaster.blend.values())
     table = backtest.table()
     assert set(table.fold) == {"2025-11-22", "2025-11-23"} and (table.rows > 0).all()
     text = backtest.format()
@@ -73,6 +76,24 @@ def test_save_load_gives_the_same_predictions(trained, tmp_path):
     again = Forecaster.load(tmp_path / "bundle")
     assert again.served == forecaster.served and again.spec == forecaster.spec
     pd.testing.assert_frame_equal(again.predict(frame).frame, forecaster.predict(frame).frame)
+    assert again.blend == forecaster.blend
+
+
+def test_a_served_blend_answers_as_the_backtest_scored_it(trained):
+    frame, forecaster, _ = trained
+    blended = Forecaster(forecaster.spec, forecaster.elasticnet, forecaster.cnn,
+                         served={1: "blend", 4: "blend"},
+                         blend={1: {"elasticnet": 0.2, "cnn": 0.3, "phase_mean": 0.5},
+                                4: {"cnn": 1.0}})
+    features = build_features(frame, forecaster.spec, targets=False, last_only=True)
+    linear, cnn = forecaster.elasticnet.predict(features), forecaster.cnn.predict(features)
+    expected = 0.2 * linear[:, 0] + 0.3 * cnn[:, 0] + 0.5 * baseline_forecast(
+        "phase_mean", features, 1)
+    out = blended.predict(frame).frame
+    first = out[out[ForecastCol.HORIZON_MINUTES] == 7.5]
+    np.testing.assert_allclose(first[ForecastCol.VALUE].to_numpy(), expected, rtol=1e-6)
+    assert set(out[ForecastCol.MODEL]) == {"blend"}
+    assert (blended.predict(frame, use_cnn=False).frame[ForecastCol.MODEL] == "elasticnet").all()
 
 
 class _Raises(torch.nn.Module):

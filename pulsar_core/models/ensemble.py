@@ -8,6 +8,7 @@ that variance at a cost linear in the member count.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -70,9 +71,18 @@ def load_cnn(meta: dict[str, Any], state: dict[str, Any], sequence_channels: int
 def train_cnn_ensemble(train: FeatureSet, valid: FeatureSet, horizons: tuple[int, ...],
                        config: CNNConfig, seeds: int,
                        progress: Callable[[str], None] | None = None) -> CNNEnsemble:
-    """`seeds` members with seeds config.seed, config.seed + 1, ..."""
+    """`seeds` members with seeds config.seed, config.seed + 1, ...; config.max_train_rows is
+    the ensemble's budget, split between the members, each drawing its own seeded sample (a
+    bagged ensemble: more members cost no more rows, only less data per member)."""
     members = []
+    share = max(1, config.max_train_rows // seeds)
     for k in range(seeds):
-        member_config = dataclasses.replace(config, seed=config.seed + k)
-        members.append(train_cnn(train, valid, horizons, member_config, progress=progress))
+        member_config = dataclasses.replace(config, seed=config.seed + k, max_train_rows=share)
+        started = time.perf_counter()
+        member = train_cnn(train, valid, horizons, member_config)
+        members.append(member)
+        if progress and member.history:
+            best = min(row["valid_mae"] for row in member.history)
+            progress(f"cnn seed {member_config.seed}: {len(member.history)} epochs, best "
+                     f"validation MAE {best:.2f} ({time.perf_counter() - started:.1f}s)")
     return CNNEnsemble(members)

@@ -22,7 +22,8 @@ def where(settings: TrainSettings, outcome: TrainOutcome) -> str:
 
 
 def render(settings: TrainSettings, outcome: TrainOutcome) -> str:
-    lines = [f"evaluation on the held-out last {settings.holdout_days:g} day(s), time-ordered:",
+    lines = [f"time-ordered evaluation: a rolling-origin backtest, {settings.holdout_days:g} "
+             "calendar day(s) tested per fold; the bundle is the last fold's model:",
              outcome.table, ""]
     verdict = outcome.verdict
     gate = "PASS" if verdict.passed else ("AWAITING APPROVAL" if verdict.awaiting_approval

@@ -5,15 +5,16 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pulsar_core.registry import RegistryUnavailable
 from pulsar_operator import metrics
 from pulsar_operator.builders import SurgeModel
 from pulsar_operator.conditions import now_iso, set_condition
-from pulsar_operator.kube import SURGEMODELS
+from pulsar_operator.kube import SURGEMODELS, KubeError
 from pulsar_operator.promoting import _call, move_champion, sync_registry
 from pulsar_operator.recorder import Decision, post_event
 from pulsar_operator.runtime import Key, Runtime
@@ -23,6 +24,7 @@ from pulsar_operator.training import observe_job, start_training
 from pulsar_operator.triggers import parse_time
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -83,14 +85,49 @@ async def _revert(runtime: Runtime, model: SurgeModel, status: dict[str, Any], t
                               f"within the deadline; reverted to version {to}", True))
 
 
-def degraded_by(mlflow_error: str | None, nats_error: str | None) -> tuple[str, str] | None:
-    """(reason, message) of the Degraded condition from the dependencies that are down."""
+def degraded_by(mlflow_error: str | None, nats_error: str | None,
+                child_error: str | None = None) -> tuple[str, str] | None:
+    """(reason, message) of the Degraded condition from what is down or refused."""
     down = [(reason, text) for reason, text in (("MLflowUnavailable", mlflow_error),
-                                                 ("NatsUnavailable", nats_error)) if text]
+                                                 ("NatsUnavailable", nats_error),
+                                                 ("ChildRejected", child_error)) if text]
     if not down:
         return None
-    reason = down[0][0] if len(down) == 1 else "MLflowAndNatsUnavailable"
+    if len(down) == 1:
+        reason = down[0][0]
+    elif {r for r, _ in down} == {"MLflowUnavailable", "NatsUnavailable"}:
+        reason = "MLflowAndNatsUnavailable"
+    else:
+        reason = down[0][0]
     return reason, "; ".join(text for _, text in down)
+
+
+async def _guarded(step: Awaitable[T], child: str, rejected: list[str]) -> T | None:
+    """Run a step that writes children; an API refusal (4xx) is recorded, not raised."""
+    try:
+        return await step
+    except KubeError as error:
+        if error.retryable:
+            raise
+        rejected.append(f"{child}: {error}"[:600])
+        return None
+
+
+def _record_rejection(status: dict[str, Any], rejected: list[str],
+                      decisions: list[Decision]) -> str | None:
+    """Keep the refusal (and how often it repeated) in status; one Warning Event per new one."""
+    previous = status.get("rejectedChild") or {}
+    if not rejected:
+        status.pop("rejectedChild", None)
+        return None
+    message = "; ".join(rejected)
+    same = previous.get("message") == message
+    status["rejectedChild"] = {"message": message,
+                               "failures": int(previous.get("failures") or 0) + 1 if same else 1,
+                               "at": now_iso()}
+    if not same:
+        decisions.append(Decision("ChildRejected", message, True))
+    return message
 
 
 def _nats_decision(status: dict[str, Any], nats_error: str | None) -> Decision | None:
@@ -106,7 +143,8 @@ def _nats_decision(status: dict[str, Any], nats_error: str | None) -> Decision |
 
 
 def _finish(status: dict[str, Any], model: SurgeModel | None, generation: int,
-            error: str | None, nats_error: str | None = None) -> None:
+            error: str | None, nats_error: str | None = None,
+            child_error: str | None = None) -> None:
     conditions = status.get("conditions") or []
     training = status.get("lastTraining") or {}
     running = training.get("outcome") == "Running"
@@ -124,7 +162,7 @@ def _finish(status: dict[str, Any], model: SurgeModel | None, generation: int,
                                or "NoChampion",
                                promotion.get("reason") or "waiting for a registered version",
                                generation)
-    degraded = degraded_by(error, nats_error)
+    degraded = degraded_by(error, nats_error, child_error)
     conditions = set_condition(conditions, "Degraded", degraded is not None,
                                *(degraded or ("AsExpected", "")), generation)
     conditions = set_condition(conditions, "Ready", ready,
@@ -175,19 +213,21 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: b
     model = SurgeModel(name=key[1], namespace=key[0], uid=str(meta.get("uid", "")), spec=spec,
                        platform=runtime.platform, generation=generation)
     error: str | None = None
+    rejected: list[str] = []
     if not spec.paused:
         now = utcnow()
         created = parse_time(meta.get("creationTimestamp")) or now
         finished = await observe_job(runtime.kube, model, status, decisions, runtime.children)
-        await start_training(runtime.kube, model, status, annotations, created, now, decisions)
+        await _guarded(start_training(runtime.kube, model, status, annotations, created, now,
+                                      decisions), "trainer Job", rejected)
         if source != "loop" and not forced and not finished:
             runtime.queue.add(key)  # registry work goes to the bounded loop: Jobs come first
         elif _registry_due(runtime, status, forced or finished):
             error = await _registry_step(runtime, model, status, annotations, decisions)
         elif (status.get("registry") or {}).get("error"):
             error = status["registry"]["error"]
-        revert_to = await sync_predictor(runtime.kube, model, status, now, decisions,
-                                         runtime.children)
+        revert_to = await _guarded(sync_predictor(runtime.kube, model, status, now, decisions,
+                                                  runtime.children), "predictor", rejected)
         if revert_to and error is None:
             try:
                 await _revert(runtime, model, status, revert_to, decisions)
@@ -198,13 +238,17 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: b
     nats_change = _nats_decision(status, runtime.nats_error)
     if nats_change is not None:
         decisions.append(nats_change)
-    _finish(status, model, generation, error, runtime.nats_error)
+    child_error = _record_rejection(status, rejected, decisions)
+    _finish(status, model, generation, error, runtime.nats_error, child_error)
     await _write(runtime, key, meta, original, status, decisions)
     retry = None
     if error is not None:
         retry_at = parse_time((status.get("registry") or {}).get("retryAt"))
         retry = max(1.0, (retry_at - utcnow()).total_seconds()) if retry_at else 5.0
-    return Outcome(status, retry, error)
+    elif child_error is not None:
+        failures = int(status["rejectedChild"]["failures"])
+        retry = float(min(runtime.settings.max_backoff_seconds, 5.0 * 2 ** min(failures, 8)))
+    return Outcome(status, retry, error or child_error)
 
 
 def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

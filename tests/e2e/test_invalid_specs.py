@@ -49,3 +49,28 @@ def test_an_impossible_schedule_is_reported_once(installed: Installed) -> None:
     assert (events[0].get("count") or 1) == 1
     assert not api.list("Job", NS), "an invalid spec must not start training"
     assert "Traceback" not in installed.operator_log()
+
+
+def test_a_child_the_api_server_refuses_is_a_condition_and_one_event(
+        installed: Installed) -> None:
+    """Requests above limits pass the CRD but the Job is invalid: say so, do not go silent."""
+    api = installed.api
+    restricted_namespace(api, NS)
+    api.apply(_model("over-limits", resources={"requests": {"cpu": "4"},
+                                               "limits": {"cpu": "2"}}))
+
+    def degraded() -> dict[str, Any] | None:
+        status = (api.get("SurgeModel", "over-limits", NS) or {}).get("status") or {}
+        found = next((c for c in status.get("conditions") or [] if c["type"] == "Degraded"), {})
+        return found if found.get("reason") == "ChildRejected" else None
+
+    found = wait_for(degraded, 30, "Degraded=True ChildRejected", installed.diagnose)
+    assert found["status"] == "True" and "trainer Job" in found["message"]
+    assert "must be less than or equal to cpu limit" in found["message"]
+    status = api.get("SurgeModel", "over-limits", NS)["status"]
+    assert status["phase"] == "Degraded"
+    time.sleep(6)  # the operator retries with backoff; the Event is not repeated
+    events = [e for e in api.list("Event", NS, fieldSelector="involvedObject.name=over-limits")
+              if e["reason"] == "ChildRejected"]
+    assert len(events) == 1 and events[0]["type"] == "Warning", events
+    assert not api.list("Job", NS)

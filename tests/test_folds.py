@@ -65,3 +65,13 @@ def test_timezone_defaults_from_the_city_and_rejects_unknown_zones():
     assert city_timezone("tehran", explicit="Europe/Berlin") == "Europe/Berlin"
     with pytest.raises(ValueError, match="PULSAR_TIMEZONE"):
         city_timezone("tehran", explicit="Mars/Olympus")
+
+
+def test_the_real_tehran_file_gives_four_folds_the_last_one_partial(real_snapshots_path):
+    starts = pd.read_parquet(real_snapshots_path, columns=["period_start"]).period_start
+    folds = day_folds(starts, city_timezone("tehran"))
+    assert [f.name for f in folds] == ["2025-11-22", "2025-12-02", "2025-12-03", "2025-12-04"]
+    # 2025-11-22 holds the night session and the 17:00 one (13:30 UTC) no training day has
+    assert folds[0].last_period == pd.Timestamp("2025-11-22 14:37:30", tz="UTC")
+    assert folds[-1].partial == ("2025-12-04",) and folds[0].partial == ()
+    assert all(f.valid_start < f.test_start < f.test_end for f in folds)

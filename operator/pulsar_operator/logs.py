@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+
+from pulsar_core import redact
+
+# kopf logs one INFO line per watch event for every event handler; at 1,000 models that is most
+# of the log and says nothing (the reconcile handlers' lines stay).
+_EVENT_HANDLER_DONE = re.compile(r"^Handler '\w+_event' succeeded\.$")
+
+
+class QuietEventHandlers(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and record.name.startswith("kopf")
+                    and _EVENT_HANDLER_DONE.match(record.getMessage()))
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,6 +32,8 @@ def configure(fmt: str, verbose: bool = False) -> None:
     handler = logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
+    handler.addFilter(QuietEventHandlers())
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    redact.install()  # URI passwords (MLflow, NATS) never reach a log line
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

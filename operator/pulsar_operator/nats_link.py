@@ -16,6 +16,7 @@ import logging
 import nats
 from nats.aio.client import Client
 
+from pulsar_core.redact import redact
 from pulsar_operator import metrics
 from pulsar_operator.nats_bridge import NatsPublisher, consume_retrain, listen_registered
 from pulsar_operator.runtime import Runtime
@@ -40,7 +41,9 @@ class NatsLink:
 
     def down(self, cause: str) -> None:
         """Record NATS as unavailable; a change re-checks every model's status."""
-        message = f"NATS at {self.url} unavailable: {cause}; retrying with backoff"
+        # the cause can quote a whole message or protocol dump: status and Events get a line
+        short = cause if len(cause) <= 200 else cause[:200] + "…"
+        message = f"NATS at {redact(self.url)} unavailable: {short}; retrying with backoff"
         if self.runtime.nats_error is None:
             log.warning("%s", message)
             metrics.NATS_UP.set(0)
@@ -51,7 +54,8 @@ class NatsLink:
 
     def up(self) -> None:
         if self.runtime.nats_error is not None:
-            log.info("NATS at %s reachable again; retrain consumer re-established", self.url)
+            log.info("NATS at %s reachable again; retrain consumer re-established",
+                     redact(self.url))
             self.runtime.nats_error = None
             self.runtime.queue.add_all(list(self.runtime.catalog.bodies))
         metrics.NATS_UP.set(1)

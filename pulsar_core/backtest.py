@@ -117,16 +117,17 @@ class Backtest:
                 served = result.report.row(minutes, "served")
                 name, best = result.report.best_baseline(minutes)
                 chosen = result.baseline.get(horizon, "persistence")
-                rec = {"fold": result.fold.name, "horizon_minutes": minutes,
-                       "served": served_label(result.served.get(horizon, "?")),
-                       "served_mae": float(served.mae), "strongest": name,
-                       "strongest_mae": best, "valid_baseline": chosen,
-                       "rows": int(served.coverage), "evaluable": bool(served.evaluable)}
+                rec: dict[str, Any] = {"fold": result.fold.name, "horizon_minutes": minutes,
+                                       "served": served_label(result.served.get(horizon, "?")),
+                                       "served_mae": float(served.mae), "strongest": name,
+                                       "strongest_mae": best, "valid_baseline": chosen,
+                                       "rows": int(served.coverage),
+                                       "evaluable": bool(served.evaluable)}
                 for model in (*LEARNED, chosen):
                     row = result.report.row(minutes, model)
                     rec[f"{model}_mae" if model in LEARNED else "valid_baseline_mae"] = \
                         float(row.mae)
-                rec["ratio"] = rec["served_mae"] / best if best else math.nan
+                rec["ratio"] = float(served.mae) / best if best else math.nan
                 records.append(rec)
         return pd.DataFrame.from_records(records)
 

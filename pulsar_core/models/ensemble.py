@@ -45,7 +45,8 @@ class CNNEnsemble:
         return np.mean([member.predict(features) for member in self.members], axis=0)
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        metas, arrays = [], {}
+        metas: list[dict[str, Any]] = []
+        arrays: dict[str, np.ndarray] = {}
         for i, member in enumerate(self.members):
             meta, tensors = member.state()
             metas.append(meta)

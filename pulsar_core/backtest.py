@@ -138,27 +138,33 @@ class Backtest:
         out = table.groupby("horizon_minutes").ratio.agg(["mean", "max", "min", "std", "count"])
         return out.rename(columns={"max": "worst", "min": "best", "count": "folds"})
 
-    def by_service(self) -> pd.DataFrame:
-        """Mean over folds of served / strongest-baseline MAE per horizon x service type."""
-        records = []
+    def service_table(self) -> pd.DataFrame:
+        """Every model's and baseline's MAE per fold x horizon x service type, on the rows
+        where the target and the served forecast exist; `ratio` = served / strongest."""
+        records: list[dict[str, Any]] = []
         for result in self.results:
             test = result.test
-            served = {h: served_label(result.served[h]) for h in self.horizons}
             for i, horizon in enumerate(self.horizons):
+                served = test.forecasts[served_label(result.served[horizon])][:, i]
                 for service in np.unique(test.services):
                     rows = (test.services == service) & np.isfinite(test.actual[:, i])
-                    rows &= np.isfinite(test.forecasts[served[horizon]][:, i])
+                    rows &= np.isfinite(served)
                     if not rows.any():
                         continue
                     actual = test.actual[rows, i]
-                    mae = {n: np.abs(test.forecasts[n][rows, i] - actual).mean()
-                           for n in BASELINE_NAMES if n in test.forecasts}
-                    served_mae = np.abs(test.forecasts[served[horizon]][rows, i] - actual).mean()
-                    records.append({"horizon_minutes": horizon * PERIOD_MINUTES,
-                                    "service_type": int(service), "fold": result.fold.name,
-                                    "ratio": served_mae / min(mae.values()),
-                                    "rows": int(rows.sum())})
-        frame = pd.DataFrame.from_records(records)
+                    mae = {n: float(np.abs(f[rows, i] - actual).mean())
+                           for n, f in test.forecasts.items()}
+                    strongest = min(mae[n] for n in BASELINE_NAMES if n in mae)
+                    served_mae = float(np.abs(served[rows] - actual).mean())
+                    records.append({"fold": result.fold.name, "service_type": int(service),
+                                    "horizon_minutes": horizon * PERIOD_MINUTES,
+                                    "rows": int(rows.sum()), "served": served_mae, **mae,
+                                    "ratio": served_mae / strongest if strongest else math.nan})
+        return pd.DataFrame.from_records(records)
+
+    def by_service(self) -> pd.DataFrame:
+        """Mean and worst fold of served / strongest-baseline MAE per horizon x service type."""
+        frame = self.service_table()
         if frame.empty:
             return frame
         return frame.groupby(["horizon_minutes", "service_type"]).agg(

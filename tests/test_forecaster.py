@@ -55,6 +55,10 @@ def test_training_is_a_backtest_whose_last_fold_is_the_bundle(trained):
     assert "mean" in text and "worst" in text
     assert forecaster.metadata["backtest"]["folds"][0]["name"] == "2025-11-22"
     assert set(backtest.by_service().index.get_level_values("service_type")) == {1, 2}
+    services = backtest.service_table()
+    assert {"elasticnet", "cnn", "blend", "phase_mean", "persistence", "served", "ratio"} <= \
+        set(services.columns)
+    assert len(services) == 2 * 2 * 2  # folds x horizons x service types
 
 
 def test_predict_returns_one_row_per_series_and_horizon(trained):

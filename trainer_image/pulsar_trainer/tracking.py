@@ -153,7 +153,7 @@ def log_evaluation(report: EvaluationReport, metadata: dict[str, Any]) -> None:
         backtest = report.backtest
         mlflow.log_metrics(backtest.metrics())
         mlflow.log_text(backtest.table().to_csv(index=False), "evaluation/backtest_folds.csv")
-        mlflow.log_text(backtest.by_service().reset_index().to_csv(index=False),
+        mlflow.log_text(backtest.service_table().to_csv(index=False),
                         "evaluation/backtest_by_service.csv")
         mlflow.log_dict(backtest.to_dict(), "evaluation/backtest.json")
         table = f"{backtest.format()}\n\nlast fold (the bundle's test day):\n{table}"

@@ -190,7 +190,8 @@ class Backtest:
         lines += ["  " + r.fold.describe(self.timezone) for r in self.results]
         table = self.table()
         lines.append(f"{'fold':<12} {'horizon':>7} {'served':<14} {'MAE':>7} {'strongest':<15}"
-                     f" {'MAE':>7} {'ratio':>6} {'EN':>7} {'CNN':>7} {'blend':>7} {'rows':>6}")
+                     f" {'MAE':>7} {'ratio':>6} {'EN':>7} {'CNN':>7} {'blend':>7} {'rows':>6}"
+                     "  baseline chosen on validation")
         for r in table.itertuples():
             if not r.evaluable:
                 lines.append(f"{r.fold:<12} {r.horizon_minutes:>6g}m not evaluable "
@@ -199,7 +200,8 @@ class Backtest:
             lines.append(f"{r.fold:<12} {r.horizon_minutes:>6g}m {r.served:<14} "
                          f"{r.served_mae:7.2f} {r.strongest:<15} {r.strongest_mae:7.2f} "
                          f"{r.ratio:6.3f} {r.elasticnet_mae:7.2f} {r.cnn_mae:7.2f} "
-                         f"{r.blend_mae:7.2f} {r.rows:6d}")
+                         f"{r.blend_mae:7.2f} {r.rows:6d}  "
+                         f"{r.valid_baseline} {r.valid_baseline_mae:.2f}")
         lines.append("served / strongest baseline per horizon (mean, worst fold, spread):")
         summary = self.summary()
         for horizon in self.horizons:

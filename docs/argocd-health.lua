@@ -4,11 +4,14 @@
 --   resource.customizations.health.forecasting.pulsar.dev_SurgeModel
 -- (see docs/install.md). Argo CD runs it with the live object in `obj` (Lua 5.1).
 --
---   Suspended    spec.paused is true: the operator takes no automatic action.
+--   Suspended    spec.paused is true (the operator takes no automatic action), or a version
+--                that passed the gate waits for manual approval.
 --   Progressing  the operator has not observed the current spec yet (observedGeneration behind
 --                metadata.generation), or nothing serves yet while training / rolling out.
---   Degraded     Degraded=True (e.g. MLflow unreachable), an invalid spec, a failed phase, or
---                Ready=False after the last training Job failed.
+--   Degraded     Degraded=True (MLflow unreachable, a child the API server refused), an
+--                invalid spec, a pinned version MLflow lacks, a first rollout that never got
+--                ready, or nothing served because the last training failed or its version
+--                failed the gate.
 --   Healthy      Ready=True for the current generation: a champion is being served. A scheduled
 --                retrain while the champion serves stays Healthy, so apps do not flap every 6 h.
 
@@ -63,6 +66,18 @@ if degraded ~= nil and degraded.status == "True" then
   return result("Degraded", describe(degraded, "Degraded"))
 end
 
+-- Stuck on a person or on a wrong spec, whatever still serves.
+local promoted = condition("Promoted")
+if promoted ~= nil and promoted.status ~= "True" then
+  if promoted.reason == "AwaitingApproval" then
+    return result("Suspended", describe(promoted, "AwaitingApproval") ..
+      " (approve with the forecasting.pulsar.dev/approve-version annotation)")
+  end
+  if promoted.reason == "PinnedVersionMissing" then
+    return result("Degraded", describe(promoted, "PinnedVersionMissing"))
+  end
+end
+
 local ready = condition("Ready")
 if ready == nil then
   return result("Progressing", "waiting for the Ready condition")
@@ -77,8 +92,13 @@ end
 
 -- Ready is False or Unknown: a failure, or still on its way.
 local training = condition("Training")
-if obj.status.phase == "Failed" or ready.reason == "InvalidSpec" then
+if obj.status.phase == "Failed" or ready.reason == "InvalidSpec"
+    or ready.reason == "RolloutFailed" then
   return result("Degraded", describe(ready, "Failed"))
+end
+if promoted ~= nil and promoted.reason == "GateFailed" then
+  return result("Degraded", "no champion is served and the newest version failed the gate: " ..
+    describe(promoted, "GateFailed"))
 end
 if training ~= nil and training.status ~= "True" and training.reason == "Failed" then
   return result("Degraded", "no champion is served and the last training failed: " ..

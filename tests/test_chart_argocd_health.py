@@ -79,3 +79,74 @@ def test_health(obj: dict, expected: str, says: str) -> None:
 
 def test_runs_on_lua_5_1_like_argo_cd() -> None:
     assert LuaRuntime().eval("_VERSION") == "Lua 5.1"
+
+
+# ---- every status the operator can set, built by the operator's own _finish ----------------
+def _operator_status(generation: int = 3, **parts: Any) -> dict:
+    """A SurgeModel whose status is what `reconciler._finish` writes for these status parts."""
+    from pulsar_operator.reconciler import _finish
+
+    errors = {key: parts.pop(key, None) for key in ("mlflow", "nats", "child")}
+    status: dict[str, Any] = dict(parts)
+    _finish(status, None, generation, errors["mlflow"], errors["nats"], errors["child"])
+    return {"metadata": {"name": "m", "generation": generation}, "spec": {}, "status": status}
+
+
+CHAMPION = {"version": "4"}
+AVAILABLE = {"available": True, "readyReplicas": 2, "replicas": 2, "endpoint": "http://x"}
+ROLLING = {"available": False, "readyReplicas": 1, "replicas": 2, "endpoint": "http://x"}
+DOWN = {"available": False, "readyReplicas": 0, "replicas": 2, "endpoint": "http://x"}
+RUNNING = {"outcome": "Running", "triggerKind": "schedule", "job": "m-train-1"}
+FAILED_JOB = {"outcome": "Failed", "message": "2 pods failed", "job": "m-train-1"}
+FAILED_GATE = {"version": "5", "passed": False, "reason": "MAE@30m 12 vs persistence 11"}
+WAITING = {"version": "5", "passed": False, "awaitingApproval": True,
+           "reason": "passed the gate; waiting for approval"}
+
+OPERATOR_STATES = [
+    ("new", {}, "Progressing", "NoChampion"),
+    ("first training", {"lastTraining": RUNNING}, "Progressing", "training"),
+    ("first training failed", {"lastTraining": FAILED_JOB}, "Degraded", "2 pods failed"),
+    ("first version failed the gate", {"challenger": FAILED_GATE}, "Degraded", "MAE@30m 12"),
+    ("first version awaits approval", {"challenger": WAITING}, "Suspended", "approval"),
+    ("first rollout", {"champion": CHAMPION, "predictor": DOWN}, "Progressing",
+     "PredictorNotReady"),
+    ("first rollout never ready", {"champion": CHAMPION, "predictor": {
+        **DOWN, "rolloutFailed": "not available within 600s"}}, "Degraded", "600s"),
+    ("serving", {"champion": CHAMPION, "predictor": AVAILABLE}, "Healthy", "version 4"),
+    ("rolling out while the old pods serve", {"champion": CHAMPION, "predictor": ROLLING},
+     "Healthy", "RollingOut"),
+    ("scheduled retrain while serving", {"champion": CHAMPION, "predictor": AVAILABLE,
+                                         "lastTraining": RUNNING}, "Healthy", "version 4"),
+    ("newer version failed the gate, champion serves", {
+        "champion": CHAMPION, "predictor": AVAILABLE, "challenger": FAILED_GATE}, "Healthy",
+     "version 4"),
+    ("newer version awaits approval", {"champion": CHAMPION, "predictor": AVAILABLE,
+                                       "challenger": WAITING}, "Suspended", "approval"),
+    ("pinned version missing", {"champion": CHAMPION, "predictor": AVAILABLE, "promotion": {
+        "eventReason": "PinnedVersionMissing", "reason": "pinned version 9 is not registered"}},
+     "Degraded", "pinned version 9"),
+    ("MLflow down", {"champion": CHAMPION, "predictor": AVAILABLE, "mlflow": "refused"},
+     "Degraded", "MLflowUnavailable"),
+    ("NATS down", {"champion": CHAMPION, "predictor": AVAILABLE, "nats": "NATS down"},
+     "Degraded", "NatsUnavailable"),
+    ("child refused", {"lastTraining": None, "child": "trainer Job: 422 cpu limit"},
+     "Degraded", "ChildRejected"),
+]
+
+
+@pytest.mark.parametrize(("case", "parts", "expected", "says"), OPERATOR_STATES,
+                         ids=[case for case, *_ in OPERATOR_STATES])
+def test_health_of_every_status_the_operator_writes(case: str, parts: dict, expected: str,
+                                                    says: str) -> None:
+    status, message = health(_operator_status(**{k: v for k, v in parts.items()
+                                                  if v is not None}))
+    assert (status, says in message) == (expected, True), f"{case}: {status}: {message}"
+
+
+def test_every_stuck_state_ends_degraded_or_suspended() -> None:
+    stuck = {"first training failed", "first version failed the gate", "first version awaits "
+             "approval", "first rollout never ready", "pinned version missing",
+             "newer version awaits approval"}
+    verdicts = {case: expected for case, _, expected, _ in OPERATOR_STATES}
+    assert stuck <= set(verdicts)
+    assert all(verdicts[case] in ("Degraded", "Suspended") for case in stuck)

@@ -259,6 +259,9 @@ def _dynamic() -> dict[str, set[str]]:
         "training.get('triggerKind', 'Idle').capitalize()": kinds | {"Idle"},
         "f'Training{outcome}'": {f"Training{o}" for o in finished},
         "degraded": _camel_constants("reconciler.py", "degraded_by"),
+        "ready_reason": _camel_constants("reconciler.py", "_readiness"),
+        "promoted_reason": _camel_constants("reconciler.py", "_promotion_state")
+        | _plan_reasons(),
     }
 
 

@@ -142,34 +142,60 @@ def _nats_decision(status: dict[str, Any], nats_error: str | None) -> Decision |
     return None
 
 
+def _readiness(status: dict[str, Any]) -> tuple[bool, str, str]:
+    """Ready stays True while any replica serves: a rollout keeps the previous pods answering."""
+    champion = (status.get("champion") or {}).get("version")
+    predictor = status.get("predictor") or {}
+    if not champion:
+        return False, "NoChampion", "no version is the champion yet"
+    endpoint, ready = predictor.get("endpoint"), int(predictor.get("readyReplicas") or 0)
+    if predictor.get("available"):
+        return True, "PredictorAvailable", f"version {champion} served at {endpoint}"
+    if ready > 0:
+        return True, "RollingOut", (f"version {champion} rolling out at {endpoint}; "
+                                    f"{ready} of {predictor.get('replicas')} replicas serve")
+    if predictor.get("rolloutFailed"):
+        return False, "RolloutFailed", str(predictor["rolloutFailed"])
+    return False, "PredictorNotReady", "predictor not serving yet"
+
+
+def _promotion_state(status: dict[str, Any]) -> tuple[bool, str, str]:
+    """Promoted: a champion holds the alias, unless something waits on a person or is stuck."""
+    champion = (status.get("champion") or {}).get("version")
+    promotion = status.get("promotion") or {}
+    challenger = status.get("challenger") or {}
+    message = promotion.get("reason") or "waiting for a registered version"
+    if promotion.get("eventReason") == "PinnedVersionMissing":
+        return False, "PinnedVersionMissing", message
+    if challenger.get("awaitingApproval") and challenger.get("version") != champion:
+        return False, "AwaitingApproval", str(challenger.get("reason") or message)
+    if champion:
+        return True, "Champion", message
+    if challenger and not challenger.get("passed"):
+        return False, "GateFailed", str(challenger.get("reason") or message)
+    return False, promotion.get("eventReason") or "NoChampion", message
+
+
 def _finish(status: dict[str, Any], model: SurgeModel | None, generation: int,
             error: str | None, nats_error: str | None = None,
             child_error: str | None = None) -> None:
     conditions = status.get("conditions") or []
     training = status.get("lastTraining") or {}
     running = training.get("outcome") == "Running"
-    champion = (status.get("champion") or {}).get("version")
-    predictor = status.get("predictor") or {}
-    ready = bool(champion) and bool(predictor.get("available"))
-    promotion = status.get("promotion") or {}
     conditions = set_condition(conditions, "Training", running,
                                training.get("triggerKind", "Idle").capitalize() if running
                                else training.get("outcome", "NeverTrained"),
                                training.get("message") or training.get("job", "no Job yet"),
                                generation)
-    conditions = set_condition(conditions, "Promoted", bool(champion),
-                               "Champion" if champion else promotion.get("eventReason")
-                               or "NoChampion",
-                               promotion.get("reason") or "waiting for a registered version",
-                               generation)
+    promoted, promoted_reason, promoted_message = _promotion_state(status)
+    conditions = set_condition(conditions, "Promoted", promoted, promoted_reason,
+                               promoted_message, generation)
     degraded = degraded_by(error, nats_error, child_error)
     conditions = set_condition(conditions, "Degraded", degraded is not None,
                                *(degraded or ("AsExpected", "")), generation)
-    conditions = set_condition(conditions, "Ready", ready,
-                               "PredictorAvailable" if ready else "NoChampion" if not champion
-                               else "PredictorNotReady",
-                               f"version {champion} served at {predictor.get('endpoint')}"
-                               if ready else "predictor not serving yet", generation)
+    ready, ready_reason, ready_message = _readiness(status)
+    conditions = set_condition(conditions, "Ready", ready, ready_reason, ready_message,
+                               generation)
     status["conditions"] = conditions
     status["observedGeneration"] = generation
     paused = model is not None and model.spec.paused

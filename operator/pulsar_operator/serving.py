@@ -71,6 +71,7 @@ async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], 
                      available=available)
     status["predictor"] = predictor
     if available:
+        predictor.pop("rolloutFailed", None)
         predictor["rolledOutAt"] = predictor.get("rolledOutAt") or now_iso()
         return None
     if predictor.get("rolledOutAt") and not exceeded:
@@ -81,6 +82,11 @@ async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], 
     if (late or exceeded) and last_good and last_good != version \
             and not model.spec.serving.model_version:
         return str(last_good)
+    if late or exceeded:  # nothing to go back to: say so instead of waiting for ever
+        predictor["rolloutFailed"] = (
+            f"predictor for version {version} not available within "
+            f"{model.spec.serving.rollout_deadline_seconds}s and no earlier version to revert "
+            f"to; see `kubectl -n {model.namespace} describe deploy {predictor_name(model)}`")
     return None
 
 

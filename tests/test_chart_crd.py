@@ -51,7 +51,6 @@ def test_missing_and_stale_copies_are_drift(tmp_path: Path) -> None:
     assert "old.yaml: stale" in result.stderr
     run_script("--root", str(root))
     assert not (root / "charts/pulsar/crds/old.yaml").exists()
-    assert (root / "charts/pulsar/crds/kopf-peering.yaml").exists()  # chart-owned, kept
 
 
 def test_no_source_is_an_error_not_a_pass(tmp_path: Path) -> None:

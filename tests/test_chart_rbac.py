@@ -49,20 +49,23 @@ def test_chart_rules_file_is_the_generated_one() -> None:
 
 def test_namespaced_roles_hold_no_cluster_scoped_resource() -> None:
     sections = chart_sections()
-    cluster_scoped = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings"}
-    for section in ("namespaced", "namespacedPeering"):
+    cluster_scoped = {"customresourcedefinitions", "namespaces"}
+    for section in ("namespaced", "leaderElection"):
         assert {r for _, r, _ in grants(sections[section])} & cluster_scoped == set()
     assert {r for _, r, _ in grants(sections["cluster"])} <= cluster_scoped
 
 
-def test_peering_rules_are_only_granted_with_peering() -> None:
+def test_leases_are_granted_in_the_release_namespace_only() -> None:
+    """Leader election needs leases in the operator's own namespace, nowhere else."""
     sections = chart_sections()
-    assert {r for _, r, _ in grants(sections["clusterPeering"])} == {"clusterkopfpeerings"}
-    assert {r for _, r, _ in grants(sections["namespacedPeering"])} == {"kopfpeerings"}
-    template = (CHART / "templates" / "rbac.yaml").read_text()
-    for section in ("clusterPeering", "namespacedPeering"):
-        guarded = re.search(r"{{-\s*if \$peering\s*}}\s*{{-\s*toYaml \$rules\." + section, template)
-        assert guarded, f"{section} must be granted only under `if $peering`"
+    assert grants(sections["leaderElection"]) == {
+        ("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update")}
+    from tests.e2e.stack import render_chart
+
+    for values in ({}, {"operator": {"watchNamespaces": ["a"]}}):
+        holders = [(d["kind"], d["metadata"].get("namespace")) for d in render_chart(values)
+                   if d["kind"] in ("Role", "ClusterRole") and "leases" in str(d["rules"])]
+        assert holders == [("Role", "pulsar-system")], holders
 
 
 def test_template_uses_every_section() -> None:

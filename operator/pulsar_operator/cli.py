@@ -11,7 +11,8 @@ from pulsar_operator.config import SettingsError, load_settings
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pulsar operator", description=__doc__)
-    parser.add_argument("--standalone", action="store_true", help="no peering (one replica)")
+    parser.add_argument("--standalone", action="store_true",
+                        help="act at once, no leader election (one replica)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -33,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     liveness = (f"http://{host}:{settings.liveness_port}/healthz"
                 if settings.liveness_port else None)
-    standalone = args.standalone or settings.standalone
+    if args.standalone:
+        settings = settings.model_copy(update={"standalone": True})
     kopf.run(
-        standalone=standalone,
-        # a named peering is mandatory in kopf (HA needs kopf's peering CRD, see the chart)
-        peering_name=None if standalone else settings.peering_name,
+        # kopf's own peering stays off: replicas elect a leader on a Lease (leader.py)
+        standalone=True,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         liveness_endpoint=liveness,

@@ -32,8 +32,18 @@ class OperatorSettings(BaseSettings):
                       "bind (the pod IP, or 127.0.0.1 outside a cluster).")
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus port; 0 = off.")
     liveness_port: int = Field(8081, ge=0, le=65535, description="/healthz port; 0 = off.")
-    peering_name: str = Field("pulsar-operator", description="kopf peering object for HA.")
-    standalone: bool = Field(False, description="Skip peering (single replica, tests).")
+    standalone: bool = Field(False, description="Act at once, without leader election (one "
+                             "replica on a laptop, tests). In a cluster leave it off: replicas "
+                             "elect one leader on a Lease and the others stand by.")
+    lease_name: str = Field("pulsar-operator", description="Leader-election Lease.")
+    lease_namespace: str | None = Field(
+        None, description="Namespace of the Lease; default: the pod's namespace (service "
+        "account), else `default`.")
+    lease_seconds: float = Field(15.0, gt=0, description="A standby takes over a Lease not "
+                                 "renewed for this long (bound on failover after a crash).")
+    lease_renew_seconds: float = Field(5.0, gt=0, description="How often the leader renews.")
+    identity: str | None = Field(None, description="This replica in the Lease; default: "
+                                 "POD_ID or the host name, plus the process id.")
     trainer_service_account: str | None = Field(
         None, description="ServiceAccount of trainer pods; default: each model's own "
         "`<model>-trainer`, created by the operator (no RBAC, no token).")

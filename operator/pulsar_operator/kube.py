@@ -46,6 +46,7 @@ JOBS = Ref("batch/v1", "jobs")
 DEPLOYMENTS = Ref("apps/v1", "deployments")
 SERVICES = Ref("v1", "services")
 SERVICE_ACCOUNTS = Ref("v1", "serviceaccounts")
+LEASES = Ref("coordination.k8s.io/v1", "leases")
 SURGEMODELS = Ref("forecasting.pulsar.dev/v1alpha1", "surgemodels")
 
 
@@ -120,6 +121,11 @@ class Kube:
                     sub: str | None = None) -> dict[str, Any]:
         return await self._request("PATCH", ref.path(namespace, name, sub), patch,
                                    "application/merge-patch+json")
+
+    async def replace(self, ref: Ref, namespace: str, name: str,
+                      body: dict[str, Any]) -> dict[str, Any]:
+        """PUT: with metadata.resourceVersion set, a 409 means someone else wrote first."""
+        return await self._request("PUT", ref.path(namespace, name), body)
 
     async def apply(self, ref: Ref, body: dict[str, Any]) -> None:
         """Create, or merge-patch the existing object to the desired manifest."""

@@ -30,8 +30,8 @@ class JsonFormatter(logging.Formatter):
 
 def configure(fmt: str, verbose: bool = False) -> None:
     handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(QuietEventHandlers())
     root = logging.getLogger()
     root.handlers[:] = [handler]

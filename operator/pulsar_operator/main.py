@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
+import socket
 from typing import Any
 
 import kopf
@@ -14,10 +16,11 @@ from pulsar_operator import metrics
 from pulsar_operator.builders import MANAGER, Platform
 from pulsar_operator.config import OperatorSettings, load_settings
 from pulsar_operator.kube import Kube, KubeError
+from pulsar_operator.leader import LeaderElection
 from pulsar_operator.login import connection_info
 from pulsar_operator.nats_link import run_nats
 from pulsar_operator.reconciler import reconcile
-from pulsar_operator.runtime import Runtime
+from pulsar_operator.runtime import Key, Runtime
 from pulsar_operator.spec import GROUP, PLURAL, VERSION, InvalidSpec
 from pulsar_operator.training import job_outcome
 
@@ -46,22 +49,44 @@ async def operator_login(memo: kopf.Memo, settings: kopf.OperatorSettings,
 async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo,
                            **_: Any) -> None:
     config = _settings(memo)
-    settings.peering.name = config.peering_name
-    settings.peering.standalone = config.standalone or settings.peering.standalone
+    settings.peering.standalone = True  # one replica acts through our Lease, not kopf peering
     settings.posting.enabled = False  # our own recorder posts Events; kopf's logs stay logs
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
-    kube = Kube(_login(config, settings), limit=config.workers * 2,
-                relogin=lambda: _login(config, settings))
+    info = _login(config, settings)
+    kube = Kube(info, limit=config.workers * 2, relogin=lambda: _login(config, settings))
     runtime = Runtime(settings=config, kube=kube, registry=Registry(config.mlflow_tracking_uri),
                       platform=Platform(config.mlflow_tracking_uri, config.nats_url,
                                         config.trainer_service_account))
     memo["runtime"] = runtime
     metrics.count_tasks_of(asyncio.get_running_loop())
-    runtime.tasks.append(asyncio.create_task(_ticker(runtime)))
-    runtime.tasks += [asyncio.create_task(_worker(runtime)) for _ in range(config.workers)]
+    if config.standalone:
+        await _start_acting(runtime)
+        return
+    runtime.election = LeaderElection(
+        kube, config.lease_namespace or info.default_namespace or "default", config.lease_name,
+        config.identity or f"{os.environ.get('POD_ID') or socket.gethostname()}-{os.getpid()}",
+        config.lease_seconds, config.lease_renew_seconds)
+    runtime.tasks.append(asyncio.create_task(runtime.election.run(
+        lambda: _start_acting(runtime), lambda: _stop_acting(runtime))))
+
+
+async def _start_acting(runtime: Runtime) -> None:
+    """The leader's loops: resync ticker, workers, the NATS consumer; then look at everything."""
+    config = runtime.settings
+    runtime.acting.append(asyncio.create_task(_ticker(runtime)))
+    runtime.acting += [asyncio.create_task(_worker(runtime)) for _ in range(config.workers)]
     if config.nats_url:
-        runtime.tasks.append(asyncio.create_task(run_nats(runtime, config.nats_url)))
+        runtime.acting.append(asyncio.create_task(run_nats(runtime, config.nats_url)))
+    runtime.statuses.clear()  # another replica may have written status meanwhile
+    runtime.queue.add_all(list(runtime.catalog.bodies))
+
+
+async def _stop_acting(runtime: Runtime) -> None:
+    tasks, runtime.acting = runtime.acting, []
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)  # NATS closes in its task
 
 
 @kopf.on.cleanup()
@@ -69,9 +94,15 @@ async def operator_cleanup(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = memo.get("runtime")
     if runtime is None:
         return
+    await _stop_acting(runtime)
+    if runtime.election is not None:
+        try:
+            await runtime.election.release()  # a standby takes over at once
+        except KubeError as error:
+            log.warning("could not release the leader Lease: %s", error)
     for task in runtime.tasks:
         task.cancel()
-    await asyncio.gather(*runtime.tasks, return_exceptions=True)  # NATS closes in its task
+    await asyncio.gather(*runtime.tasks, return_exceptions=True)
     await runtime.kube.close()
 
 
@@ -84,65 +115,59 @@ async def _ticker(runtime: Runtime) -> None:
 
 async def _worker(runtime: Runtime) -> None:
     while True:
-        key, forced = await runtime.queue.take()
+        key, forced, source = await runtime.queue.take()
         body = runtime.catalog.bodies.get(key)
         if body is None:
             continue
         try:
-            await reconcile(runtime, body, forced=forced, source="loop")
+            outcome = await reconcile(runtime, body, forced=forced, source=source)
         except InvalidSpec:
-            pass  # recorded in status and as an Event by the reconciler
+            metrics.ERRORS.labels("invalid_spec").inc()  # in status and an Event already
+            continue
         except KubeError as error:
             metrics.ERRORS.labels("kubernetes").inc()
             log.warning("reconcile of %s/%s: %s", *key, error)
+            outcome = None
         except Exception:  # a worker must survive any single model's failure
             metrics.ERRORS.labels("unexpected").inc()
             log.exception("reconcile of %s/%s failed", *key)
+            continue
+        retry = 5.0 if outcome is None else outcome.retry_after
+        if retry is not None:  # a dependency is down or a child was refused: back off
+            asyncio.get_running_loop().call_later(retry, runtime.queue.add, key)
+
+
+def needs_reconcile(previous: dict[str, Any] | None, body: dict[str, Any]) -> bool:
+    """New to us, a new spec generation, or new annotations (retrain, approval); not the
+    status patches the operator itself writes."""
+    if previous is None:
+        return True
+    old, new = previous.get("metadata") or {}, body.get("metadata") or {}
+    return (old.get("generation") != new.get("generation")
+            or old.get("annotations") != new.get("annotations")
+            or bool(new.get("deletionTimestamp")) != bool(old.get("deletionTimestamp")))
 
 
 @kopf.on.event(**RESOURCE)
 async def surgemodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """The only SurgeModel handler: keep the catalog, queue what changed. kopf is our watch
+    stream, not our state store: no change handlers, so kopf writes no progress or diff-base
+    annotations and a standby replica never touches the objects."""
     runtime: Runtime | None = memo.get("runtime")
     body = event.get("object") or {}
     if runtime is None or not body.get("metadata"):
         return
+    meta = body["metadata"]
+    key: Key = (meta["namespace"], meta["name"])
     if event.get("type") == "DELETED":
-        meta = body["metadata"]
-        runtime.forget((meta["namespace"], meta["name"]))
-    else:
-        runtime.catalog.put(copy.deepcopy(dict(body)))
-
-
-@kopf.on.resume(**RESOURCE)
-@kopf.on.create(**RESOURCE)
-@kopf.on.update(**RESOURCE)
-async def surgemodel_reconcile(body: kopf.Body, reason: str, memo: kopf.Memo,
-                               **_: Any) -> None:
-    """Create, update and resume are the same level-triggered reconcile."""
-    runtime: Runtime = memo["runtime"]
-    raw = copy.deepcopy(dict(body))
-    runtime.catalog.put(raw)
-    try:
-        outcome = await reconcile(runtime, raw, forced=reason == "update", source=str(reason))
-    except InvalidSpec as error:
-        metrics.ERRORS.labels("invalid_spec").inc()
-        raise kopf.PermanentError(str(error)) from error
-    except KubeError as error:
-        metrics.ERRORS.labels("kubernetes").inc()
-        if error.retryable:
-            raise kopf.TemporaryError(str(error), delay=5) from error
-        raise kopf.PermanentError(str(error)) from error
-    if outcome.retry_after is not None:
-        raise kopf.TemporaryError(outcome.error or "dependency unavailable",
-                                  delay=outcome.retry_after)
-
-
-@kopf.on.delete(**RESOURCE, optional=True)
-async def surgemodel_delete(namespace: str, name: str, memo: kopf.Memo, logger: Any,
-                            **_: Any) -> None:
-    """Children go with their ownerReferences; the operator only forgets the model."""
-    memo["runtime"].forget((namespace, name))
-    logger.info("SurgeModel deleted; Jobs and predictor are garbage-collected by ownership")
+        runtime.forget(key)
+        return
+    previous = runtime.catalog.bodies.get(key)
+    runtime.catalog.put(copy.deepcopy(dict(body)))
+    if needs_reconcile(previous, body):
+        # a changed spec or annotation (approval!) re-reads the registry; a new model starts
+        # its Job first and leaves the registry to the loop
+        runtime.queue.add(key, registry=previous is not None, source="event")
 
 
 def _enqueue_owner(event: kopf.RawEvent, memo: kopf.Memo) -> None:

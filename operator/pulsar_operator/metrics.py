@@ -27,6 +27,8 @@ RETRAIN_MESSAGES = Counter("pulsar_operator_retrain_messages", "Retrain messages
                            ["outcome"], registry=REGISTRY)
 NATS_UP = Gauge("pulsar_operator_nats_up", "1 while NATS and the retrain consumer are up.",
                 registry=REGISTRY)
+LEADER = Gauge("pulsar_operator_leader", "1 while this replica holds the leader Lease and acts.",
+               registry=REGISTRY)
 TASKS = Gauge("pulsar_operator_asyncio_tasks", "Asyncio tasks alive in the operator's loop "
               "(flat in the number of SurgeModels: there is no task per object).",
               registry=REGISTRY)

@@ -23,12 +23,13 @@ RULES: list[dict[str, Any]] = [
     # each model's trainer ServiceAccount (no permissions, no token), created once, owned
     {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    # kopf: CRD discovery, namespace watching (only with PULSAR_NAMESPACES) and peering for HA.
+    # kopf: CRD discovery and namespace watching (only with PULSAR_NAMESPACES).
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
      "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
-    {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings", "kopfpeerings"],
-     "verbs": ["list", "watch", "patch"]},
+    # leader election among replicas (leader.py); the chart grants it in its own namespace only
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+     "verbs": ["get", "create", "update"]},
 ]
 
 

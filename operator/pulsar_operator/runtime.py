@@ -13,6 +13,7 @@ from pulsar_operator import metrics
 from pulsar_operator.builders import Platform
 from pulsar_operator.config import OperatorSettings
 from pulsar_operator.kube import Kube
+from pulsar_operator.leader import LeaderElection
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -55,10 +56,13 @@ class WorkQueue:
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: dict[Key, float] = {}
         self.force_registry: set[Key] = set()
+        self.from_events: set[Key] = set()
 
-    def add(self, key: Key, registry: bool = False) -> None:
+    def add(self, key: Key, registry: bool = False, source: str = "loop") -> None:
         if registry:
             self.force_registry.add(key)
+        if source == "event":
+            self.from_events.add(key)
         if key not in self._queued:
             self._queued[key] = time.monotonic()
             self._queue.put_nowait(key)
@@ -68,13 +72,16 @@ class WorkQueue:
         for key in keys:
             self.add(key)
 
-    async def take(self) -> tuple[Key, bool]:
+    async def take(self) -> tuple[Key, bool, str]:
+        """(key, registry check forced, "event" when a watch event asked for it else "loop")."""
         key = await self._queue.get()
         metrics.QUEUE_LAG.observe(time.monotonic() - self._queued.pop(key, time.monotonic()))
         metrics.QUEUE_DEPTH.set(len(self._queued))
         forced = key in self.force_registry
+        source = "event" if key in self.from_events else "loop"
         self.force_registry.discard(key)
-        return key, forced
+        self.from_events.discard(key)
+        return key, forced, source
 
 
 @dataclass
@@ -92,6 +99,9 @@ class Runtime:
     statuses: dict[Key, dict[str, Any]] = field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # the leader's loops (ticker, workers, NATS): empty while this replica stands by
+    acting: list[asyncio.Task[None]] = field(default_factory=list)
+    election: LeaderElection | None = None
     # latest Job/Deployment bodies from kopf's watch streams: (kind, namespace, name) -> body
     children: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 

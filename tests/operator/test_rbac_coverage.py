@@ -42,13 +42,10 @@ DISCOVERY_PREFIXES = ("/api", "/apis", "/version", "/openapi")
 
 # Granted but not called in this lifecycle; each entry says why the grant is still needed.
 UNUSED_ALLOWED: dict[tuple[str, str, str], str] = {
-    # kopf's peering (replicas > 1, not --standalone): cluster-wide operators keep their
-    # heartbeat in a ClusterKopfPeering, namespaced ones in a KopfPeering (list+watch the
-    # peers, patch our own entry); the chart grants them only with peering on. The tests run
-    # kopf standalone.
-    **{("kopf.dev", resource, verb): "kopf peering, only with peering on"
-       for resource in ("clusterkopfpeerings", "kopfpeerings")
-       for verb in ("list", "watch", "patch")},
+    # leader election (leader.py) runs unless the operator is --standalone, as every test
+    # here is; tests/e2e runs the chart's operator with it (and tests/e2e/test_ha.py two).
+    **{("coordination.k8s.io", "leases", verb): "leader election, off with --standalone"
+       for verb in ("get", "create", "update")},
     # kopf lists and watches namespaces only when it is not cluster-wide (PULSAR_NAMESPACES
     # set), to match them against the patterns; the tests run it cluster-wide.
     ("", "namespaces", "list"): "kopf namespace observer, only with PULSAR_NAMESPACES",

@@ -50,8 +50,3 @@ app.kubernetes.io/part-of: pulsar
 {{- printf "%s:%s" .image.repository (.image.tag | default .root.Chart.AppVersion) -}}
 {{- end -}}
 {{- end -}}
-
-{{/* "true" when kopf peering is on (more than one replica), else "". */}}
-{{- define "pulsar.peering" -}}
-{{- if gt (int .Values.operator.replicas) 1 -}}true{{- end -}}
-{{- end -}}

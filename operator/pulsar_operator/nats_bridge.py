@@ -83,6 +83,9 @@ async def _handle_batch(runtime: Runtime, messages: list[Any]) -> None:
             continue
         for key in keys:
             groups[key].append((msg, request))
+    # One scope can match several models (namespaces): every one is recorded first, then each
+    # message is acked exactly once (or nak'ed once when any of its models could not be).
+    outcome: dict[int, tuple[Any, bool]] = {}
     for key, items in groups.items():
         last_msg, last_request = items[-1]
         annotations = {RETRAIN_ANNOTATION: _request_id(last_msg),
@@ -90,15 +93,20 @@ async def _handle_batch(runtime: Runtime, messages: list[Any]) -> None:
         try:
             await runtime.kube.patch(SURGEMODELS, key[0], key[1],
                                      {"metadata": {"annotations": annotations}})
+            recorded = True
+            runtime.queue.add(key)
         except KubeError as error:
             log.warning("could not record retrain request on %s/%s: %s", *key, error)
-            for msg, _ in items:
-                await msg.nak(delay=5)
-            continue
-        runtime.queue.add(key)
+            recorded = False
         for msg, _ in items:
+            done = outcome.get(id(msg), (msg, True))[1]
+            outcome[id(msg)] = (msg, done and recorded)
+    for msg, recorded in outcome.values():
+        if recorded:
             await msg.ack()
-        metrics.RETRAIN_MESSAGES.labels("recorded").inc(len(items))
+            metrics.RETRAIN_MESSAGES.labels("recorded").inc()
+        else:
+            await msg.nak(delay=5)
 
 
 async def ensure_retrain_stream(js: Any) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import nats
 import pytest
+from pulsar_operator import metrics
 from pulsar_operator.nats_bridge import ensure_retrain_stream
 
 from pulsar_core.events import retrain_subject
@@ -19,6 +20,7 @@ from tests.operator.conftest import (
     JOBS,
     NS,
     SM,
+    api,
     condition,
     events_of,
     eventually,
@@ -65,6 +67,43 @@ async def test_burst_of_100_retrain_requests_makes_one_job(
         assert status_of(k8s, "tehran-eco")["lastTrigger"]["kind"] == "retrain"
     owners = [j["metadata"]["ownerReferences"][0]["name"] for j in objects(k8s, JOBS)]
     assert owners.count("tehran-eco") == 2 and owners.count("tehran-bike") == 1
+
+
+async def test_one_request_for_a_scope_in_two_namespaces_is_acked_once(
+        k8s: Any, mlflow_uri: str, nats_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The same tehran-eco in `pulsar` and `staging`: both record the request, the message is
+    acked exactly once (a second ack raised and dropped the NATS session)."""
+    staging = surge_model("tehran-eco")
+    staging["metadata"] |= {"namespace": "staging", "uid": "uid-staging"}
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    k8s.objects[SM, "staging", "tehran-eco"] = staging
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri,
+                                nats_url=nats_server.url) as memo:
+        for namespace in (NS, "staging"):
+            training = await eventually(lambda ns=namespace: (k8s.objects[SM, ns, "tehran-eco"]
+                                                              .raw.get("status") or {})
+                                        .get("lastTraining"))
+            await api(k8s, "PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/"
+                      f"{training['job']}/status", {"status": {
+                          "succeeded": 1, "conditions": [{"type": "Complete",
+                                                          "status": "True"}]}})
+        recorded = metrics.RETRAIN_MESSAGES.labels("recorded")._value.get()
+        await _publish(nats_server.url, retrain_subject("tehran", "eco"),
+                       [("one-request", b'{"reason": "drift"}')])
+
+        def retrain_jobs() -> set[str]:
+            return {j["metadata"]["namespace"] for j in objects(k8s, JOBS)
+                    if j["metadata"]["annotations"]["forecasting.pulsar.dev/trigger-kind"]
+                    == "retrain"}
+
+        await eventually(lambda: retrain_jobs() == {NS, "staging"}, what="a Job in each")
+        assert memo["runtime"].nats_error is None
+        assert metrics.RETRAIN_MESSAGES.labels("recorded")._value.get() == recorded + 1
+        assert "unavailable" not in caplog.text and "acknowledged" not in caplog.text
+        client = await nats.connect(nats_server.url)
+        info = await client.jetstream().consumer_info("PULSAR_RETRAIN", "pulsar-operator")
+        await client.close()
+        assert info.num_ack_pending == 0 and info.num_redelivered == 0
 
 
 async def test_requests_sent_while_the_operator_is_down_are_handled_after_start(

@@ -39,8 +39,8 @@ from pulsar_operator.nats_bridge import ensure_retrain_stream  # noqa: E402
 from pulsar_operator.rbac import RULES  # noqa: E402
 
 from pulsar_core.events import retrain_subject  # noqa: E402
-from tests.support.envtest import ControlPlane, find_assets  # noqa: E402
-from tests.support.kubeapi import Api, install_crds  # noqa: E402
+from tests.support.envtest import ControlPlane, running_plane  # noqa: E402
+from tests.support.kubeapi import Api  # noqa: E402
 from tests.support.kubelet import ProcessKubelet  # noqa: E402
 from tests.support.services import NatsServer, running_mlflow_server  # noqa: E402
 
@@ -60,31 +60,23 @@ def model(index: int, paused: bool = False) -> dict[str, Any]:
 @contextmanager
 def plane(workdir: Path) -> Iterator[tuple[ControlPlane, Api, Path]]:
     """A fresh control plane with the operator's ServiceAccount bound to the chart's rules."""
-    control = ControlPlane(find_assets(), workdir, audit_policy=AUDIT)
-    control.start(controllers=True)
-    try:
-        with control.client() as http:
-            api = Api(http)
-            install_crds(api)
-            api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-            api.apply({"apiVersion": "v1", "kind": "ServiceAccount",
-                       "metadata": {"name": ACCOUNT, "namespace": NS}})
-            api.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                       "metadata": {"name": ACCOUNT}, "rules": RULES})
-            api.apply({"apiVersion": "rbac.authorization.k8s.io/v1",
-                       "kind": "ClusterRoleBinding", "metadata": {"name": ACCOUNT},
-                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
-                                   "kind": "ClusterRole", "name": ACCOUNT},
-                       "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT,
-                                     "namespace": NS}]})
-            account = workdir / "serviceaccount"
-            account.mkdir()
-            (account / "token").write_text(api.token_for(ACCOUNT, NS, 36000))
-            (account / "ca.crt").write_bytes(control.pki.ca_crt.read_bytes())
-            (account / "namespace").write_text(NS)
-            yield control, api, account
-    finally:
-        control.stop()
+    with running_plane(workdir, NS, controllers=True, audit_policy=AUDIT) as (control, api):
+        api.apply({"apiVersion": "v1", "kind": "ServiceAccount",
+                   "metadata": {"name": ACCOUNT, "namespace": NS}})
+        api.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                   "metadata": {"name": ACCOUNT}, "rules": RULES})
+        api.apply({"apiVersion": "rbac.authorization.k8s.io/v1",
+                   "kind": "ClusterRoleBinding", "metadata": {"name": ACCOUNT},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                               "kind": "ClusterRole", "name": ACCOUNT},
+                   "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT,
+                                 "namespace": NS}]})
+        account = workdir / "serviceaccount"
+        account.mkdir()
+        (account / "token").write_text(api.token_for(ACCOUNT, NS, 36000))
+        (account / "ca.crt").write_bytes(control.pki.ca_crt.read_bytes())
+        (account / "namespace").write_text(NS)
+        yield control, api, account
 
 
 def start_operator(control: ControlPlane, account: Path, mlflow: str, workdir: Path,

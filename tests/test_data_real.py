@@ -21,4 +21,7 @@ def test_real_file_loads_without_rejections(real_snapshots_path: Path) -> None:
 def test_real_file_scope_filters_push_down(real_snapshots_path: Path) -> None:
     result = load_snapshots(real_snapshots_path, city_id=1, service_type_id=7)
     assert set(result.snapshots[Col.SERVICE_TYPE]) == {7}
-    assert result.rejected.rows_read == len(result.snapshots) == 12_846
+    assert result.rejected.rows_kept == len(result.snapshots) == 12_846
+    # rows the pushed-down filter skipped still count as read, as out of scope (not rejected)
+    report = result.rejected
+    assert report.rows_read == report.rows_kept + report.out_of_scope and not report.counts

@@ -16,8 +16,8 @@ import pytest
 
 from pulsar_core.registry import Registry
 from tests.e2e.stack import wait_for
-from tests.support.envtest import ControlPlane, find_assets
-from tests.support.kubeapi import Api, install_crds
+from tests.support.envtest import AssetsMissing, ControlPlane, find_assets, running_plane
+from tests.support.kubeapi import Api
 
 NS = "ha"
 LEASE_SECONDS, RENEW_SECONDS = 4.0, 1.0
@@ -26,16 +26,12 @@ LEASE_SECONDS, RENEW_SECONDS = 4.0, 1.0
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane, Api]]:
     """Its own API server: the session's chart-installed operator must not act here."""
-    control = ControlPlane(find_assets(), tmp_path_factory.mktemp("ha-plane"))
-    control.start(controllers=False)
     try:
-        with control.client() as http:
-            api = Api(http)
-            install_crds(api)
-            api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-            yield control, api
-    finally:
-        control.stop()
+        find_assets()
+    except AssetsMissing as missing:
+        pytest.skip(str(missing))
+    with running_plane(tmp_path_factory.mktemp("ha-plane"), NS) as (control, api):
+        yield control, api
 
 
 def _operator(control: ControlPlane, workdir: Path, name: str) -> tuple[subprocess.Popen[bytes],

@@ -18,14 +18,19 @@ import signal
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
 
 from pulsar_cli.demo_stack import free_port
+
+if TYPE_CHECKING:
+    from tests.support.kubeapi import Api
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_ASSETS = ROOT.parent / "shared" / "envtest"
@@ -247,11 +252,35 @@ class ControlPlane:
 
     def stop(self) -> None:
         for name in reversed(list(self.processes)):
-            process = self.processes.pop(name)
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            stop_group(self.processes.pop(name), grace=15)
+
+
+def stop_group(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the process group started with `start_new_session`, SIGKILL after `grace` s."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextmanager
+def running_plane(workdir: Path, namespace: str, controllers: bool = False,
+                  audit_policy: dict[str, Any] | None = None
+                  ) -> Iterator[tuple[ControlPlane, Api]]:
+    """A fresh control plane with Pulsar's CRDs installed and `namespace` created."""
+    from tests.support.kubeapi import Api, install_crds
+
+    control = ControlPlane(find_assets(), workdir, audit_policy=audit_policy)
+    control.start(controllers=controllers)
+    try:
+        with control.client() as http:
+            api = Api(http)
+            install_crds(api)
+            api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+            yield control, api
+    finally:
+        control.stop()

@@ -22,7 +22,6 @@ import base64
 import contextlib
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.envtest import stop_group
 from tests.support.kubeapi import Api, ApiError
 
 NODE = "pulsar-envtest-node"
@@ -360,12 +360,5 @@ class ProcessKubelet:
     @staticmethod
     def _kill(run: PodRun) -> None:
         for container in run.containers:
-            process = container.process
-            if process is None or process.poll() is not None:
-                continue
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            if container.process is not None:
+                stop_group(container.process, grace=10)

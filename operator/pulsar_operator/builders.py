@@ -147,6 +147,8 @@ def train_settings(model: SurgeModel, run_key: str) -> TrainSettings:
         elasticnet_l1_ratio=training.elastic_net.l1_ratio,
         cnn_channels=training.cnn.channels, cnn_epochs=training.cnn.epochs,
         cnn_learning_rate=training.cnn.learning_rate, cnn_patience=training.cnn.patience,
+        cnn_seeds=training.cnn.seeds, timezone=training.timezone,
+        backtest_folds=training.backtest_folds,
         run_key=run_key, rejected_dir=f"{SCRATCH}/rejected",
     )
 

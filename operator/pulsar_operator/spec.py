@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from pydantic import (
@@ -106,6 +107,7 @@ class CnnSpec(_Camel):
     epochs: int = Field(30, ge=1, le=1000)
     learning_rate: float = Field(0.003, gt=0, le=1)
     patience: int = Field(4, ge=1, le=100)
+    seeds: int = Field(3, ge=1, le=16)
 
 
 class TrainingSpec(_Camel):
@@ -114,6 +116,9 @@ class TrainingSpec(_Camel):
         default_factory=lambda: ResourcesSpec(requests={"cpu": "1", "memory": "2Gi"},
                                               limits={"memory": "4Gi"}))
     schedule: str = Field("0 */6 * * *", pattern=r"^(\S+\s+){4}\S+$")
+    timezone: str | None = Field(None, max_length=64,
+                                 pattern=r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")
+    backtest_folds: int | None = Field(None, ge=1, le=60)
     horizons_minutes: list[float] = Field(default_factory=lambda: [30.0, 60.0, 90.0],
                                           min_length=1, max_length=8)
     window: int = Field(12, ge=2, le=96)
@@ -121,6 +126,17 @@ class TrainingSpec(_Camel):
     cnn: CnnSpec = Field(default_factory=CnnSpec)
     active_deadline_seconds: int = Field(3600, ge=60, le=86400)
     backoff_limit: int = Field(2, ge=0, le=10)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{value!r} is not an IANA time zone (e.g. 'Asia/Tehran', "
+                                 "'UTC')") from None
+        return value
 
     @field_validator("schedule")
     @classmethod

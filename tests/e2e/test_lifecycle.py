@@ -51,7 +51,8 @@ def surge_model(data: Path) -> dict[str, Any]:
             "spec": {"city": "tehran", "serviceType": "eco", "serviceTypeId": 1,
                      "data": {"uris": [str(data)], "format": "snapshot-parquet"},
                      "training": {"image": "pulsar-trainer:e2e", "horizonsMinutes": [30, 60],
-                                  "cnn": {"epochs": 2, "channels": 8}},
+                                  "backtestFolds": 1,
+                                  "cnn": {"epochs": 2, "channels": 8, "seeds": 1}},
                      "promotion": {"policy": "auto", "maxRegressionVsChampionPct": 50},
                      "serving": {"image": "pulsar-predictor:e2e", "replicas": 1}}}
 

@@ -126,6 +126,9 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
     ("schedule with 3 fields", {"training.schedule": "0 * *"}),
     ("horizon not multiple of 7.5", {"training.horizonsMinutes": [30, 45, 50]}),
     ("no horizons", {"training.horizonsMinutes": []}),
+    ("time zone that is not a name", {"training.timezone": "UTC+3:30 (Tehran)"}),
+    ("zero backtest folds", {"training.backtestFolds": 0}),
+    ("no CNN seeds", {"training.cnn.seeds": 0}),
     ("window too small", {"training.window": 1}),
     ("window too large", {"training.window": 500}),
     ("alpha zero", {"training.elasticNet.alpha": 0}),
@@ -253,3 +256,12 @@ def test_resource_names_the_crd_cannot_check_are_reported_by_the_operator(name: 
     where = rf"spec\.serving\.resources\.requests\.{re.escape(name)}: "
     with pytest.raises(InvalidSpec, match=where + r".* is not a container resource; use cpu"):
         parse_spec(spec)
+
+
+def test_an_unknown_time_zone_is_named_by_the_model() -> None:
+    """The CRD pattern admits any zone-shaped name; the operator reports one that does not
+    exist in status (Ready=False InvalidSpec) instead of failing in the trainer."""
+    with pytest.raises(InvalidSpec, match=r"spec\.training\.timezone.*Europe/Narnia"):
+        parse_spec(_with({"training.timezone": "Europe/Narnia"}))
+    assert parse_spec(_with({"training.timezone": "Asia/Tehran"})).training.timezone \
+        == "Asia/Tehran"

@@ -25,7 +25,11 @@ class OperatorSettings(BaseSettings):
         "ca.crt and namespace (the server is KUBERNETES_SERVICE_HOST/PORT).")
     namespaces: list[str] = Field(default_factory=list, description="Watch these; [] = all.")
     workers: int = Field(16, ge=1, le=256, description="Concurrent reconciles of the resync loop.")
-    resync_seconds: float = Field(30.0, gt=0, description="Level-triggered check of every model.")
+    resync_seconds: float = Field(30.0, gt=0, description="How often due models are queued "
+                                  "(cron slots, registry polls, deadlines).")
+    full_resync_seconds: float = Field(
+        600.0, gt=0, description="Longest time between two reconciles of a model with nothing "
+        "due (level-triggered safety net; spread ±25% per model).")
     registry_poll_seconds: float = Field(300.0, gt=0, description="Registry poll per model.")
     max_backoff_seconds: float = Field(300.0, gt=0, description="Cap of MLflow/NATS retries.")
     host: str = Field("0.0.0.0", description="Address the /metrics and /healthz endpoints "

@@ -20,7 +20,7 @@ from pulsar_operator.leader import LeaderElection
 from pulsar_operator.login import connection_info
 from pulsar_operator.nats_link import run_nats
 from pulsar_operator.reconciler import reconcile
-from pulsar_operator.runtime import Key, Runtime
+from pulsar_operator.runtime import Key, Runtime, due_keys, slim
 from pulsar_operator.spec import GROUP, PLURAL, VERSION, InvalidSpec
 from pulsar_operator.training import job_outcome
 
@@ -107,10 +107,11 @@ async def operator_cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 async def _ticker(runtime: Runtime) -> None:
-    """The one periodic, level-triggered pass over all models (no task per object)."""
+    """The one periodic pass (no task per object): queue only the models whose next due time
+    (cron slot, registry poll, deadline, slow safety resync) has come; events queue the rest."""
     while True:
         await asyncio.sleep(runtime.settings.resync_seconds)
-        runtime.queue.add_all(list(runtime.catalog.bodies))
+        runtime.queue.add_all(due_keys(runtime))
 
 
 async def _worker(runtime: Runtime) -> None:
@@ -144,6 +145,7 @@ def needs_reconcile(previous: dict[str, Any] | None, body: dict[str, Any]) -> bo
         return True
     old, new = previous.get("metadata") or {}, body.get("metadata") or {}
     return (old.get("generation") != new.get("generation")
+            or previous.get("spec") != body.get("spec")
             or old.get("annotations") != new.get("annotations")
             or bool(new.get("deletionTimestamp")) != bool(old.get("deletionTimestamp")))
 
@@ -178,8 +180,9 @@ def _enqueue_owner(event: kopf.RawEvent, memo: kopf.Memo) -> None:
         child = (str(body.get("kind")), meta["namespace"], meta["name"])
         if event.get("type") == "DELETED":
             runtime.children.pop(child, None)
-        else:
-            runtime.children[child] = copy.deepcopy(dict(body))
+        else:  # a Job is read for its outcome only; a Deployment is compared with the manifest
+            runtime.children[child] = copy.deepcopy(slim(dict(body), ("backoffLimit",)
+                                                         if child[0] == "Job" else None))
     for owner in meta.get("ownerReferences") or []:
         if owner.get("kind") == "SurgeModel" and runtime is not None:
             finished = body.get("kind") == "Job" and job_outcome(body)[0] != "Running"

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pulsar_core.registry import Registry
@@ -14,12 +15,24 @@ from pulsar_operator.builders import Platform
 from pulsar_operator.config import OperatorSettings
 from pulsar_operator.kube import Kube
 from pulsar_operator.leader import LeaderElection
+from pulsar_operator.spec import SurgeModelSpec
 
 Key = tuple[str, str]  # (namespace, name)
 
 
 class Publisher(Protocol):
     async def publish(self, subject: str, payload: bytes) -> None: ...
+
+
+def slim(body: dict[str, Any], keep_spec: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A watched object without what the operator never reads (managedFields is often most of
+    it); with `keep_spec`, only those spec fields. Keeps 1,000 models' caches small."""
+    meta = {key: value for key, value in (body.get("metadata") or {}).items()
+            if key != "managedFields"}
+    spec = body.get("spec") or {}
+    if keep_spec is not None:
+        spec = {key: spec[key] for key in keep_spec if key in spec}
+    return {**body, "metadata": meta, "spec": spec}
 
 
 class Catalog:
@@ -30,7 +43,7 @@ class Catalog:
 
     def put(self, body: dict[str, Any]) -> None:
         meta = body.get("metadata", {})
-        self.bodies[(meta["namespace"], meta["name"])] = body
+        self.bodies[(meta["namespace"], meta["name"])] = slim(body)
 
     def drop(self, key: Key) -> None:
         self.bodies.pop(key, None)
@@ -97,6 +110,9 @@ class Runtime:
     catalog: Catalog = field(default_factory=Catalog)
     queue: WorkQueue = field(default_factory=WorkQueue)
     statuses: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    specs: dict[Key, tuple[dict[str, Any], SurgeModelSpec]] = field(default_factory=dict)
+    # when each model next needs a reconcile with no watch event (cron, registry, deadlines)
+    next_due: dict[Key, datetime] = field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # the leader's loops (ticker, workers, NATS): empty while this replica stands by
@@ -111,4 +127,13 @@ class Runtime:
     def forget(self, key: Key) -> None:
         self.catalog.drop(key)
         self.statuses.pop(key, None)
+        self.specs.pop(key, None)
+        self.next_due.pop(key, None)
         self.locks.pop(key, None)
+
+
+def due_keys(runtime: Runtime, now: datetime | None = None) -> list[Key]:
+    """Models never reconciled here, or whose next due time has come."""
+    now = now or datetime.now(UTC)
+    return [key for key in runtime.catalog.bodies
+            if (due := runtime.next_due.get(key)) is None or due <= now]

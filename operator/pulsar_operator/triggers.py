@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from croniter import croniter
@@ -34,7 +35,23 @@ def parse_time(value: str | None) -> datetime | None:
 
 def last_cron_slot(schedule: str, now: datetime) -> datetime:
     """The most recent time at or before `now` the schedule fired."""
-    return croniter(schedule, now).get_prev(datetime).astimezone(UTC)
+    # cron resolves minutes: every model sharing a schedule shares one computation a minute
+    return _slot_at_minute(schedule, now.replace(second=0, microsecond=0))
+
+
+def next_cron_slot(schedule: str, now: datetime) -> datetime:
+    """The first time after `now` the schedule fires."""
+    return _next_after_minute(schedule, now.replace(second=0, microsecond=0))
+
+
+@functools.lru_cache(maxsize=1024)
+def _next_after_minute(schedule: str, minute: datetime) -> datetime:
+    return croniter(schedule, minute + timedelta(seconds=59)).get_next(datetime).astimezone(UTC)
+
+
+@functools.lru_cache(maxsize=1024)
+def _slot_at_minute(schedule: str, minute: datetime) -> datetime:
+    return croniter(schedule, minute + timedelta(seconds=59)).get_prev(datetime).astimezone(UTC)
 
 
 

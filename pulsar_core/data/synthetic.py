@@ -26,6 +26,9 @@ from pulsar_core.data.kandoo import RECORDS, proxy_columns
 
 PERIOD_NS = PERIOD.value
 DAY_PERIODS = 192
+# periods (19:00-24:00 UTC) of a "long_runs" session: a window (12) plus 90 minutes (12) fit
+LONG_RUN = 40
+MODES = ("runs", "long_runs", "continuous")
 SERVICE_SCALE = {1: 1.0, 2: 1.0, 3: 0.3, 5: 0.4, 7: 0.55, 11: 0.2}
 RULE_SHEETS = np.array([5470, 5772, 5773, 6320, 6516, 6611, 6650, 6660])
 CUMULATIVE_BASES = (np.array([0, 75, -20, 140, -30, 18, 34]),
@@ -49,11 +52,14 @@ class _Timeline:
     length: np.ndarray  # periods in the period's session
 
 
-def _sessions(start: pd.Timestamp, days: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+def _sessions(start: pd.Timestamp, days: int, rng: np.random.Generator,
+              long: bool = False) -> list[tuple[int, int]]:
     out = []
     for day in range(days):
         midnight = start + pd.Timedelta(days=day)
-        if rng.random() < 0.15:
+        if long:  # the demo's city: one 5-hour run a day, so 90-minute targets exist
+            out.append((midnight + pd.Timedelta(hours=19), LONG_RUN))
+        elif rng.random() < 0.15:
             out.append((midnight + pd.Timedelta(hours=13, minutes=30), 10))
         else:
             out.append((midnight + pd.Timedelta(hours=22, minutes=45), 11))
@@ -66,7 +72,7 @@ def _timeline(start: pd.Timestamp, days: int, mode: str, rng: np.random.Generato
     if mode == "continuous":
         sessions = [(start.value + d * DAY_PERIODS * PERIOD_NS, DAY_PERIODS) for d in range(days)]
     else:
-        sessions = _sessions(start, days, rng)
+        sessions = _sessions(start, days, rng, long=mode == "long_runs")
     lengths = np.array([n for _, n in sessions])
     session = np.repeat(np.arange(len(sessions)), lengths)
     position = np.concatenate([np.arange(n) for n in lengths])
@@ -127,7 +133,7 @@ def _simulate(center: tuple[float, float], n_hexagons: int, service_types: Seque
     origin = pd.Timestamp(start)
     origin = (origin.tz_localize("UTC") if origin.tzinfo is None else origin.tz_convert("UTC"))
     line = _timeline(origin.floor("D"), days, mode, rng)
-    act = _activity(cells, dist, types, line, mode == "runs", rng)
+    act = _activity(cells, dist, types, line, mode != "continuous", rng)
     n_series = act.shape[0]
     on_phase = (line.starts // 10**9) % 900 == 0
     # Upstream, :07:30/:22:30 periods hold one record and :00/:15/:30/:45 ones mostly two:
@@ -180,7 +186,7 @@ def generate_snapshots(
     service_types: Sequence[int] = (1, 2, 3),
     days: int = 4,
     start: str | pd.Timestamp = "2025-11-19",
-    mode: Literal["runs", "continuous"] = "runs",
+    mode: Literal["runs", "long_runs", "continuous"] = "runs",
     resolution: int = 8,
     mixed_resolution: bool = False,
     seed: int = 7,
@@ -188,11 +194,13 @@ def generate_snapshots(
 ) -> pd.DataFrame:
     """Snapshots (contract dtypes, sorted by hexagon, service type, period) for a synthetic city.
 
-    `mode="runs"` mimics the real daily runs and gaps; `"continuous"` fills every period of
-    every day (scale tests). The same arguments always give the same frame.
+    `mode="runs"` mimics the real daily runs and gaps; `"long_runs"` is the demo's city: the same
+    floor, sawtooth, leaky proxies, missing and truncated runs and holes, but one 5-hour run a
+    day, long enough for every horizon up to 90 minutes to have targets; `"continuous"` fills
+    every period of every day (scale tests). The same arguments always give the same frame.
     """
-    if mode not in ("runs", "continuous"):
-        raise ValueError(f"mode must be 'runs' or 'continuous', not {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     frame = _simulate(center, n_hexagons, service_types, days, start, mode, resolution,
                       mixed_resolution, seed, city_id)
     return frame[list(SNAPSHOT_DTYPES)].astype(SNAPSHOT_DTYPES)

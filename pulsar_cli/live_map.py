@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ class MapError(RuntimeError):
 
 @dataclass
 class LiveMap:
-    """Per service type: the forecasts at one horizon and the replayed hexagons without one."""
+    """Per service type: the forecasts at every horizon and the replayed hexagons without one."""
 
     forecasts: dict[int, list[dict[str, Any]]]
     missing: dict[int, list[dict[str, str]]]
@@ -50,7 +51,7 @@ class LiveMap:
 
     def summary(self, replayed: int) -> str:
         """One console line: how many replayed series have a forecast, and why the rest not."""
-        shown = sum(len(items) for items in self.forecasts.values())
+        shown = sum(len({f["hexagon"] for f in items}) for items in self.forecasts.values())
         line = f"map: {shown} of {replayed} replayed series have a forecast"
         missing = sum(self.reasons().values())
         if missing:
@@ -81,7 +82,8 @@ def post_json(url: str, body: dict[str, Any], timeout: float = 30.0) -> Any:
         raise MapError(f"POST {url} answered {error.code}: {error.read()[:500]!r}") from error
 
 
-def poll_map(url: str, newest: dict[int, dict[str, pd.Timestamp]], horizon: float) -> LiveMap:
+def poll_map(url: str, newest: dict[int, dict[str, pd.Timestamp]],
+             horizons: Sequence[float]) -> LiveMap:
     """One POST /v1/forecast per service type (in chunks) for every replayed hexagon."""
     forecasts: dict[int, list[dict[str, Any]]] = {}
     missing: dict[int, list[dict[str, str]]] = {}
@@ -90,7 +92,7 @@ def poll_map(url: str, newest: dict[int, dict[str, pd.Timestamp]], horizon: floa
         for start in range(0, len(hexagons), CHUNK):
             answer = post_json(f"{url}/v1/forecast", {
                 "hexagons": hexagons[start:start + CHUNK], "service_type": service,
-                "horizons_minutes": [horizon]})
+                "horizons_minutes": list(horizons)})
             forecasts.setdefault(service, []).extend(answer["forecasts"])
             missing.setdefault(service, []).extend(answer["missing"])
     return LiveMap(forecasts, missing)
@@ -102,14 +104,15 @@ def is_fresh(live: LiveMap, newest: dict[int, dict[str, pd.Timestamp]]) -> bool:
                for service, items in live.forecasts.items() for f in items)
 
 
-def collect_map(url: str, replayed: pd.DataFrame, horizon: float, *, timeout: float = 60.0,
+def collect_map(url: str, replayed: pd.DataFrame, horizons: Sequence[float], *,
+                timeout: float = 60.0,
                 poll: float = 1.0, stable_polls: int = 3) -> LiveMap:
     """Poll until the map is fresh and unchanged for `stable_polls` answers, or `timeout`."""
     newest = newest_periods(replayed)
     deadline = time.monotonic() + timeout
     history: list[LiveMap] = []
     while True:
-        live = poll_map(url, newest, horizon)
+        live = poll_map(url, newest, horizons)
         if is_fresh(live, newest):
             history.append(live)
             recent = history[-stable_polls:]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pulsar_cli.demo import main, run_key
+from pulsar_cli.demo import horizon_line, main, run_key
+from pulsar_core.gate import HorizonScore
 from pulsar_core.registry import Registry
 
 TINY = ["--hexagons", "25", "--days", "4", "--cnn-epochs", "1", "--no-serve"]
@@ -49,3 +50,12 @@ def test_missing_data_file_is_a_clear_error(tmp_path: Path, monkeypatch, capsys)
     monkeypatch.chdir(tmp_path)
     assert main(["--data", str(tmp_path / "nope.parquet")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_demo_says_which_horizons_the_data_cannot_evaluate():
+    scores = {h: HorizonScore(h, None if h == 90 else 10.0, 12.0, 11.0, 0 if h == 90 else 50)
+              for h in (7.5, 30.0, 60.0, 90.0)}
+    line = horizon_line(scores)
+    assert line.startswith("\nevaluated horizons: 7.5, 30, 60 min; not evaluable in this data: "
+                           "90 min (no run of consecutive periods reaches that far ahead")
+    assert horizon_line({30.0: scores[30.0]}) == "\nevaluated horizons: 30 min"

@@ -36,10 +36,12 @@ class _Svgs(HTMLParser):
                 self.external.append(value)
 
 
-def _maps(page: str) -> dict[int, ET.Element]:
+def _maps(page: str, horizon: str = "30") -> dict[int, ET.Element]:
+    """service type -> the map's layer at one horizon."""
     blocks = re.findall(r"<svg .*?</svg>", page, flags=re.S)
     trees = [ET.fromstring(block) for block in blocks]
-    return {int(tree.get("data-service-type")): tree for tree in trees}
+    return {int(tree.get("data-service-type")): tree for tree in trees
+            if tree.get("data-horizon") == horizon}
 
 
 def _unforecastable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -74,7 +76,7 @@ def test_report_shows_every_replayed_series_and_matches_the_live_api(tmp_path: P
         replayed = pd.concat([frame, bad], ignore_index=True)
         data = demo.collect(url, settings, replayed)
         path = demo.write_report(data, args.workdir)
-        answers = poll_map(url, newest_periods(replayed), 30.0)
+        answers = poll_map(url, newest_periods(replayed), [30.0])
         ports = [int(u.rsplit(":", 1)[1]) for u in (url, stack.nats_url)]
     assert not any(port_open(p) for p in ports)  # every process stopped
 
@@ -108,11 +110,15 @@ def test_report_shows_every_replayed_series_and_matches_the_live_api(tmp_path: P
     total = replayed.groupby([Col.HEXAGON, Col.SERVICE_TYPE]).ngroups
     assert data.summary.startswith(f"map: {shown} of {total} replayed series have a forecast")
     assert "data:image/png;base64," in page  # the trainer's forecast-vs-actual plot
-    assert "<th>" in page.split("Evaluation (hold-out)")[1]
+    for horizon in demo.HORIZONS:  # every horizon: a map layer, risers, an evaluation verdict
+        assert sorted(_maps(page, f"{horizon:g}")) == services
+        assert f'<h2 data-risers="{horizon:g}">' in page
+        assert re.search(rf'<h3 data-horizon="{horizon:g}">{horizon:g} minutes: served \S+, '
+                         r"MAE [\d.,]+ = [\d.]+ x the strongest baseline", page), horizon
 
 
 def test_missing_section_counts_reasons_and_lists_every_hexagon():
-    data = ReportData(model={}, top={}, maps={1: [], 2: []}, missing={
+    data = ReportData(model={}, maps={1: [], 2: []}, missing={
         1: [{"hexagon": "882cf30137fffff", "reason": "no live data"},
             {"hexagon": "882cf30159fffff", "reason": "no live data"}],
         2: [{"hexagon": "882cf30a1dfffff", "reason": "too little <recent> data"}]})
@@ -144,10 +150,15 @@ def test_demo_end_to_end_prints_top_risers_and_writes_report(tmp_path: Path, mon
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert demo.main(TINY) == 0
-    out = capsys.readouterr().out
-    for horizon in (30, 60, 90):
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "cheaper than a real training run, to stay under a minute: 1 CNN epochs" in captured.err
+    for horizon in ("7.5", "30", "60", "90"):
         assert f"top rising hexagons in {horizon} minutes:" in out
-    assert re.search(r"\n  [0-9a-f]{15} service [123]: [+-]\d+\.\d\d% \(", out)
+    # risers: now -> forecast (+increase, %, confidence, model)
+    assert re.search(r"\n  [0-9a-f]{15} service [123]: \d+ -> \d+ \(\+\d+, \+[\d.]+%, "
+                     r"confidence [\d.]+, ", out)
+    assert "\nevaluated horizons: 7.5, 30, 60, 90 min\n" in out  # the demo city reaches 90 min
     assert f"report: {tmp_path / '.pulsar' / 'report.html'}" in out
     assert re.search(r"\nmap: \d+ of \d+ replayed series have a forecast", out)
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/.pulsar/mlflow.db" in out

@@ -20,7 +20,7 @@ from pulsar_predictor.drift import DriftPolicy
 from pulsar_predictor.errors import ClientGone, PredictorError
 from pulsar_predictor.limits import BodyLimits
 from pulsar_predictor.metrics import Metrics
-from pulsar_predictor.routes import probes, protected_docs, v1
+from pulsar_predictor.routes import pages, probes, protected_docs, v1
 from pulsar_predictor.runtime import Runtime
 from pulsar_predictor.schemas import ForecastRequest
 from pulsar_predictor.slot import ModelLoader
@@ -28,7 +28,7 @@ from pulsar_predictor.slot import ModelLoader
 log = logging.getLogger(__name__)
 
 _ENDPOINTS = {"/v1/forecast", "/v1/forecast/top", "/v1/model", "/healthz", "/readyz",
-              "/metrics"}
+              "/metrics", "/map"}
 
 
 def _field(location: tuple[Any, ...]) -> str:
@@ -143,6 +143,7 @@ def create_app(settings: ServeSettings | None = None, loader: ModelLoader | None
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(v1)
     app.include_router(probes)
+    app.include_router(pages)
     if not open_docs:
         app.include_router(protected_docs)
     app.add_exception_handler(PredictorError, _predictor_error)

@@ -6,7 +6,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import ClientDisconnect
 
@@ -48,6 +48,8 @@ def authorized(
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorized)], responses=_ERRORS)
 probes = APIRouter()
 protected_docs = APIRouter(dependencies=[Depends(authorized)], include_in_schema=False)
+pages = APIRouter(dependencies=[Depends(authorized)], include_in_schema=False)
+LIVE_PAGE_LIMIT = 100_000  # series x horizons on one page; the live buffer caps series anyway
 
 
 @protected_docs.get("/openapi.json")
@@ -114,3 +116,23 @@ async def metrics(request: Request) -> Response:
     current.refresh_gauges()
     return Response(current.metrics.render(), media_type="text/plain; version=0.0.4")
 
+
+
+@pages.get("/", response_class=HTMLResponse)
+@pages.get("/map", response_class=HTMLResponse)
+async def live_map(request: Request) -> HTMLResponse:
+    """The live forecasts on the demo report's map: what drivers are told right now."""
+    import json
+
+    from pulsar_cli.report import live_page
+    from pulsar_predictor.render import model_ref
+    from pulsar_predictor.service import horizons_of
+
+    service = runtime(request).service
+    model = service.model()
+    maps: dict[int, list[dict[str, object]]] = {}
+    for horizon in horizons_of(model):
+        answer = json.loads(await service.top(horizon, LIVE_PAGE_LIMIT, None))
+        for item in answer["forecasts"]:
+            maps.setdefault(int(item["service_type"]), []).append(item)
+    return HTMLResponse(live_page(model_ref(model), maps))

@@ -44,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
                         help="CNN epochs (training default 30; the demo stays under a minute)")
     parser.add_argument("--cnn-seeds", type=int, default=1,
                         help="CNN seed-ensemble members (training default 3)")
+    parser.add_argument("--cnn-max-rows", type=int, default=60_000,
+                        help="CNN training rows per fold (training default 250,000)")
     parser.add_argument("--backtest-folds", type=int, default=2,
                         help="newest rolling-origin folds evaluated (training default: all)")
     parser.add_argument("--workdir", type=Path, default=WORKDIR)
@@ -118,12 +120,14 @@ def demo_settings(args: argparse.Namespace, say: Callable[[str], None]) -> Train
         "data_uri": data, "city": args.city or ("tehran" if args.data else "demo"),
         "service_type": "all", "cnn_epochs": args.cnn_epochs, "seed": args.seed,
         "cnn_seeds": args.cnn_seeds, "backtest_folds": args.backtest_folds,
+        "cnn_max_train_rows": args.cnn_max_rows,
         "horizons_minutes": list(HORIZONS),
         "rejected_dir": str(workdir / "rejected"), "model_name": "demo",
     }
     say(f"cheaper than a real training run, to stay under a minute: {args.cnn_epochs} CNN epochs "
-        f"(default 30), {args.cnn_seeds} CNN seed(s) (default 3), the newest "
-        f"{args.backtest_folds} backtest fold(s) (default all)")
+        f"(default 30), {args.cnn_seeds} CNN seed(s) (default 3), {args.cnn_max_rows:,} CNN "
+        f"rows per fold (default 250,000), the newest {args.backtest_folds} backtest fold(s) "
+        "(default all)")
     return TrainSettings(**values, run_key=run_key(data, values))
 
 

@@ -172,20 +172,45 @@ async def surgemodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
         runtime.queue.add(key, registry=previous is not None, source="event")
 
 
+def _what_matters(kind: str, body: dict[str, Any] | None) -> Any:
+    """The part of a child a reconcile reads: a Job's outcome; a Deployment's spec and rollout
+    progress; a Service's spec. Other churn (pod counts, timestamps) queues nothing."""
+    if body is None:
+        return None
+    if kind == "Job":
+        return job_outcome(body)[0]
+    if kind == "Deployment":
+        status = body.get("status") or {}
+        progress = [status.get(field) for field in ("observedGeneration", "readyReplicas",
+                                                    "updatedReplicas", "availableReplicas")]
+        reasons = sorted((c.get("type"), c.get("reason")) for c in status.get("conditions") or [])
+        return (body.get("metadata") or {}).get("generation"), body.get("spec"), progress, \
+            reasons
+    return body.get("spec")
+
+
 def _enqueue_owner(event: kopf.RawEvent, memo: kopf.Memo) -> None:
     runtime: Runtime | None = memo.get("runtime")
     body = event.get("object") or {}
     meta = body.get("metadata") or {}
-    if runtime is not None and meta.get("name"):
-        child = (str(body.get("kind")), meta["namespace"], meta["name"])
-        if event.get("type") == "DELETED":
-            runtime.children.pop(child, None)
-        else:  # a Job is read for its outcome only; a Deployment is compared with the manifest
-            runtime.children[child] = copy.deepcopy(slim(dict(body), ("backoffLimit",)
-                                                         if child[0] == "Job" else None))
+    if runtime is None or not meta.get("name"):
+        return
+    kind = str(body.get("kind"))
+    child = (kind, meta["namespace"], meta["name"])
+    previous = runtime.children.get(child)
+    if event.get("type") == "DELETED":
+        runtime.children.pop(child, None)
+        current = None
+    else:  # a Job is read for its outcome only; a Deployment is compared with the manifest
+        current = copy.deepcopy(slim(dict(body), ("backoffLimit",) if kind == "Job" else None))
+        runtime.children[child] = current
+    if previous is not None and current is not None and \
+            _what_matters(kind, previous) == _what_matters(kind, current):
+        return
     for owner in meta.get("ownerReferences") or []:
-        if owner.get("kind") == "SurgeModel" and runtime is not None:
-            finished = body.get("kind") == "Job" and job_outcome(body)[0] != "Running"
+        if owner.get("kind") == "SurgeModel":
+            finished = kind == "Job" and current is not None and \
+                job_outcome(current)[0] != "Running"
             runtime.queue.add((meta["namespace"], owner["name"]), registry=finished)
 
 

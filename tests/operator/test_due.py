@@ -66,3 +66,20 @@ def test_the_ticker_queues_new_and_due_models_only() -> None:
     runtime.next_due[("pulsar", "due")] = NOW - timedelta(seconds=1)
     runtime.next_due[("pulsar", "later")] = NOW + timedelta(seconds=60)
     assert sorted(due_keys(runtime, NOW)) == [("pulsar", "due"), ("pulsar", "new")]
+
+
+def test_child_churn_that_a_reconcile_does_not_read_queues_nothing() -> None:
+    from pulsar_operator.main import _what_matters
+
+    job = {"kind": "Job", "spec": {"backoffLimit": 2}, "status": {"active": 1}}
+    churned = {**job, "status": {"active": 1, "ready": 0, "uncountedTerminatedPods": {}}}
+    done = {**job, "status": {"succeeded": 1, "conditions": [{"type": "Complete",
+                                                               "status": "True"}]}}
+    assert _what_matters("Job", job) == _what_matters("Job", churned)
+    assert _what_matters("Job", job) != _what_matters("Job", done)
+    deployment = {"kind": "Deployment", "metadata": {"generation": 2, "resourceVersion": "7"},
+                  "spec": {"replicas": 2}, "status": {"readyReplicas": 1}}
+    touched = {**deployment, "metadata": {"generation": 2, "resourceVersion": "8"}}
+    ready = {**deployment, "status": {"readyReplicas": 2}}
+    assert _what_matters("Deployment", deployment) == _what_matters("Deployment", touched)
+    assert _what_matters("Deployment", deployment) != _what_matters("Deployment", ready)

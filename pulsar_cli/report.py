@@ -142,9 +142,9 @@ def map_sections(maps: dict[int, list[dict[str, Any]]],
     return parts
 
 
-def page(title: str, body: list[str]) -> str:
+def page(title: str, body: list[str], head: str = "") -> str:
     """A whole self-contained HTML page."""
-    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}'
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8">{head}<title>{html.escape(title)}'
             f"</title><style>{CSS}</style><script>{SCRIPT}</script></head><body>"
             + "\n".join(body) + "</body></html>\n")
 
@@ -188,5 +188,4 @@ def live_page(model: dict[str, Any], maps: dict[int, list[dict[str, Any]]],
         parts.append("<p>No live forecasts yet: the predictor has received no live signals "
                      "(NATS) it can forecast from.</p>")
     parts += map_sections(maps, {})
-    refresh = f'<meta http-equiv="refresh" content="{refresh_seconds}">'
-    return page("Pulsar live", parts).replace("<head>", f"<head>{refresh}", 1)
+    return page("Pulsar live", parts, f'<meta http-equiv="refresh" content="{refresh_seconds}">')

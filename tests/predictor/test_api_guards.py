@@ -29,6 +29,8 @@ async def test_auth_missing_401_wrong_403_and_probes_stay_open(app) -> None:
         assert missing.json()["error"]["code"] == "unauthorized"
         wrong = await client.get("/v1/model", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 403
+        for page in ("/", "/map"):  # the live map shows forecasts: behind the token too
+            assert (await client.get(page)).status_code == 401
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert (await client.get("/metrics")).status_code == 200
 
@@ -46,6 +48,8 @@ async def test_not_ready_without_a_model_says_why(app) -> None:
         forecast = await client.post("/v1/forecast", headers=AUTH,
                                      json={"hexagons": cells(1)})
         assert forecast.status_code == 503
+        live_map = await client.get("/map", headers=AUTH)
+        assert live_map.status_code == 503 and live_map.json()["error"]["code"] == "not_ready"
         metrics = (await client.get("/metrics")).text
         assert 'pulsar_model_loads_total{outcome="failed"} 1.0' in metrics
         assert "pulsar_model_last_load_failed 1.0" in metrics

@@ -259,5 +259,17 @@ def build_predictor_service(model: SurgeModel) -> dict[str, Any]:
     }
 
 
+def build_predictor_pdb(model: SurgeModel) -> dict[str, Any]:
+    """At most one predictor pod down at a time during node drains (only with 2+ replicas)."""
+    selector = {key: value for key, value in labels(model, "predictor").items()
+                if key in ("app.kubernetes.io/instance", "app.kubernetes.io/component")}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(model, predictor_name(model), "predictor"),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+    }
+
+
 def predictor_endpoint(model: SurgeModel) -> str:
     return f"http://{predictor_name(model)}.{model.namespace}.svc"

@@ -46,6 +46,7 @@ JOBS = Ref("batch/v1", "jobs")
 DEPLOYMENTS = Ref("apps/v1", "deployments")
 SERVICES = Ref("v1", "services")
 SERVICE_ACCOUNTS = Ref("v1", "serviceaccounts")
+DISRUPTION_BUDGETS = Ref("policy/v1", "poddisruptionbudgets")
 LEASES = Ref("coordination.k8s.io/v1", "leases")
 SURGEMODELS = Ref("forecasting.pulsar.dev/v1alpha1", "surgemodels")
 
@@ -126,6 +127,14 @@ class Kube:
                       body: dict[str, Any]) -> dict[str, Any]:
         """PUT: with metadata.resourceVersion set, a 409 means someone else wrote first."""
         return await self._request("PUT", ref.path(namespace, name), body)
+
+    async def delete(self, ref: Ref, namespace: str, name: str) -> None:
+        """Delete; an object already gone is fine."""
+        try:
+            await self._request("DELETE", ref.path(namespace, name))
+        except KubeError as error:
+            if error.status != 404:
+                raise
 
     async def apply(self, ref: Ref, body: dict[str, Any]) -> None:
         """Create, or merge-patch the existing object to the desired manifest."""

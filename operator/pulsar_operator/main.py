@@ -226,6 +226,12 @@ async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
     _enqueue_owner(event, memo)
 
 
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+async def disruption_budget_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A predictor's PodDisruptionBudget changed or was deleted: reconcile its model."""
+    _enqueue_owner(event, memo)
+
+
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """A predictor Service changed or was deleted: reconcile its model (restore it)."""

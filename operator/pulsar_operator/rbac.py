@@ -20,6 +20,9 @@ RULES: list[dict[str, Any]] = [
      "verbs": ["get", "list", "watch", "create", "patch"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create",
                                                              "patch"]},
+    # predictors with 2+ replicas get a PodDisruptionBudget (deleted when scaled below 2)
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"],
+     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     # each model's trainer ServiceAccount (no permissions, no token), created once, owned
     {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},

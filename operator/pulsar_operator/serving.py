@@ -9,6 +9,7 @@ from typing import Any
 from pulsar_operator.builders import (
     SurgeModel,
     build_predictor_deployment,
+    build_predictor_pdb,
     build_predictor_service,
     predictor_endpoint,
     predictor_name,
@@ -16,9 +17,12 @@ from pulsar_operator.builders import (
 )
 from pulsar_operator.children import holds
 from pulsar_operator.conditions import now_iso
-from pulsar_operator.kube import DEPLOYMENTS, SERVICES, Kube
+from pulsar_operator.kube import DEPLOYMENTS, DISRUPTION_BUDGETS, SERVICES, Kube, Ref
 from pulsar_operator.recorder import Decision
 from pulsar_operator.triggers import parse_time
+
+REFS: dict[str, Ref] = {"Deployment": DEPLOYMENTS, "Service": SERVICES,
+                        "PodDisruptionBudget": DISRUPTION_BUDGETS}
 
 
 def deployment_health(deployment: dict[str, Any] | None, replicas: int) -> tuple[int, bool, bool]:
@@ -45,10 +49,15 @@ async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], 
     applied = short_hash(json.dumps(deployment, sort_keys=True), 16)
     predictor = dict(status.get("predictor") or {})
     changed = predictor.get("appliedHash") != applied
-    for ref, manifest in ((DEPLOYMENTS, deployment), (SERVICES, build_predictor_service(model))):
+    wanted = [deployment, build_predictor_service(model)]
+    if model.spec.serving.replicas >= 2:
+        wanted.append(build_predictor_pdb(model))
+    elif ("PodDisruptionBudget", model.namespace, predictor_name(model)) in watched:
+        await kube.delete(REFS["PodDisruptionBudget"], model.namespace, predictor_name(model))
+    for manifest in wanted:
         repair = None if changed else await _repair_reason(kube, manifest, watched)
         if changed or repair:
-            await kube.apply(ref, manifest)
+            await kube.apply(REFS[manifest["kind"]], manifest)
         if repair:
             decisions.append(Decision("PredictorRepaired", repair, True))
     if changed:
@@ -97,8 +106,7 @@ async def _repair_reason(kube: Kube, manifest: dict[str, Any],
     kind, name = manifest["kind"], meta["name"]
     live = watched.get((kind, meta["namespace"], name))
     if live is None:  # not in the watch cache yet (restart) or really gone: ask once
-        ref = DEPLOYMENTS if kind == "Deployment" else SERVICES
-        live = await kube.get(ref, meta["namespace"], name)
+        live = await kube.get(REFS[kind], meta["namespace"], name)
         if live is None:
             return f"{kind} {name} was missing; recreated"
         watched[(kind, meta["namespace"], name)] = live

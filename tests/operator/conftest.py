@@ -27,6 +27,7 @@ DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
 SERVICES = kmock.resource("", "v1", "services")
 EVENTS = kmock.resource("", "v1", "events")
 SERVICE_ACCOUNTS = kmock.resource("", "v1", "serviceaccounts")
+DISRUPTION_BUDGETS = kmock.resource("policy", "v1", "poddisruptionbudgets")
 NS = "pulsar"
 ROOT_DIR = Path(__file__).resolve().parents[2]
 
@@ -42,9 +43,10 @@ def declare_resources(server: Any) -> None:
         kind="SurgeModel", singular="surgemodel", namespaced=True, shortnames={"sm"},
         verbs={"get", "list", "watch", "patch", "create", "delete"}, subresources={"status"})
     for ref, kind in ((JOBS, "Job"), (DEPLOYMENTS, "Deployment"), (SERVICES, "Service"),
-                      (EVENTS, "Event"), (SERVICE_ACCOUNTS, "ServiceAccount")):
+                      (EVENTS, "Event"), (SERVICE_ACCOUNTS, "ServiceAccount"),
+                      (DISRUPTION_BUDGETS, "PodDisruptionBudget")):
         server.resources[ref] = kmock.ResourceInfo(
-            kind=kind, namespaced=True, verbs={"get", "list", "watch", "patch", "create"})
+            kind=kind, namespaced=True, verbs={"get", "list", "watch", "patch", "create", "delete"})
 
 
 def surge_model(name: str, city: str = "tehran", service: str = "eco", **spec: Any

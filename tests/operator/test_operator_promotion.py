@@ -7,6 +7,7 @@ from typing import Any
 from tests.operator.conftest import (
     BAD,
     DEPLOYMENTS,
+    DISRUPTION_BUDGETS,
     GOOD,
     NS,
     SM,
@@ -123,3 +124,21 @@ async def test_rollout_that_never_gets_ready_is_reverted(k8s: Any, mlflow_uri: s
         await eventually(lambda: "RolloutReverted" in _reasons(k8s, "tehran-eco"))
         challenger = status_of(k8s, "tehran-eco")["challenger"]
         assert challenger["version"] == second and challenger["passed"] is False
+
+
+async def test_a_predictor_with_two_replicas_gets_a_disruption_budget_until_scaled_down(
+        k8s: Any, mlflow_uri: str) -> None:
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")  # 2 replicas by default
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        training = await eventually(lambda: status_of(k8s, "tehran-eco").get("lastTraining"))
+        register_version(mlflow_uri, REGISTERED, GOOD)
+        await finish_job(k8s, training["job"])
+        budget = (await eventually(lambda: objects(k8s, DISRUPTION_BUDGETS),
+                                   what="the PodDisruptionBudget"))[0]
+        assert budget["spec"]["maxUnavailable"] == 1
+        assert budget["metadata"]["ownerReferences"][0]["kind"] == "SurgeModel"
+        deployment = objects(k8s, DEPLOYMENTS)[0]
+        assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+        await patch_model(k8s, "tehran-eco", {"spec": {"serving": {"replicas": 1}}})
+        await eventually(lambda: not objects(k8s, DISRUPTION_BUDGETS),
+                         what="the budget deleted at 1 replica")

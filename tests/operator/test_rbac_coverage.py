@@ -54,6 +54,9 @@ UNUSED_ALLOWED: dict[tuple[str, str, str], str] = {
     # (right after a restart); here the watch cache always has it first.
     ("batch", "jobs", "get"): "observe_job's fallback when the watch cache misses the Job",
     ("", "services", "get"): "the predictor repair's fallback when the watch cache misses it",
+    ("policy", "poddisruptionbudgets", "get"): "the repair's fallback on a watch-cache miss",
+    ("policy", "poddisruptionbudgets", "delete"): "only when a predictor scales below 2 "
+    "replicas (tests/operator/test_operator_promotion.py covers it)",
     # not a call: OwnerReferencesPermissionEnforcement checks it when children set
     # blockOwnerDeletion (tests/e2e runs the lifecycle with that plugin on)
     ("forecasting.pulsar.dev", "surgemodels/finalizers", "update"):

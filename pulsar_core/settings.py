@@ -43,6 +43,8 @@ class TrainSettings(_EnvContract):
     nats_url: str | None = Field(None, description="Publish model.registered here when set.")
     model_namespace: str = Field("default", description="Namespace of the SurgeModel.")
     model_name: str = Field("local", description="Name of the SurgeModel resource.")
+    registered_model_name: str | None = Field(
+        None, description="MLflow registered model; default pulsar-<city>-<service_type>.")
     city: str = Field("tehran", description="City slug, part of the registered model name.")
     city_id: int | None = Field(None, description="Keep only rows of this city id.")
     service_type: str = Field("all", description="Service slug, part of the model name.")
@@ -94,7 +96,7 @@ class TrainSettings(_EnvContract):
 
     @property
     def registered_model(self) -> str:
-        return registered_model_name(self.city, self.service_type)
+        return self.registered_model_name or registered_model_name(self.city, self.service_type)
 
 
 class ServeSettings(_EnvContract):

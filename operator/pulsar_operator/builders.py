@@ -43,7 +43,8 @@ class SurgeModel:
 
     @property
     def registered_model(self) -> str:
-        return registered_model_name(self.spec.city, self.spec.service_type)
+        return self.spec.registered_model or registered_model_name(self.spec.city,
+                                                                   self.spec.service_type)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ def train_settings(model: SurgeModel, run_key: str) -> TrainSettings:
         mlflow_tracking_uri=model.platform.mlflow_tracking_uri,
         nats_url=model.platform.nats_url,
         model_namespace=model.namespace, model_name=model.name,
+        registered_model_name=model.registered_model,
         city=spec.city, city_id=spec.city_id,
         service_type=spec.service_type, service_type_id=spec.service_type_id,
         data_uri=list(spec.data.uris), data_format=spec.data.format,

@@ -257,6 +257,7 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: b
     annotations = dict(meta.get("annotations") or {})
     try:
         spec = _spec_of(runtime, key, meta, body)
+        _check_registry_owner(runtime, key)
     except InvalidSpec as error:
         status["conditions"] = set_condition(status.get("conditions") or [], "Ready", False,
                                              "InvalidSpec", str(error), generation)
@@ -305,6 +306,18 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: b
         failures = int(status["rejectedChild"]["failures"])
         retry = float(min(runtime.settings.max_backoff_seconds, 5.0 * 2 ** min(failures, 8)))
     return Outcome(status, retry, error or child_error)
+
+
+def _check_registry_owner(runtime: Runtime, key: Key) -> None:
+    """Two SurgeModels never share an MLflow model by accident (staging would serve
+    production's champion): the younger one is refused until it names its own."""
+    name = runtime.catalog.registered_name(key)
+    owner = runtime.catalog.registry_owner(name)
+    if owner is not None and owner != key:
+        raise InvalidSpec(
+            f"spec.registeredModel: MLflow model {name!r} belongs to SurgeModel "
+            f"{owner[0]}/{owner[1]}; set spec.registeredModel to a name of this model's own "
+            f"(e.g. pulsar-{key[0]}-{key[1]})")
 
 
 def _spec_of(runtime: Runtime, key: Key, meta: dict[str, Any],

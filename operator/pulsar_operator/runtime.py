@@ -53,13 +53,23 @@ class Catalog:
                 if (body.get("spec") or {}).get("city") == city
                 and (body.get("spec") or {}).get("serviceType") == service]
 
-    def by_registered_model(self, registered: str) -> list[Key]:
+    def registered_name(self, key: Key) -> str:
         from pulsar_core.settings import registered_model_name
 
-        return [key for key, body in self.bodies.items()
-                if registered_model_name(str((body.get("spec") or {}).get("city")),
-                                         str((body.get("spec") or {}).get("serviceType")))
-                == registered]
+        spec = self.bodies[key].get("spec") or {}
+        return str(spec.get("registeredModel") or registered_model_name(
+            str(spec.get("city")), str(spec.get("serviceType"))))
+
+    def by_registered_model(self, registered: str) -> list[Key]:
+        return [key for key in self.bodies if self.registered_name(key) == registered]
+
+    def registry_owner(self, registered: str) -> Key | None:
+        """The SurgeModel that owns an MLflow model name: the oldest one using it."""
+        users = self.by_registered_model(registered)
+        if not users:
+            return None
+        return min(users, key=lambda key: (str((self.bodies[key].get("metadata") or {})
+                                                .get("creationTimestamp") or ""), key))
 
 
 class WorkQueue:

@@ -186,6 +186,7 @@ class SurgeModelSpec(_Camel):
     city_id: int | None = Field(None, ge=0)
     service_type: str = Field(min_length=1, max_length=40, pattern=DNS_LABEL)
     service_type_id: int | None = Field(None, ge=0)
+    registered_model: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9._]{0,126}[a-z0-9])?$")
     data: DataSpec
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)

@@ -73,7 +73,7 @@ async def test_one_request_for_a_scope_in_two_namespaces_is_acked_once(
         k8s: Any, mlflow_uri: str, nats_server: Any, caplog: pytest.LogCaptureFixture) -> None:
     """The same tehran-eco in `pulsar` and `staging`: both record the request, the message is
     acked exactly once (a second ack raised and dropped the NATS session)."""
-    staging = surge_model("tehran-eco")
+    staging = surge_model("tehran-eco", registeredModel="pulsar-staging-tehran-eco")
     staging["metadata"] |= {"namespace": "staging", "uid": "uid-staging"}
     k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
     k8s.objects[SM, "staging", "tehran-eco"] = staging
@@ -104,6 +104,36 @@ async def test_one_request_for_a_scope_in_two_namespaces_is_acked_once(
         info = await client.jetstream().consumer_info("PULSAR_RETRAIN", "pulsar-operator")
         await client.close()
         assert info.num_ack_pending == 0 and info.num_redelivered == 0
+
+
+async def test_a_second_model_of_the_same_mlflow_name_is_refused_not_merged(
+        k8s: Any, mlflow_uri: str) -> None:
+    """Production owns pulsar-tehran-eco; the same scope in `staging` must not train into it
+    or serve its champion until it names an MLflow model of its own."""
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    staging = surge_model("tehran-eco")
+    staging["metadata"] |= {"namespace": "staging", "uid": "uid-staging"}
+    k8s.objects[SM, "staging", "tehran-eco"] = staging
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        def staging_ready() -> dict[str, Any]:
+            status = k8s.objects[SM, "staging", "tehran-eco"].raw.get("status") or {}
+            return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+
+        refused = await eventually(lambda: staging_ready().get("reason") == "InvalidSpec"
+                                   and staging_ready(), what="staging refused")
+        assert "spec.registeredModel" in refused["message"]
+        assert "pulsar/tehran-eco" in refused["message"]
+        await eventually(lambda: status_of(k8s, "tehran-eco").get("lastTraining"))
+        assert {j["metadata"]["namespace"] for j in objects(k8s, JOBS)} == {NS}
+        await api(k8s, "PATCH", "/apis/forecasting.pulsar.dev/v1alpha1/namespaces/staging/"
+                  "surgemodels/tehran-eco",
+                  {"spec": {"registeredModel": "pulsar-staging-tehran-eco"}})
+        await eventually(lambda: {j["metadata"]["namespace"] for j in objects(k8s, JOBS)}
+                         == {NS, "staging"}, what="staging trains under its own name")
+        job = next(j for j in objects(k8s, JOBS) if j["metadata"]["namespace"] == "staging")
+        env = {e["name"]: e["value"]
+               for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["PULSAR_REGISTERED_MODEL_NAME"] == "pulsar-staging-tehran-eco"
 
 
 async def test_requests_sent_while_the_operator_is_down_are_handled_after_start(

@@ -209,11 +209,16 @@ def serve_settings(model: SurgeModel, version: str) -> ServeSettings:
     )
 
 
+def predictor_selector(model: SurgeModel) -> dict[str, str]:
+    """The labels that pick a model's predictor pods (Deployment, Service and budget alike)."""
+    return {key: value for key, value in labels(model, "predictor").items()
+            if key in ("app.kubernetes.io/instance", "app.kubernetes.io/component")}
+
+
 def build_predictor_deployment(model: SurgeModel, version: str) -> dict[str, Any]:
     """The predictor Deployment (apps/v1) serving `version`."""
     name = predictor_name(model)
-    selector = {key: value for key, value in labels(model, "predictor").items()
-                if key in ("app.kubernetes.io/instance", "app.kubernetes.io/component")}
+    selector = predictor_selector(model)
     env = serve_settings(model, version).to_env()
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10}
     container = {
@@ -250,8 +255,7 @@ def build_predictor_deployment(model: SurgeModel, version: str) -> dict[str, Any
 
 def build_predictor_service(model: SurgeModel) -> dict[str, Any]:
     """ClusterIP Service in front of the predictor pods."""
-    selector = {key: value for key, value in labels(model, "predictor").items()
-                if key in ("app.kubernetes.io/instance", "app.kubernetes.io/component")}
+    selector = predictor_selector(model)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -263,8 +267,7 @@ def build_predictor_service(model: SurgeModel) -> dict[str, Any]:
 
 def build_predictor_pdb(model: SurgeModel) -> dict[str, Any]:
     """At most one predictor pod down at a time during node drains (only with 2+ replicas)."""
-    selector = {key: value for key, value in labels(model, "predictor").items()
-                if key in ("app.kubernetes.io/instance", "app.kubernetes.io/component")}
+    selector = predictor_selector(model)
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",

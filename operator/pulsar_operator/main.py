@@ -217,25 +217,13 @@ def _enqueue_owner(event: kopf.RawEvent, memo: kopf.Memo) -> None:
             runtime.queue.add((meta["namespace"], owner["name"]), registry=finished)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """A trainer Job changed: reconcile its model (finished Jobs mean a new version)."""
+async def child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A Job, predictor Deployment, Service or PodDisruptionBudget changed or was deleted:
+    reconcile its model (finished Jobs mean a new version; the rest is readiness or repair)."""
     _enqueue_owner(event, memo)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """A predictor changed: reconcile its model (readiness, failed rollouts)."""
-    _enqueue_owner(event, memo)
-
-
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
-async def disruption_budget_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """A predictor's PodDisruptionBudget changed or was deleted: reconcile its model."""
-    _enqueue_owner(event, memo)
-
-
-@kopf.on.event("", "v1", "services", labels=MANAGED)
-async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """A predictor Service changed or was deleted: reconcile its model (restore it)."""
-    _enqueue_owner(event, memo)
+for _group, _version, _plural in (("batch", "v1", "jobs"), ("apps", "v1", "deployments"),
+                                  ("", "v1", "services"),
+                                  ("policy", "v1", "poddisruptionbudgets")):
+    kopf.on.event(_group, _version, _plural, labels=MANAGED)(child_event)

@@ -19,6 +19,7 @@ def _model(name: str, **training: Any) -> dict[str, Any]:
     return {"apiVersion": "forecasting.pulsar.dev/v1alpha1", "kind": "SurgeModel",
             "metadata": {"name": name, "namespace": NS},
             "spec": {"city": "tehran", "serviceType": "eco", "data": {"uris": ["s3://b/x/"]},
+                     "registeredModel": f"pulsar-invalid-{name.replace('.', '-')}",
                      "training": training}}
 
 

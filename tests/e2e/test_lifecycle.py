@@ -32,7 +32,9 @@ from tests.predictor.payloads import as_rows, hexagons_of, recent
 from tests.support.kubeapi import Api
 
 NS, NAME = "pulsar-e2e", "tehran-eco"
-REGISTERED = "pulsar-tehran-eco"
+# its own MLflow name: the examples applied by test_install share the scope tehran/eco, and the
+# oldest SurgeModel of a name owns it (a second one is refused)
+REGISTERED = "pulsar-e2e-tehran-eco"
 MODEL_LABEL = f"forecasting.pulsar.dev/model={NAME}"
 
 
@@ -49,6 +51,7 @@ def surge_model(data: Path) -> dict[str, Any]:
     return {"apiVersion": "forecasting.pulsar.dev/v1alpha1", "kind": "SurgeModel",
             "metadata": {"name": NAME, "namespace": NS},
             "spec": {"city": "tehran", "serviceType": "eco", "serviceTypeId": 1,
+                     "registeredModel": REGISTERED,
                      "data": {"uris": [str(data)], "format": "snapshot-parquet"},
                      "training": {"image": "pulsar-trainer:e2e", "horizonsMinutes": [30, 60],
                                   "backtestFolds": 1,

@@ -1,4 +1,3 @@
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -8,7 +7,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from pulsar_core.registry import RUN_KEY_TAG, Registry, RegistryUnavailable, is_unavailable
-from tests.support.services import free_port
+from tests.support.services import free_port, serving_in_thread
 
 
 def _run_with_artifact(uri: str) -> str:
@@ -66,14 +65,8 @@ class _Answers(BaseHTTPRequestHandler):
 def _http_server(status: int, body: bytes) -> Iterator[ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Answers)
     server.answer, server.seen = (status, body), 0  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def test_nothing_listening_is_registry_unavailable_naming_the_uri(quick_http: None) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import http.server
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pulsar_cli.demo_stack import free_port
+from tests.support.services import serving_in_thread
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "host", "authorization",
         "content-length"}
@@ -81,10 +81,5 @@ def auth_proxy(upstream: str, user: str = "pulsar", password: str = "pa55-w0rd-S
     port = free_port()
     proxy = AuthProxy(f"http://127.0.0.1:{port}", user, password)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _handler(proxy, upstream))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(server):
         yield proxy
-    finally:
-        server.shutdown()
-        server.server_close()

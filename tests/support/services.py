@@ -5,9 +5,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import HTTPServer
 from pathlib import Path
 
 from pulsar_cli.demo_stack import free_port, nats_server_binary
@@ -78,3 +80,16 @@ def running_mlflow_server(root: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@contextmanager
+def serving_in_thread(server: HTTPServer) -> Iterator[HTTPServer]:
+    """Serve `server` from a daemon thread for the block; shut it down and close it after."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,6 +159,7 @@ def _train_and_promote(settings: TrainSettings, workdir: Path,
     from pulsar_trainer.cli import EXIT_INTERNAL, configure_logging, error_code
     from pulsar_trainer.pipeline import run_training
 
+    from pulsar_core.promotion import plan_promotion
     from pulsar_core.registry import Registry
 
     configure_logging(False)
@@ -178,15 +180,19 @@ def _train_and_promote(settings: TrainSettings, workdir: Path,
     verdict = outcome.verdict
     print(f"gate: {'PASS' if verdict.passed else 'FAIL'}: {verdict.reason}")
     registry = Registry(settings.mlflow_tracking_uri)
-    if verdict.passed and outcome.champion_version != outcome.version:
-        registry.set_alias(outcome.model_name, outcome.version)
-        print(f"promoted: version {outcome.version} is now the champion"
-              + (f" (was {outcome.champion_version})" if outcome.champion_version else ""))
-    elif verdict.passed:
+    champion = registry.get_alias(outcome.model_name)
+    # The operator's decision, not a copy of it: the same plan an auto SurgeModel would follow.
+    plan = plan_promotion(registry.versions(outcome.model_name), champion, settings.promotion(),
+                          now=datetime.now(UTC))
+    if plan.target is not None:
+        registry.set_alias(outcome.model_name, plan.target.version)
+        print(f"promoted: version {plan.target.version} is now the champion"
+              + (f" (was {champion.version})" if champion else ""))
+    elif champion is not None and champion.version == outcome.version:
         print(f"champion: version {outcome.version} already is the champion")
     else:
-        kept = outcome.champion_version or "none yet"
-        print(f"not promoted: the champion stays {kept}")
+        kept = champion.version if champion else "none yet"
+        print(f"not promoted: the champion stays {kept} ({plan.reason})")
     print("\nopen the MLflow UI:\n  mlflow ui --backend-store-uri "
           f"{settings.mlflow_tracking_uri}\n  (then http://127.0.0.1:5000, "
           f"model {outcome.model_name})")

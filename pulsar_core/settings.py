@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pulsar_core.gate import PromotionPolicy
+
 DataFormat = Literal["auto", "kandoo-csv", "snapshot-parquet"]
 
 
@@ -78,6 +80,15 @@ class TrainSettings(_EnvContract):
         250_000, ge=1000, description="Training rows per fold for the whole CNN ensemble, split "
         "between its members (each draws its own seeded sample).")
     seed: int = 7
+    promotion_policy: Literal["auto", "manual"] = Field(
+        PromotionPolicy.mode, description="The SurgeModel's spec.promotion.policy, so the "
+        "report's gate verdict is the operator's.")
+    min_improvement_over_persistence_pct: float = Field(
+        PromotionPolicy.min_improvement_over_persistence_pct, ge=0, le=100,
+        description="The SurgeModel's spec.promotion.minImprovementOverPersistencePct.")
+    max_regression_vs_champion_pct: float = Field(
+        PromotionPolicy.max_regression_vs_champion_pct, ge=0, le=100,
+        description="The SurgeModel's spec.promotion.maxRegressionVsChampionPct.")
     run_key: str | None = Field(
         None, description="Idempotency key: a retried Job with the same key reuses its run."
     )
@@ -97,6 +108,11 @@ class TrainSettings(_EnvContract):
     @property
     def registered_model(self) -> str:
         return self.registered_model_name or registered_model_name(self.city, self.service_type)
+
+    def promotion(self) -> PromotionPolicy:
+        """The SurgeModel's promotion policy (the gate's thresholds)."""
+        return PromotionPolicy(self.promotion_policy, self.min_improvement_over_persistence_pct,
+                               self.max_regression_vs_champion_pct)
 
 
 class ServeSettings(_EnvContract):
@@ -151,6 +167,9 @@ class ServeSettings(_EnvContract):
     drift_cooldown_seconds: float = Field(
         3600.0, gt=0, description="At most one drift retrain request per model version per "
         "cool-down.")
+    role: Literal["champion", "shadow"] = Field(
+        "champion", description="champion serves clients; shadow (a challenger beside it) "
+        "forecasts the same live signals only to be scored, and never asks for a retrain.")
 
     @field_validator("auth_token")
     @classmethod

@@ -188,7 +188,7 @@ def subjects() -> list[Subject]:
               "registered_at": "2025-11-26T08:03:11Z"}]),
         Subject(
             events.MODEL_PROMOTED, "MODEL_PROMOTED", "core NATS",
-            {"operator/pulsar_operator/promoting.py": "the operator, after moving the "
+            {"operator/pulsar_operator/champion.py": "the operator, after moving the "
              "`champion` alias"},
             {"predictor_image/pulsar_predictor/feed.py": "predictors of that registered model "
              "(ignored when `PULSAR_MODEL_VERSION` pins one): reload in the background"},

@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,8 +204,8 @@ def _strings(node: ast.expr) -> tuple[set[str], list[ast.expr]]:
     return values, open_
 
 
-def _calls(name: str) -> Iterator[tuple[Path, ast.Call]]:
-    for path in sorted(OPERATOR.glob("*.py")):
+def _calls(name: str, paths: Iterable[Path] | None = None) -> Iterator[tuple[Path, ast.Call]]:
+    for path in sorted(OPERATOR.glob("*.py")) if paths is None else paths:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == name:
                 yield path, node
@@ -242,7 +242,8 @@ def _camel_constants(module: str, function: str) -> set[str]:
 
 
 def _plan_reasons() -> set[str]:
-    return {s for _, call in _calls("PromotionPlan")
+    # The plan is pulsar_core's (shared with the trainer and the demo); the operator posts it.
+    return {s for _, call in _calls("PromotionPlan", [ROOT / "pulsar_core" / "promotion.py"])
             for s in _strings(_argument(call, 3, "event_reason") or ast.Constant(""))[0] if s}
 
 

@@ -151,6 +151,9 @@ def train_settings(model: SurgeModel, run_key: str) -> TrainSettings:
         cnn_learning_rate=training.cnn.learning_rate, cnn_patience=training.cnn.patience,
         cnn_seeds=training.cnn.seeds, timezone=training.timezone,
         backtest_folds=training.backtest_folds,
+        promotion_policy=spec.promotion.policy,
+        min_improvement_over_persistence_pct=spec.promotion.min_improvement_over_persistence_pct,
+        max_regression_vs_champion_pct=spec.promotion.max_regression_vs_champion_pct,
         run_key=run_key, rejected_dir=f"{SCRATCH}/rejected",
     )
 

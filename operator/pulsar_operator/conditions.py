@@ -8,8 +8,13 @@ from typing import Any
 CONDITION_TYPES = ("Ready", "Training", "Promoted", "Degraded")
 
 
+def iso(moment: datetime) -> str:
+    """`2025-11-26T08:04:02Z`: the timestamp format of every status field."""
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return iso(datetime.now(UTC))
 
 
 def set_condition(conditions: list[dict[str, Any]], kind: str, ok: bool | None, reason: str,

@@ -16,7 +16,7 @@ from pulsar_operator import metrics
 from pulsar_operator.builders import SurgeModel
 from pulsar_operator.conditions import now_iso, set_condition
 from pulsar_operator.kube import SURGEMODELS, KubeError
-from pulsar_operator.promoting import _call, move_champion, sync_registry
+from pulsar_operator.champion import _call, move_champion, sync_registry
 from pulsar_operator.recorder import Decision, post_event
 from pulsar_operator.runtime import Key, Runtime
 from pulsar_operator.serving import sync_predictor, utcnow

@@ -111,3 +111,12 @@ def test_the_operators_own_environment_never_leaks_into_children(monkeypatch) ->
     assert (build_predictor_deployment(model, "3"), build_training_job(model, trigger)) == clean
     serving = _env(clean[0]["spec"]["template"]["spec"]["containers"][0])
     assert serving["PULSAR_HOST"] == "0.0.0.0" and "PULSAR_AUTH_TOKEN" not in serving
+
+
+def test_the_trainer_judges_with_the_surgemodels_own_promotion_policy(monkeypatch) -> None:
+    model = _model(promotion={"policy": "manual", "minImprovementOverPersistencePct": 12,
+                              "maxRegressionVsChampionPct": 1})
+    job = build_training_job(model, Trigger("spec", "spec-g1-abc"))
+    env = _env(job["spec"]["template"]["spec"]["containers"][0])
+    assert _from_env(TrainSettings, env, monkeypatch).promotion() == \
+        model.spec.promotion.to_policy()

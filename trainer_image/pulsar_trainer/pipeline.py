@@ -18,13 +18,11 @@ from pulsar_core.gate import (
     GateVerdict,
     HorizonScore,
     Paired,
-    PromotionPolicy,
-    decide,
-    paired_from_tags,
     paired_to_tags,
     scores_from_tags,
     scores_to_tags,
 )
+from pulsar_core.promotion import judge
 from pulsar_core.publisher import PublishError, publish_model_registered
 from pulsar_core.registry import RUN_KEY_TAG, Registry, VersionInfo
 from pulsar_core.settings import TrainSettings
@@ -205,9 +203,7 @@ def run_training(settings: TrainSettings, *, progress: Progress | None = None) -
         say(f"registered {name} version {version.version}")
     scores = scores_from_tags(version.tags)
     champion = registry.get_alias(name)
-    rival = champion if champion is not None and champion.version != version.version else None
-    verdict = decide(scores, scores_from_tags(rival.tags) if rival else None, PromotionPolicy(),
-                     paired=paired_from_tags(version.tags, rival.version if rival else None))
+    verdict = judge(version, champion, settings.promotion())
     outcome = TrainOutcome(
         model_name=name, version=version.version, run_id=logged.run_id,
         model_uri=registry.model_uri(name, version.version), reused=logged.reused,

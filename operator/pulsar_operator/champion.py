@@ -1,22 +1,52 @@
-"""Registry step of a reconcile: read MLflow, plan the champion, move the alias, announce it."""
+"""Registry step of a reconcile: read MLflow, plan the champion (pulsar_core.promotion), move
+the alias, announce it, and show both versions in status."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from pulsar_core.events import MODEL_PROMOTED, ModelPromoted, SurgeModelRef
+from pulsar_core.gate import scores_from_tags
+from pulsar_core.promotion import Judged, Judgement, plan_promotion
 from pulsar_core.registry import VersionInfo
 from pulsar_operator import metrics
 from pulsar_operator.builders import SurgeModel
-from pulsar_operator.conditions import now_iso
-from pulsar_operator.promotion import plan_promotion, version_summary
+from pulsar_operator.conditions import iso, now_iso
 from pulsar_operator.recorder import Decision
 from pulsar_operator.runtime import Runtime
 from pulsar_operator.triggers import APPROVE_ANNOTATION
 
 log = logging.getLogger(__name__)
+
+
+def version_summary(version: VersionInfo) -> dict[str, Any]:
+    """What status shows about a version: number, run and per-horizon test MAE."""
+    scores = scores_from_tags(version.tags)
+    maes = {f"mae{h:g}m": s.mae for h, s in sorted(scores.items()) if s.mae is not None}
+    summary: dict[str, Any] = {"version": version.version, "runId": version.run_id,
+                               "metrics": maes}
+    if "mae30m" in maes:
+        summary["mae30m"] = maes["mae30m"]
+    return summary
+
+
+def challenger_status(judgement: Judgement) -> dict[str, Any]:
+    """status.challenger for a fresh verdict."""
+    verdict = judgement.verdict
+    return {**version_summary(judgement.version), "passed": verdict.passed,
+            "reason": verdict.reason, "awaitingApproval": verdict.awaiting_approval,
+            "judgedAt": iso(judgement.judged_at)}
+
+
+def judged_from_status(challenger: dict[str, Any] | None) -> Judged | None:
+    """The verdict status.challenger recorded, if it names a version."""
+    if not challenger or challenger.get("version") is None:
+        return None
+    return Judged(str(challenger["version"]), bool(challenger.get("passed")),
+                  bool(challenger.get("awaitingApproval")), str(challenger.get("reason", "")))
 
 
 async def _call(runtime: Runtime, method: str, *args: Any) -> Any:
@@ -54,11 +84,13 @@ async def sync_registry(runtime: Runtime, model: SurgeModel, status: dict[str, A
     name = model.registered_model
     versions: list[VersionInfo] = await _call(runtime, "versions", name)
     champion: VersionInfo | None = await _call(runtime, "get_alias", name)
-    previous_challenger = status.get("challenger")
-    plan = plan_promotion(model.spec, versions, champion, previous_challenger,
-                          annotations.get(APPROVE_ANNOTATION))
-    if plan.challenger is not None:
-        status["challenger"] = plan.challenger
+    plan = plan_promotion(versions, champion, model.spec.promotion.to_policy(),
+                          now=datetime.now(UTC),
+                          pinned=model.spec.serving.model_version,
+                          judged=judged_from_status(status.get("challenger")),
+                          approved_version=annotations.get(APPROVE_ANNOTATION))
+    if plan.judgement is not None:
+        status["challenger"] = challenger_status(plan.judgement)
     if plan.target is not None:
         await move_champion(runtime, model, status, plan.target,
                             champion.version if champion else None, plan.event_reason or "")
@@ -66,7 +98,7 @@ async def sync_registry(runtime: Runtime, model: SurgeModel, status: dict[str, A
         kept = status.get("champion") or {}
         status["champion"] = {**version_summary(champion),
                               "promotedAt": kept.get("promotedAt") or now_iso()}
-    new_verdict = plan.challenger is not None and plan.challenger is not previous_challenger
+    new_verdict = plan.judgement is not None
     pinned_error = plan.event_reason == "PinnedVersionMissing" and (
         status.get("promotion") or {}).get("reason") != plan.reason
     if plan.event_reason and (plan.target is not None or new_verdict or pinned_error):

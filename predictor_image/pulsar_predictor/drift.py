@@ -94,6 +94,12 @@ class DriftScorer:
                                       pd.DatetimeIndex([], tz="UTC")], names=_KEY))
         self.errors: dict[float, deque[float]] = {}
         self.counts = {"scored": 0, "expired": 0, "dropped": 0}
+        self.scored: list[pd.DataFrame] = []  # taken by the score outbox
+
+    def take_scored(self) -> list[pd.DataFrame]:
+        """The forecasts scored since the last call (key columns, value, actual, error)."""
+        taken, self.scored = self.scored, []
+        return taken
 
     def record(self, forecasts: pd.DataFrame) -> None:
         """Keep these forecasts until their actuals arrive (a recomputed one replaces the old)."""
@@ -128,6 +134,9 @@ class DriftScorer:
         expired = ~hit & (targets < actuals[Col.PERIOD_START].max()
                                - pd.Timedelta(hours=self.policy.max_age_hours))
         self.pending = self.pending[~hit & ~expired]
+        if not scored.empty:  # for the score events (the shadow rollout pairs on them)
+            self.scored.append(scored.assign(error=(scored[F.VALUE.value]
+                                                    - scored["actual"]).abs()))
         self.counts["scored"] += len(scored)
         self.counts["expired"] += int(expired.sum())
         return len(scored)
@@ -223,5 +232,5 @@ async def watch(monitor: DriftMonitor, model: LoadedModel, buffer_version: int,
     now = pd.Timestamp.now(tz="UTC")
     alarm = await asyncio.get_running_loop().run_in_executor(
         executor, lambda: monitor.observe(model, buffer_version, forecasts, actuals(), now))
-    if alarm is not None:
+    if alarm is not None and monitor.settings.role == "champion":  # a shadow only gets scored
         await monitor.publish(model, alarm)

@@ -81,6 +81,9 @@ class Metrics:
         self.drift_alarms = Counter(
             "pulsar_drift_alarms_total", "Drift alarms by outcome (published / failed / no_nats).",
             ["outcome"], registry=r)
+        self.score_events = Counter(
+            "pulsar_score_events_total", "Score events for the live rollout by outcome "
+            "(published / retried / dropped over the outbox cap).", ["outcome"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

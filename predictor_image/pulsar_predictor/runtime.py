@@ -29,6 +29,7 @@ from pulsar_predictor.live import LiveForecasts
 from pulsar_predictor.loader import RegistryLoader
 from pulsar_predictor.metrics import Metrics
 from pulsar_predictor.schemas import ModelInfo, ModelRef, Readiness
+from pulsar_predictor.scores import ScoreOutbox
 from pulsar_predictor.service import ForecastService
 from pulsar_predictor.slot import LoadedModel, ModelLoader, ModelSlot
 
@@ -63,6 +64,7 @@ class Runtime:
                                        self.metrics, self.executor)
         self.feed = SignalFeed(settings, self.buffer, self.metrics, self._promoted)
         self.drift = DriftMonitor(settings, self.metrics, drift)
+        self.scores = ScoreOutbox(settings, self.metrics)
         self._poller: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self.refresh_error: str | None = None  # the latest refresh's error while failing
@@ -143,6 +145,9 @@ class Runtime:
                         self.executor)
         except Exception:  # drift is advisory: serving must go on whatever it hits
             log.exception("drift check failed")
+        if self.drift.scorer is not None:
+            self.scores.add(model.name, model.version, self.drift.scorer.take_scored())
+        await self.scores.flush(self.feed.client)
 
     def _promoted(self, event: ModelPromoted) -> None:
         if self.settings.model_version:

@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
 from pulsar_core.gate import PromotionPolicy
+from pulsar_core.live_evidence import RolloutPolicy
 
 GROUP = "forecasting.pulsar.dev"
 VERSION = "v1alpha1"
@@ -167,6 +168,20 @@ class PromotionSpec(_Camel):
                                self.max_regression_vs_champion_pct)
 
 
+class RolloutSpec(_Camel):
+    """How a gate-passed version replaces a serving champion (see pulsar_core.live_evidence)."""
+
+    strategy: Literal["direct", "shadow"] = "shadow"
+    min_scored_forecasts: int = Field(500, ge=1, le=10_000_000)
+    min_duration_seconds: int = Field(3600, ge=0, le=7 * 86400)
+    margin_pct: float = Field(2, ge=0, le=100)
+    rollback_regression_pct: float = Field(10, gt=0, le=1000)
+
+    def to_policy(self) -> RolloutPolicy:
+        return RolloutPolicy(self.min_scored_forecasts, float(self.min_duration_seconds),
+                             self.margin_pct, self.rollback_regression_pct)
+
+
 class ServingSpec(_Camel):
     image: str = Field("ghcr.io/pulsar-dev/pulsar-predictor:0.1.0", min_length=1)
     replicas: int = Field(2, ge=0, le=50)
@@ -190,6 +205,7 @@ class SurgeModelSpec(_Camel):
     data: DataSpec
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
     paused: bool = False
 

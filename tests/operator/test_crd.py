@@ -62,7 +62,7 @@ def test_crd_metadata_printer_columns_and_status() -> None:
     version = crd["spec"]["versions"][0]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Champion", "MAE@30m", "Ready", "Age"]
+    assert columns == ["Phase", "Champion", "MAE@30m", "Live MAE@30m", "Rollout", "Ready", "Age"]
 
 
 def test_every_spec_field_is_typed_and_described() -> None:
@@ -141,6 +141,11 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
     ("unknown policy", {"promotion.policy": "yolo"}),
     ("improvement above 100", {"promotion.minImprovementOverPersistencePct": 150}),
     ("negative regression", {"promotion.maxRegressionVsChampionPct": -1}),
+    ("unknown rollout strategy", {"rollout.strategy": "canary"}),
+    ("zero scored forecasts", {"rollout.minScoredForecasts": 0}),
+    ("negative rollout duration", {"rollout.minDurationSeconds": -60}),
+    ("margin above 100", {"rollout.marginPct": 150}),
+    ("rollback regression zero", {"rollout.rollbackRegressionPct": 0}),
     ("negative replicas", {"serving.replicas": -1}),
     ("pinned version not a number", {"serving.modelVersion": "latest"}),
     ("pinned version zero", {"serving.modelVersion": "0"}),

@@ -21,6 +21,7 @@ import pandas as pd
 import pulsar_core
 from pulsar_core.contract import PERIOD, ForecastCol
 from pulsar_core.evaluation import direction, served_label
+from pulsar_core.fallback import CNN_CHOICES, NOT_ASKED, Fallback, apply_fallback
 from pulsar_core.features import SEQUENCE_CHANNELS, FeatureSet, FeatureSpec, build_features
 from pulsar_core.models.baselines import baseline_forecast
 from pulsar_core.models.blend import Weights, as_weights, combine
@@ -57,7 +58,7 @@ class Forecaster:
 
     def _cnn_forecast(self, features: FeatureSet, use_cnn: bool) -> tuple[np.ndarray | None,
                                                                           str | None]:
-        uses_cnn = {"cnn", "blend"} & set(self.served.values())
+        uses_cnn = set(CNN_CHOICES) & set(self.served.values())
         if not use_cnn or self.cnn is None or not uses_cnn:
             return None, None
         try:
@@ -69,15 +70,19 @@ class Forecaster:
             return None, f"CNN returned shape {forecast.shape}, expected " \
                          f"{(len(features), len(self.spec.horizons))}"
         served_cnn = [i for i, h in enumerate(self.spec.horizons)
-                      if self.served.get(h) in ("cnn", "blend")]
+                      if self.served.get(h) in CNN_CHOICES]
         bad = ~np.isfinite(forecast[:, served_cnn])
         if bad.any():
             return forecast, f"CNN returned {int(bad.sum())} non-finite values; ElasticNet " \
                              "answered those"
         return forecast, None
 
-    def predict(self, snapshots: pd.DataFrame, *, use_cnn: bool = True) -> ForecastResult:
-        """One row per series x horizon at each series' last period (contract.ForecastCol)."""
+    def predict(self, snapshots: pd.DataFrame, *, use_cnn: bool = True,
+                fallback: Fallback = Fallback.ELASTICNET,
+                skipped_because: str = NOT_ASKED) -> ForecastResult:
+        """One row per series x horizon at each series' last period (contract.ForecastCol).
+        Where the CNN should answer and does not (it failed, or `use_cnn` is off for
+        `skipped_because`), `fallback` decides who does; Fallback.NONE raises CnnUnavailable."""
         features = build_features(snapshots, self.spec, targets=False, last_only=True)
         linear = self.elasticnet.predict(features)
         cnn, cnn_error = self._cnn_forecast(features, use_cnn)
@@ -87,7 +92,17 @@ class Forecaster:
         blocks = [self._block(features, i, *self._served_value(features, i, linear, cnn),
                               valid_mae.get(str(horizon)))
                   for i, horizon in enumerate(self.spec.horizons)]
-        return ForecastResult(frame=self._frame(features, blocks), cnn_error=cnn_error)
+        frame = self._frame(features, blocks)
+        if not use_cnn or cnn_error is not None:
+            frame = apply_fallback(frame, fallback, self.cnn_minutes(),
+                                   cnn_error or skipped_because)
+        return ForecastResult(frame=frame, cnn_error=cnn_error)
+
+    def cnn_minutes(self) -> list[float]:
+        """Horizons (minutes) served with the CNN, alone or in the blend."""
+        return [float(minutes) for horizon, minutes in zip(self.spec.horizons,
+                                                           self.spec.horizon_minutes, strict=True)
+                if self.served.get(horizon) in CNN_CHOICES]
 
     def served_forecasts(self, features: FeatureSet) -> np.ndarray:
         """(n, H) served values (as the API answers them), for scoring a version on rows."""
@@ -103,7 +118,7 @@ class Forecaster:
         horizon = self.spec.horizons[index]
         choice = self.served.get(horizon, "baseline:persistence")
         label = np.full(len(features), choice, dtype=object)
-        if choice in ("cnn", "blend"):
+        if choice in CNN_CHOICES:
             value = linear[:, index].copy()
             label[:] = "elasticnet"
             if cnn is not None:

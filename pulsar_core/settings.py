@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pulsar_core.fallback import Fallback
 from pulsar_core.gate import PromotionPolicy
 
 DataFormat = Literal["auto", "kandoo-csv", "snapshot-parquet"]
@@ -152,8 +153,8 @@ class ServeSettings(_EnvContract):
     breaker_failures: int = Field(5, ge=1, description="CNN failures before the breaker opens.")
     breaker_cooldown_seconds: float = Field(
         30.0, gt=0, description="Seconds the open breaker skips the CNN before one probe.")
-    fallback: Literal["elasticnet", "persistence", "none"] = Field(
-        "elasticnet", description="Who answers when the CNN fails or its breaker is open: "
+    fallback: Fallback = Field(
+        Fallback.ELASTICNET, description="Who answers when the CNN fails or its breaker is open: "
         "elasticnet, persistence, or none (503).")
     drift_ratio: float = Field(
         1.5, gt=1, description="Live MAE / evaluation MAE that raises a drift retrain request.")

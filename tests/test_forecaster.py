@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pulsar_core.contract import ForecastCol
+from pulsar_core.fallback import CnnUnavailable, Fallback
 from pulsar_core.features import build_features
 from pulsar_core.forecaster import Forecaster, train_forecaster
 from pulsar_core.models.baselines import baseline_forecast
@@ -151,3 +152,23 @@ def test_a_served_baseline_answers_and_says_so(trained, tmp_path):
 def test_too_little_data_for_the_splits_is_a_clear_error():
     with pytest.raises(ValueError, match="holdout_days"):
         train_forecaster(city_frame(days=1), TrainSettings(holdout_days=1.0, cnn_epochs=1))
+
+
+def test_the_fallback_decides_who_answers_for_a_failed_cnn(trained, tmp_path):
+    frame, original, _ = trained
+    original.save(tmp_path / "bundle")
+    forecaster = Forecaster.load(tmp_path / "bundle")
+    forecaster.served = {1: "cnn", 4: "elasticnet"}
+    forecaster.cnn.members[0].network = _Raises()
+    answered = forecaster.predict(frame, fallback=Fallback.PERSISTENCE).frame
+    cnn_rows = answered[answered[ForecastCol.HORIZON_MINUTES] == 7.5]
+    assert set(cnn_rows[ForecastCol.MODEL]) == {"baseline:persistence"}
+    assert (cnn_rows[ForecastCol.VALUE] == cnn_rows[ForecastCol.CURRENT]).all()
+    assert (cnn_rows[ForecastCol.CONFIDENCE] == 0).all()
+    assert cnn_rows[ForecastCol.EXPLANATION].str.contains("kernel exploded").all()
+    others = answered[answered[ForecastCol.HORIZON_MINUTES] == 30.0]
+    assert set(others[ForecastCol.MODEL]) == {"elasticnet"}  # not the CNN's horizon
+    with pytest.raises(CnnUnavailable, match="breaker open") as refused:
+        forecaster.predict(frame, use_cnn=False, fallback=Fallback.NONE,
+                           skipped_because="breaker open")
+    assert refused.value.why == "breaker open"

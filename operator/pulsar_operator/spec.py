@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
+from pulsar_core.fallback import Fallback
 from pulsar_core.gate import PromotionPolicy
 from pulsar_core.live_evidence import RolloutPolicy
 
@@ -189,7 +190,7 @@ class ServingSpec(_Camel):
         default_factory=lambda: ResourcesSpec(requests={"cpu": "250m", "memory": "512Mi"},
                                               limits={"memory": "1Gi"}))
     model_version: str | None = Field(None, pattern=r"^[1-9][0-9]*$")
-    fallback: Literal["elasticnet", "persistence", "none"] = "elasticnet"
+    fallback: Fallback = Field(Fallback.ELASTICNET, strict=False)  # the CRD sends its value
     confidence_threshold: float = Field(0.5, ge=0, le=1)
     rollout_deadline_seconds: int = Field(600, ge=30, le=3600)
 

@@ -162,8 +162,7 @@ class Runtime:
         self.metrics.model_loads.labels("ok").inc()
         self.metrics.model_load_failed.set(0)
         spec = model.forecaster.spec
-        days = int(getattr(spec, "history_days", 1))
-        self.buffer.ensure_history(int(spec.window) * 2, pd.Timedelta(days=days))
+        self.buffer.ensure_history(spec.window * 2, pd.Timedelta(days=spec.history_days))
 
     def _load_failed(self, version: str | None, message: str) -> None:
         self.metrics.model_loads.labels("failed").inc()

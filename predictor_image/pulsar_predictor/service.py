@@ -17,16 +17,21 @@ import pandas as pd
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from pulsar_core import fallback
 from pulsar_core.contract import ForecastCol as F
 from pulsar_core.data.window import TimeWindow
-from pulsar_core.forecaster import ForecastResult
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor import hexagons as hx
 from pulsar_predictor.batcher import MAX_BATCH_ROWS, HistoryBatcher
 from pulsar_predictor.breaker import BreakerState, CircuitBreaker
 from pulsar_predictor.buffer import LiveBuffer
-from pulsar_predictor.errors import InvalidInput, NotReady, Timeout, TooManyHexagons
-from pulsar_predictor.fallback import apply_fallback, cnn_horizons
+from pulsar_predictor.errors import (
+    CnnUnavailable,
+    InvalidInput,
+    NotReady,
+    Timeout,
+    TooManyHexagons,
+)
 from pulsar_predictor.history import columns_input, history_frame, history_input
 from pulsar_predictor.live import LiveForecasts
 from pulsar_predictor.metrics import Metrics
@@ -40,6 +45,7 @@ log = logging.getLogger(__name__)
 # The whole-buffer forecast is background work: the request timeout does not apply to it.
 REFRESH_TIMEOUT_SECONDS = 600.0
 _INLINE_PARSE_BYTES = 65_536  # smaller bodies parse (< 1 ms) faster than a thread hop
+BREAKER_OPEN = "circuit breaker open after repeated CNN failures"
 
 
 def _parse(body: bytes) -> ForecastRequest:
@@ -59,7 +65,7 @@ class NoForecast:
 
 def neighbour_ring(model: LoadedModel) -> int:
     """How many H3 rings of neighbours the model's features read (0 when none)."""
-    return int(getattr(model.forecaster.spec, "neighbour_ring", 1) or 0)
+    return model.forecaster.spec.neighbour_ring
 
 
 def horizons_of(model: LoadedModel) -> list[float]:
@@ -234,20 +240,24 @@ class ForecastService:
         except TimeoutError:
             raise Timeout(f"the forecast took longer than {self.settings.request_timeout_seconds}"
                           "s (PULSAR_REQUEST_TIMEOUT_SECONDS); ask for fewer hexagons") from None
-        if not use_cnn:
+        except fallback.CnnUnavailable as refused:
+            self._record_cnn(use_cnn, refused.why)
+            raise CnnUnavailable(f"{refused} (PULSAR_FALLBACK); retry later or set it to "
+                                 "elasticnet/persistence", field="fallback") from None
+        self._record_cnn(use_cnn, output.cnn_error)
+        return output
+
+    def _record_cnn(self, asked: bool, error: str | None) -> None:
+        """Breaker and metrics after a model call; a CNN not asked means the breaker is open."""
+        if not asked:
             self.metrics.fallbacks.labels("breaker_open").inc()
-        elif output.cnn_error is not None:
+        elif error is not None:
             self.breaker.record_failure()
             self.metrics.fallbacks.labels("cnn_error").inc()
-            log.warning("CNN failed, %s answers: %s", self.settings.fallback, output.cnn_error)
+            log.warning("CNN failed, %s answers: %s", self.settings.fallback, error)
         else:
             self.breaker.record_success()
         self.metrics.breaker_state.set(int(self.breaker.state))
-        if use_cnn and output.cnn_error is None:
-            return output
-        why = output.cnn_error or "circuit breaker open after repeated CNN failures"
-        frame = apply_fallback(output.frame, self.settings.fallback, cnn_horizons(model), why)
-        return output if frame is output.frame else ForecastResult(frame, output.cnn_error)
 
     def _predict_sync(self, model: LoadedModel, snapshots: pd.DataFrame,
                       use_cnn: bool) -> ForecastOutput:
@@ -255,7 +265,9 @@ class ForecastService:
 
         started = time.perf_counter()
         with torch.inference_mode():
-            output = model.forecaster.predict(snapshots, use_cnn=use_cnn)
+            output = model.forecaster.predict(snapshots, use_cnn=use_cnn,
+                                              fallback=self.settings.fallback,
+                                              skipped_because=BREAKER_OPEN)
         self.metrics.predict_latency.observe(time.perf_counter() - started)
         return output
 

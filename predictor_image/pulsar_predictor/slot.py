@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from pulsar_core.fallback import NOT_ASKED, Fallback
+from pulsar_core.features import FeatureSpec
 from pulsar_core.redact import redact
 
 log = logging.getLogger(__name__)
@@ -29,10 +31,12 @@ class ForecastOutput(Protocol):
 class ForecastModel(Protocol):
     """What the predictor needs from a forecaster (pulsar_core.forecaster.Forecaster)."""
 
-    spec: Any
+    spec: FeatureSpec
     metadata: dict[str, Any]
 
-    def predict(self, snapshots: pd.DataFrame, *, use_cnn: bool = True) -> ForecastOutput: ...
+    def predict(self, snapshots: pd.DataFrame, *, use_cnn: bool = True,
+                fallback: Fallback = Fallback.ELASTICNET,
+                skipped_because: str = NOT_ASKED) -> ForecastOutput: ...
 
 
 @dataclass(frozen=True)

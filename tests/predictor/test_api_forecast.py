@@ -4,6 +4,7 @@ import json
 
 import h3
 import nats
+import pandas as pd
 import pytest
 from pulsar_predictor import create_app
 from pulsar_predictor.schemas import ForecastRequest
@@ -39,6 +40,9 @@ async def test_forecast_from_explicit_history_model_probes_and_metrics(settings,
     async with serving(create_app(settings)) as client:
         await _ready(client)
         assert (await client.get("/readyz")).json()["ready"] is True
+        runtime = client._transport.app.state.runtime
+        spec = runtime.slot.current.forecaster.spec  # the live buffer keeps what features read
+        await eventually(lambda: runtime.buffer.keep == pd.Timedelta(days=spec.history_days))
         answer = await client.post("/v1/forecast", json={
             "hexagons": [h3.int_to_str(wanted[0]), wanted[1]], "service_type": 1,
             "history": as_rows(frame)})

@@ -115,10 +115,10 @@ class _FlakyForecaster:
         self.real, self.failing = real, True
         self.spec, self.metadata = real.spec, real.metadata
 
-    def predict(self, snapshots, *, use_cnn=True):
+    def predict(self, snapshots, **options):
         if self.failing:
             raise ValueError("injected predict failure")
-        return self.real.predict(snapshots, use_cnn=use_cnn)
+        return self.real.predict(snapshots, **options)
 
 
 class _FlakyLoader(RegistryLoader):

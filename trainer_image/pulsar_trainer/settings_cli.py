@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
+from enum import Enum
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic.fields import FieldInfo
@@ -74,6 +75,8 @@ def type_name(field: FieldInfo) -> str:
         return f"list of {get_args(kind)[0].__name__} (JSON in env)"
     if get_origin(kind) is Literal:
         return " \\| ".join(str(a) for a in get_args(kind))
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return " \\| ".join(str(member.value) for member in kind)
     return getattr(kind, "__name__", str(kind))
 
 

@@ -17,6 +17,9 @@ MODEL_LABEL = f"{GROUP}/model"
 TRIGGER_ANNOTATION = f"{GROUP}/trigger-id"
 VERSION_ANNOTATION = f"{GROUP}/model-version"
 SCRATCH = "/tmp"
+# The per-pod request rate an autoscaler reads from the custom-metrics API: an adapter (e.g.
+# prometheus-adapter) derives it from the predictor's pulsar_requests_total counter.
+REQUEST_RATE_METRIC = "pulsar_requests_per_second"
 TriggerKind = Literal["spec", "schedule", "retrain", "manual"]
 C = TypeVar("C", bound=BaseSettings)
 
@@ -242,7 +245,8 @@ def build_predictor_deployment(model: SurgeModel, version: str) -> dict[str, Any
         "kind": "Deployment",
         "metadata": _metadata(model, name, "predictor", {VERSION_ANNOTATION: version}),
         "spec": {
-            "replicas": model.spec.serving.replicas,
+            # with an autoscaler the replica count is its to set: the operator leaves it alone
+            **({} if model.spec.serving.autoscaling else {"replicas": model.spec.serving.replicas}),
             "selector": {"matchLabels": selector},
             "progressDeadlineSeconds": model.spec.serving.rollout_deadline_seconds,
             "template": {
@@ -276,6 +280,32 @@ def build_predictor_pdb(model: SurgeModel) -> dict[str, Any]:
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(model, predictor_name(model), "predictor"),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+    }
+
+
+def build_predictor_autoscaler(model: SurgeModel) -> dict[str, Any]:
+    """The predictor's HorizontalPodAutoscaler (autoscaling/v2), from spec.serving.autoscaling."""
+    scaling = model.spec.serving.autoscaling
+    if scaling is None:
+        raise ValueError("only a model with spec.serving.autoscaling gets an autoscaler")
+    metrics: list[dict[str, Any]] = []
+    if scaling.target_cpu_utilization_percent:
+        metrics.append({"type": "Resource", "resource": {"name": "cpu", "target": {
+            "type": "Utilization",
+            "averageUtilization": scaling.target_cpu_utilization_percent}}})
+    if scaling.target_requests_per_second is not None:
+        per_pod = f"{round(scaling.target_requests_per_second * 1000)}m"
+        metrics.append({"type": "Pods", "pods": {
+            "metric": {"name": REQUEST_RATE_METRIC},
+            "target": {"type": "AverageValue", "averageValue": per_pod}}})
+    name = predictor_name(model)
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(model, name, "predictor"),
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                 "minReplicas": scaling.min_replicas, "maxReplicas": scaling.max_replicas,
+                 "metrics": metrics},
     }
 
 

@@ -51,6 +51,10 @@ class OperatorSettings(BaseSettings):
     trainer_service_account: str | None = Field(
         None, description="ServiceAccount of trainer pods; default: each model's own "
         "`<model>-trainer`, created by the operator (no RBAC, no token).")
+    job_start_grace_seconds: float = Field(
+        60.0, gt=0, description="A training Job whose pods are refused by the API (quota, "
+        "LimitRange, admission) or cannot start (bad image) this long after it was created "
+        "fails at once with the reason, instead of at activeDeadlineSeconds.")
     retrain_durable: str = Field("pulsar-operator", description="JetStream durable consumer.")
     retrain_max_deliver: int = Field(20, ge=1, description="Deliveries before a request is "
                                      "terminated (e.g. no SurgeModel matches).")

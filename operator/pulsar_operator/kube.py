@@ -6,6 +6,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import kopf
@@ -47,6 +48,9 @@ DEPLOYMENTS = Ref("apps/v1", "deployments")
 SERVICES = Ref("v1", "services")
 SERVICE_ACCOUNTS = Ref("v1", "serviceaccounts")
 DISRUPTION_BUDGETS = Ref("policy/v1", "poddisruptionbudgets")
+AUTOSCALERS = Ref("autoscaling/v2", "horizontalpodautoscalers")
+EVENTS = Ref("v1", "events")
+PODS = Ref("v1", "pods")
 LEASES = Ref("coordination.k8s.io/v1", "leases")
 SURGEMODELS = Ref("forecasting.pulsar.dev/v1alpha1", "surgemodels")
 
@@ -128,10 +132,21 @@ class Kube:
         """PUT: with metadata.resourceVersion set, a 409 means someone else wrote first."""
         return await self._request("PUT", ref.path(namespace, name), body)
 
-    async def delete(self, ref: Ref, namespace: str, name: str) -> None:
-        """Delete; an object already gone is fine."""
+    async def items(self, ref: Ref, namespace: str, *, labels: str = "",
+                    fields: str = "") -> list[dict[str, Any]]:
+        """The items matching a label and/or field selector in one namespace."""
+        query = "&".join(f"{key}={quote(value)}" for key, value in
+                         (("labelSelector", labels), ("fieldSelector", fields)) if value)
+        path = ref.path(namespace) + (f"?{query}" if query else "")
+        return list((await self._request("GET", path)).get("items") or [])
+
+    async def delete(self, ref: Ref, namespace: str, name: str,
+                     propagation: str | None = None) -> None:
+        """Delete; an object already gone is fine. `propagation` "Background" also removes
+        dependents the API would otherwise orphan (a Job's pods)."""
+        body = {"propagationPolicy": propagation} if propagation else None
         try:
-            await self._request("DELETE", ref.path(namespace, name))
+            await self._request("DELETE", ref.path(namespace, name), body)
         except KubeError as error:
             if error.status != 404:
                 raise

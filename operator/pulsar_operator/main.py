@@ -218,12 +218,14 @@ def _enqueue_owner(event: kopf.RawEvent, memo: kopf.Memo) -> None:
 
 
 async def child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """A Job, predictor Deployment, Service or PodDisruptionBudget changed or was deleted:
-    reconcile its model (finished Jobs mean a new version; the rest is readiness or repair)."""
+    """A Job or a predictor Deployment, Service, PodDisruptionBudget or autoscaler changed or
+    was deleted: reconcile its model (finished Jobs mean a new version; the rest is readiness
+    or repair)."""
     _enqueue_owner(event, memo)
 
 
 for _group, _version, _plural in (("batch", "v1", "jobs"), ("apps", "v1", "deployments"),
                                   ("", "v1", "services"),
-                                  ("policy", "v1", "poddisruptionbudgets")):
+                                  ("policy", "v1", "poddisruptionbudgets"),
+                                  ("autoscaling", "v2", "horizontalpodautoscalers")):
     kopf.on.event(_group, _version, _plural, labels=MANAGED)(child_event)

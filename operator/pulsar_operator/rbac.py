@@ -14,8 +14,12 @@ RULES: list[dict[str, Any]] = [
     # Never called: OwnerReferencesPermissionEnforcement (OpenShift's default) requires it to
     # set blockOwnerDeletion on children owned by a SurgeModel.
     {"apiGroups": [GROUP], "resources": [f"{PLURAL}/finalizers"], "verbs": ["update"]},
+    # a Job whose pods cannot start is deleted (pods and all) once its reason is recorded
     {"apiGroups": ["batch"], "resources": ["jobs"],
-     "verbs": ["get", "list", "watch", "create"]},
+     "verbs": ["get", "list", "watch", "create", "delete"]},
+    # read-only, and only for such a Job: the Job controller's FailedCreate Events, its pods'
+    # waiting reasons (a bad image)
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": ["apps"], "resources": ["deployments"],
      "verbs": ["get", "list", "watch", "create", "patch"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create",
@@ -23,9 +27,12 @@ RULES: list[dict[str, Any]] = [
     # predictors with 2+ replicas get a PodDisruptionBudget (deleted when scaled below 2)
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"],
      "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    # predictors with spec.serving.autoscaling (deleted when it is removed)
+    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"],
+     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     # each model's trainer ServiceAccount (no permissions, no token), created once, owned
     {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["create"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "list"]},
     # kopf: CRD discovery and namespace watching (only with PULSAR_NAMESPACES).
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
      "verbs": ["list", "watch"]},

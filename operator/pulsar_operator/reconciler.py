@@ -14,10 +14,11 @@ from typing import Any, TypeVar
 from pulsar_core.registry import RegistryUnavailable
 from pulsar_operator import metrics
 from pulsar_operator.builders import SurgeModel
+from pulsar_operator.champion import _call, move_champion, sync_registry
 from pulsar_operator.conditions import now_iso, set_condition
 from pulsar_operator.kube import SURGEMODELS, KubeError
-from pulsar_operator.champion import _call, move_champion, sync_registry
 from pulsar_operator.recorder import Decision, post_event
+from pulsar_operator.rollout import sync_rollout
 from pulsar_operator.runtime import Key, Runtime
 from pulsar_operator.serving import sync_predictor, utcnow
 from pulsar_operator.spec import InvalidSpec, SurgeModelSpec, parse_spec
@@ -68,11 +69,19 @@ def next_due(runtime: Runtime, key: Key, spec: SurgeModelSpec | None,
     if spec is not None and not spec.paused:
         times.append(next_cron_slot(spec.training.schedule, now))
         times.append(_registry_next(runtime, key, status) or now)
+        training = status.get("lastTraining") or {}
+        job_check = (parse_time(training.get("startedAt")) or now) + _start_grace(runtime)
+        if training.get("outcome") == "Running" and job_check > now:
+            times.append(job_check)  # a Job whose pods cannot start gets no watch event
         predictor = status.get("predictor") or {}
         started = parse_time(predictor.get("rolloutStartedAt"))
         if started is not None and not predictor.get("rolledOutAt"):
             times.append(started + timedelta(seconds=spec.serving.rollout_deadline_seconds))
     return min(times)
+
+
+def _start_grace(runtime: Runtime) -> timedelta:
+    return timedelta(seconds=runtime.settings.job_start_grace_seconds)
 
 
 def _backoff(runtime: Runtime, status: dict[str, Any]) -> float:
@@ -273,7 +282,8 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: b
     if not spec.paused:
         now = utcnow()
         created = parse_time(meta.get("creationTimestamp")) or now
-        finished = await observe_job(runtime.kube, model, status, decisions, runtime.children)
+        finished = await observe_job(runtime.kube, model, status, decisions, runtime.children,
+                                     now, _start_grace(runtime))
         await _guarded(start_training(runtime.kube, model, status, annotations, created, now,
                                       decisions), "trainer Job", rejected)
         if source != "loop" and not forced and not finished:
@@ -282,6 +292,12 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: b
             error = await _registry_step(runtime, model, status, annotations, decisions)
         elif (status.get("registry") or {}).get("error"):
             error = status["registry"]["error"]
+        if error is None and status.get("rollout") and (source == "loop" or forced):
+            try:  # the live rollout reads NATS and MLflow: bounded loop only, like the registry
+                await _guarded(sync_rollout(runtime, model, status, now, decisions),
+                               "challenger", rejected)
+            except RegistryUnavailable as failure:
+                error = str(failure)
         revert_to = await _guarded(sync_predictor(runtime.kube, model, status, now, decisions,
                                                   runtime.children), "predictor", rejected)
         if revert_to and error is None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pulsar_operator.builders import (
     SurgeModel,
+    build_predictor_autoscaler,
     build_predictor_deployment,
     build_predictor_pdb,
     build_predictor_service,
@@ -17,12 +18,20 @@ from pulsar_operator.builders import (
 )
 from pulsar_operator.children import holds
 from pulsar_operator.conditions import now_iso
-from pulsar_operator.kube import DEPLOYMENTS, DISRUPTION_BUDGETS, SERVICES, Kube, Ref
+from pulsar_operator.kube import (
+    AUTOSCALERS,
+    DEPLOYMENTS,
+    DISRUPTION_BUDGETS,
+    SERVICES,
+    Kube,
+    Ref,
+)
 from pulsar_operator.recorder import Decision
 from pulsar_operator.triggers import parse_time
 
 REFS: dict[str, Ref] = {"Deployment": DEPLOYMENTS, "Service": SERVICES,
-                        "PodDisruptionBudget": DISRUPTION_BUDGETS}
+                        "PodDisruptionBudget": DISRUPTION_BUDGETS,
+                        "HorizontalPodAutoscaler": AUTOSCALERS}
 
 
 def deployment_health(deployment: dict[str, Any] | None, replicas: int) -> tuple[int, bool, bool]:
@@ -38,6 +47,15 @@ def deployment_health(deployment: dict[str, Any] | None, replicas: int) -> tuple
     return ready, ready >= replicas and updated >= replicas, exceeded
 
 
+def wanted_replicas(model: SurgeModel, deployment: dict[str, Any] | None) -> int:
+    """The predictor's replica count: spec.serving.replicas, or what the autoscaler set."""
+    scaling = model.spec.serving.autoscaling
+    if scaling is None:
+        return model.spec.serving.replicas
+    scaled = ((deployment or {}).get("spec") or {}).get("replicas")
+    return max(int(scaled), scaling.min_replicas) if scaled is not None else scaling.min_replicas
+
+
 async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], now: datetime,
                          decisions: list[Decision],
                          watched: dict[tuple[str, str, str], dict[str, Any]]) -> str | None:
@@ -50,10 +68,15 @@ async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], 
     predictor = dict(status.get("predictor") or {})
     changed = predictor.get("appliedHash") != applied
     wanted = [deployment, build_predictor_service(model)]
-    if model.spec.serving.replicas >= 2:
-        wanted.append(build_predictor_pdb(model))
-    elif ("PodDisruptionBudget", model.namespace, predictor_name(model)) in watched:
-        await kube.delete(REFS["PodDisruptionBudget"], model.namespace, predictor_name(model))
+    optional = (("PodDisruptionBudget", model.spec.serving.fewest_replicas >= 2,
+                 build_predictor_pdb),
+                ("HorizontalPodAutoscaler", model.spec.serving.autoscaling is not None,
+                 build_predictor_autoscaler))
+    for kind, needed, build in optional:
+        if needed:
+            wanted.append(build(model))
+        elif (kind, model.namespace, predictor_name(model)) in watched:
+            await kube.delete(REFS[kind], model.namespace, predictor_name(model))
     for manifest in wanted:
         repair = None if changed else await _repair_reason(kube, manifest, watched)
         if changed or repair:
@@ -75,9 +98,9 @@ async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], 
     if live is None or predictor.get("appliedHash") != (status.get("predictor") or {}).get(
             "appliedHash"):
         live = await kube.get(DEPLOYMENTS, model.namespace, predictor_name(model))
-    ready, available, exceeded = deployment_health(live, model.spec.serving.replicas)
-    predictor.update(readyReplicas=ready, replicas=model.spec.serving.replicas,
-                     available=available)
+    replicas = wanted_replicas(model, live)
+    ready, available, exceeded = deployment_health(live, replicas)
+    predictor.update(readyReplicas=ready, replicas=replicas, available=available)
     status["predictor"] = predictor
     if available:
         predictor.pop("rolloutFailed", None)

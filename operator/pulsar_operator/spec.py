@@ -14,6 +14,7 @@ from pydantic import (
     PlainValidator,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
@@ -21,6 +22,7 @@ from pydantic_core import ErrorDetails
 from pulsar_core.fallback import Fallback
 from pulsar_core.gate import PromotionPolicy
 from pulsar_core.live_evidence import RolloutPolicy
+from pulsar_core.settings import horizon_problem
 
 GROUP = "forecasting.pulsar.dev"
 VERSION = "v1alpha1"
@@ -154,8 +156,8 @@ class TrainingSpec(_Camel):
     @classmethod
     def _periods(cls, value: list[float]) -> list[float]:
         for horizon in value:
-            if not 7.5 <= horizon <= 1440 or horizon / 7.5 != int(horizon / 7.5):
-                raise ValueError(f"{horizon:g} is not a multiple of 7.5 minutes in [7.5, 1440]")
+            if problem := horizon_problem(horizon):
+                raise ValueError(problem)
         return value
 
 
@@ -183,6 +185,26 @@ class RolloutSpec(_Camel):
                              self.margin_pct, self.rollback_regression_pct)
 
 
+class AutoscalingSpec(_Camel):
+    """The predictor's HorizontalPodAutoscaler: it owns the replica count when set."""
+
+    min_replicas: int = Field(2, ge=1, le=50)
+    max_replicas: int = Field(ge=1, le=100)
+    target_cpu_utilization_percent: int = Field(70, ge=0, le=100,
+                                                alias="targetCPUUtilizationPercent")
+    target_requests_per_second: float | None = Field(None, gt=0, le=100000)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> AutoscalingSpec:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"maxReplicas {self.max_replicas} must be at least minReplicas "
+                             f"{self.min_replicas}")
+        if not self.target_cpu_utilization_percent and self.target_requests_per_second is None:
+            raise ValueError("set targetCPUUtilizationPercent above 0 or "
+                             "targetRequestsPerSecond: the autoscaler needs at least one target")
+        return self
+
+
 class ServingSpec(_Camel):
     image: str = Field("ghcr.io/pulsar-dev/pulsar-predictor:0.1.0", min_length=1)
     replicas: int = Field(2, ge=0, le=50)
@@ -193,6 +215,21 @@ class ServingSpec(_Camel):
     fallback: Fallback = Field(Fallback.ELASTICNET, strict=False)  # the CRD sends its value
     confidence_threshold: float = Field(0.5, ge=0, le=1)
     rollout_deadline_seconds: int = Field(600, ge=30, le=3600)
+    autoscaling: AutoscalingSpec | None = None
+
+    @model_validator(mode="after")
+    def _cpu_request_for_autoscaling(self) -> ServingSpec:
+        if self.autoscaling is not None and self.autoscaling.target_cpu_utilization_percent \
+                and "cpu" not in self.resources.requests:
+            raise ValueError("autoscaling on CPU needs spec.serving.resources.requests.cpu "
+                             "(utilization is a percent of it); set it, or set "
+                             "autoscaling.targetCPUUtilizationPercent to 0")
+        return self
+
+    @property
+    def fewest_replicas(self) -> int:
+        """Replicas the predictor keeps at least: the autoscaler's floor, else `replicas`."""
+        return self.autoscaling.min_replicas if self.autoscaling else self.replicas
 
 
 class SurgeModelSpec(_Camel):

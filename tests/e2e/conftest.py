@@ -88,5 +88,6 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
 def installed(admin: Api, kubelet: ProcessKubelet, services: tuple[str, str]) -> Installed:
     nats_url, mlflow_url = services
     values = {"mlflow": {"trackingUri": mlflow_url}, "nats": {"url": nats_url},
-              "operator": {"resyncSeconds": 2, "registryPollSeconds": 3, "logFormat": "plain"}}
+              "operator": {"resyncSeconds": 2, "registryPollSeconds": 3,
+                           "jobStartGraceSeconds": 3, "logFormat": "plain"}}
     return install(admin, kubelet, values, restricted_namespace)

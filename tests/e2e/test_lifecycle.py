@@ -57,6 +57,8 @@ def surge_model(data: Path) -> dict[str, Any]:
                                   "backtestFolds": 1,
                                   "cnn": {"epochs": 2, "channels": 8, "seeds": 1}},
                      "promotion": {"policy": "auto", "maxRegressionVsChampionPct": 50},
+                     # no live signals here: test_live_rollout shows the shadow strategy
+                     "rollout": {"strategy": "direct"},
                      "serving": {"image": "pulsar-predictor:e2e", "replicas": 1}}}
 
 
@@ -161,6 +163,7 @@ def test_lifecycle_on_a_real_control_plane(installed: Installed, services: tuple
 
     # level-triggered children: deleted or edited by hand, they come back as the model says
     _children_are_restored(api, diagnose)
+    _autoscaling_comes_and_goes(api, diagnose)
 
     # the chart's RBAC was enough for everything above
     log = installed.operator_log()
@@ -198,3 +201,26 @@ def _children_are_restored(api: Api, diagnose: Any) -> None:
     api.delete("Deployment", predictor, NS)
     wait_for(lambda: ready_predictor_ips(api, "2"), 120, "the deleted Deployment back and Ready",
              diagnose)
+
+
+def _autoscaling_comes_and_goes(api: Api, diagnose: Any) -> None:
+    """The real API accepts the autoscaler the operator builds, owned by the model; the
+    operator then leaves the replica count to it, and deletes it when autoscaling is removed."""
+    predictor = f"{NAME}-predictor"
+    scaling = {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercent": 80}
+    api.patch("SurgeModel", NAME, {"spec": {"serving": {"autoscaling": scaling}}}, NS)
+    autoscaler = wait_for(lambda: owned(api, "HorizontalPodAutoscaler"), 30,
+                          "the predictor's HorizontalPodAutoscaler", diagnose)[0]
+    assert autoscaler["spec"]["scaleTargetRef"]["name"] == predictor
+    assert autoscaler["spec"]["maxReplicas"] == 3
+    api.patch("Deployment", predictor, {"spec": {"replicas": 2}}, NS)  # as the HPA would
+    generation = api.get("SurgeModel", NAME, NS)["metadata"]["generation"]
+    wait_for(lambda: status(api).get("observedGeneration") == generation, 30,
+             "the autoscaling spec observed", diagnose)
+    assert api.get("Deployment", predictor, NS)["spec"]["replicas"] == 2, \
+        "with an autoscaler the operator must not reset the replica count"
+    api.patch("SurgeModel", NAME, {"spec": {"serving": {"autoscaling": None}}}, NS)
+    wait_for(lambda: not owned(api, "HorizontalPodAutoscaler") or None, 30,
+             "the autoscaler deleted", diagnose)
+    wait_for(lambda: api.get("Deployment", predictor, NS)["spec"]["replicas"] == 1, 30,
+             "the replica count back to spec.serving.replicas", diagnose)

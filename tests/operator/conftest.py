@@ -28,6 +28,8 @@ SERVICES = kmock.resource("", "v1", "services")
 EVENTS = kmock.resource("", "v1", "events")
 SERVICE_ACCOUNTS = kmock.resource("", "v1", "serviceaccounts")
 DISRUPTION_BUDGETS = kmock.resource("policy", "v1", "poddisruptionbudgets")
+AUTOSCALERS = kmock.resource("autoscaling", "v2", "horizontalpodautoscalers")
+PODS = kmock.resource("", "v1", "pods")
 NS = "pulsar"
 ROOT_DIR = Path(__file__).resolve().parents[2]
 
@@ -44,7 +46,8 @@ def declare_resources(server: Any) -> None:
         verbs={"get", "list", "watch", "patch", "create", "delete"}, subresources={"status"})
     for ref, kind in ((JOBS, "Job"), (DEPLOYMENTS, "Deployment"), (SERVICES, "Service"),
                       (EVENTS, "Event"), (SERVICE_ACCOUNTS, "ServiceAccount"),
-                      (DISRUPTION_BUDGETS, "PodDisruptionBudget")):
+                      (DISRUPTION_BUDGETS, "PodDisruptionBudget"), (PODS, "Pod"),
+                      (AUTOSCALERS, "HorizontalPodAutoscaler")):
         server.resources[ref] = kmock.ResourceInfo(
             kind=kind, namespaced=True, verbs={"get", "list", "watch", "patch", "create", "delete"})
 
@@ -55,8 +58,9 @@ def surge_model(name: str, city: str = "tehran", service: str = "eco", **spec: A
         "apiVersion": "forecasting.pulsar.dev/v1alpha1", "kind": "SurgeModel",
         "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1,
                      "creationTimestamp": datetime.now(UTC).isoformat()},
+        # direct: these tests have no live signals to shadow on (test_operator_rollout has)
         "spec": {"city": city, "serviceType": service, "data": {"uris": ["s3://b/x/"]},
-                 **spec},
+                 "rollout": {"strategy": "direct"}, **spec},
     }
 
 

@@ -19,6 +19,7 @@ from pulsar_operator.builders import (
     Platform,
     SurgeModel,
     Trigger,
+    build_predictor_autoscaler,
     build_predictor_deployment,
     build_predictor_service,
     build_training_job,
@@ -76,6 +77,13 @@ def _variants() -> list[tuple[str, str, dict[str, Any], Platform]]:
         ("pinned-zero-replicas", "tehran-pinned",
          {**MINIMAL, "serving": {"modelVersion": "12", "replicas": 0, "fallback": "none"}}, BARE),
         ("long-model-name", "t" * 200, MINIMAL, PLATFORM),
+        ("autoscaled-on-cpu-and-requests", "tehran-hpa",
+         {**MINIMAL, "serving": {"autoscaling": {"maxReplicas": 10,
+                                                 "targetRequestsPerSecond": 7.5}}}, PLATFORM),
+        ("autoscaled-on-requests-only", "tehran-rps",
+         {**MINIMAL, "serving": {"resources": {}, "autoscaling": {
+             "minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercent": 0,
+             "targetRequestsPerSecond": 40}}}, BARE),
     ]
 
 
@@ -103,6 +111,8 @@ def test_predictor_deployment_and_service_validate(name: str, raw: dict[str, Any
     model = _model(name, raw, platform)
     assert_valid(build_predictor_deployment(model, model.spec.serving.model_version or "3"))
     assert_valid(build_predictor_service(model))
+    if model.spec.serving.autoscaling is not None:
+        assert_valid(build_predictor_autoscaler(model))
 
 
 @pytest.mark.parametrize("builder", ["job", "deployment"])

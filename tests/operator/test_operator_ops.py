@@ -55,7 +55,9 @@ def test_rbac_yaml_is_the_dump_of_the_rules() -> None:
     assert dumped == rbac.cluster_role()
     verbs = {(group, res): rule["verbs"] for rule in rbac.RULES
              for group in rule["apiGroups"] for res in rule["resources"]}
-    assert "create" in verbs[("batch", "jobs")] and "delete" not in verbs[("batch", "jobs")]
+    # delete: only a Job whose pods cannot start (training.observe_job); never patch/update
+    assert verbs[("batch", "jobs")] == ["get", "list", "watch", "create", "delete"]
+    assert verbs[("", "pods")] == ["list"]
     assert verbs[("forecasting.pulsar.dev", "surgemodels/status")] == ["patch"]
 
 

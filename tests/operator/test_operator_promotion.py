@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.operator.conftest import (
+    AUTOSCALERS,
     BAD,
     DEPLOYMENTS,
     DISRUPTION_BUDGETS,
@@ -140,5 +141,34 @@ async def test_a_predictor_with_two_replicas_gets_a_disruption_budget_until_scal
         deployment = objects(k8s, DEPLOYMENTS)[0]
         assert budget["spec"]["selector"] == deployment["spec"]["selector"]
         await patch_model(k8s, "tehran-eco", {"spec": {"serving": {"replicas": 1}}})
+        await eventually(lambda: not objects(k8s, DISRUPTION_BUDGETS),
+                         what="the budget deleted at 1 replica")
+
+
+async def test_an_autoscaled_predictor_gets_an_owned_autoscaler_until_autoscaling_is_removed(
+        k8s: Any, mlflow_uri: str) -> None:
+    scaling = {"minReplicas": 3, "maxReplicas": 8, "targetRequestsPerSecond": 12.5}
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco",
+                                                     serving={"autoscaling": scaling})
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        training = await eventually(lambda: status_of(k8s, "tehran-eco").get("lastTraining"))
+        register_version(mlflow_uri, REGISTERED, GOOD)
+        await finish_job(k8s, training["job"])
+        autoscaler = (await eventually(lambda: objects(k8s, AUTOSCALERS),
+                                       what="the HorizontalPodAutoscaler"))[0]
+        deployment = objects(k8s, DEPLOYMENTS)[0]
+        assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
+        target = autoscaler["spec"]["scaleTargetRef"]
+        assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+        assert (autoscaler["spec"]["minReplicas"], autoscaler["spec"]["maxReplicas"]) == (3, 8)
+        assert [m["type"] for m in autoscaler["spec"]["metrics"]] == ["Resource", "Pods"]
+        assert autoscaler["spec"]["metrics"][1]["pods"]["target"]["averageValue"] == "12500m"
+        assert autoscaler["metadata"]["ownerReferences"][0]["kind"] == "SurgeModel"
+        assert objects(k8s, DISRUPTION_BUDGETS), "a floor of 3 replicas keeps a budget"
+        await patch_model(k8s, "tehran-eco", {"spec": {"serving": {"autoscaling": None,
+                                                                   "replicas": 1}}})
+        await eventually(lambda: not objects(k8s, AUTOSCALERS), what="the autoscaler deleted")
+        await eventually(lambda: objects(k8s, DEPLOYMENTS)[0]["spec"].get("replicas") == 1,
+                         what="the Deployment back on spec.serving.replicas")
         await eventually(lambda: not objects(k8s, DISRUPTION_BUDGETS),
                          what="the budget deleted at 1 replica")

@@ -22,13 +22,14 @@ KINDS: dict[str, tuple[str, bool]] = {
     "Event": ("events", True), "Job": ("jobs", True), "Deployment": ("deployments", True),
     "ReplicaSet": ("replicasets", True), "Lease": ("leases", True),
     "SurgeModel": ("surgemodels", True), "PodDisruptionBudget": ("poddisruptionbudgets", True),
-    "NetworkPolicy": ("networkpolicies", True),
+    "NetworkPolicy": ("networkpolicies", True), "ResourceQuota": ("resourcequotas", True),
+    "HorizontalPodAutoscaler": ("horizontalpodautoscalers", True),
     "ClusterKopfPeering": ("clusterkopfpeerings", False), "KopfPeering": ("kopfpeerings", True),
 }
 VERSIONS = {"Job": "batch/v1", "Deployment": "apps/v1", "ReplicaSet": "apps/v1",
             "Lease": "coordination.k8s.io/v1", "SurgeModel": "forecasting.pulsar.dev/v1alpha1",
             "CustomResourceDefinition": "apiextensions.k8s.io/v1",
-            "PodDisruptionBudget": "policy/v1"}
+            "PodDisruptionBudget": "policy/v1", "HorizontalPodAutoscaler": "autoscaling/v2"}
 
 
 class ApiError(RuntimeError):

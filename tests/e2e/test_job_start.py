@@ -1,0 +1,45 @@
+"""A training Job whose pods the API refuses fails fast, with the API's reason, on a real
+control plane: the ResourceQuota admission plugin refuses the pods, the real Job controller
+records FailedCreate Events (and nothing in the Job's status), the operator reads them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.e2e.conftest import restricted_namespace
+from tests.e2e.stack import Installed, wait_for
+
+NS, NAME = "pulsar-quota", "quota-full"
+
+
+def test_a_job_whose_pods_are_refused_fails_fast_with_the_reason(installed: Installed) -> None:
+    api = installed.api
+    restricted_namespace(api, NS)
+    api.apply({"apiVersion": "v1", "kind": "ResourceQuota",
+               "metadata": {"name": "no-pods", "namespace": NS}, "spec": {"hard": {"pods": "0"}}})
+    api.apply({"apiVersion": "forecasting.pulsar.dev/v1alpha1", "kind": "SurgeModel",
+               "metadata": {"name": NAME, "namespace": NS},
+               "spec": {"city": "tehran", "serviceType": "eco", "data": {"uris": ["s3://b/x/"]},
+                        "registeredModel": "pulsar-quota-tehran-eco"}})
+    job = wait_for(lambda: api.list("Job", NS), 30, "the training Job", installed.diagnose)[0]
+
+    def failed() -> dict[str, Any] | None:
+        status = (api.get("SurgeModel", NAME, NS) or {}).get("status") or {}
+        training = status.get("lastTraining") or {}
+        return training if training.get("outcome") == "Failed" else None
+
+    # the Job's own activeDeadlineSeconds is an hour: only the fast path ends it this soon
+    training = wait_for(failed, 60, "lastTraining Failed", installed.diagnose)
+    assert training["job"] == job["metadata"]["name"]
+    assert "pods cannot be created" in training["message"]
+    assert "exceeded quota: no-pods" in training["message"], training["message"]
+    wait_for(lambda: not api.list("Job", NS) or None, 30, "the stuck Job deleted",
+             installed.diagnose)
+    events = [e for e in api.list("Event", NS, fieldSelector=f"involvedObject.name={NAME}")
+              if e["reason"] == "TrainingFailed"]
+    assert len(events) == 1 and events[0]["type"] == "Warning"
+    assert "exceeded quota" in events[0]["message"]
+    conditions = {c["type"]: c for c in api.get("SurgeModel", NAME, NS)["status"]["conditions"]}
+    assert conditions["Training"]["status"] == "False"
+    assert conditions["Training"]["reason"] == "Failed"
+    assert "Traceback" not in installed.operator_log()

@@ -1,0 +1,78 @@
+"""A training Job whose pods cannot start fails at once with the reason, not at its deadline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pulsar_operator.training import refused_pods, unstartable_pod
+
+from tests.operator.conftest import (
+    JOBS,
+    NS,
+    SM,
+    api,
+    condition,
+    events_of,
+    eventually,
+    objects,
+    running_operator,
+    status_of,
+    surge_model,
+)
+
+QUOTA = ('Error creating: pods "tehran-eco-train-abc-x1" is forbidden: exceeded quota: '
+         "team-quota, requested: pods=1, used: pods=0, limited: pods=0")
+
+
+def _event(reason: str, message: str, at: str) -> dict[str, Any]:
+    return {"reason": reason, "message": message, "lastTimestamp": at}
+
+
+def _pod(reason: str | None, init: bool = False) -> dict[str, Any]:
+    state = {"waiting": {"reason": reason, "message": f"{reason} detail"}} if reason else \
+        {"running": {}}
+    statuses = [{"name": "train", "image": "ghcr.io/x/trainer:bad", "state": state}]
+    key = "initContainerStatuses" if init else "containerStatuses"
+    return {"metadata": {"name": "job-pod"}, "status": {key: statuses}}
+
+
+def test_the_latest_failed_create_event_is_the_reason() -> None:
+    events = [_event("FailedCreate", "old refusal", "2026-11-29T10:00:00Z"),
+              _event("SuccessfulCreate", "created pod", "2026-11-29T10:00:30Z"),
+              _event("FailedCreate", QUOTA, "2026-11-29T10:01:00Z")]
+    assert refused_pods(events) == f"pods cannot be created: {QUOTA}"
+    assert refused_pods([_event("SuccessfulCreate", "created", "2026-11-29T10:00:00Z")]) is None
+
+
+def test_only_waiting_reasons_no_retry_cures_count() -> None:
+    assert unstartable_pod([_pod(None), _pod("ContainerCreating")]) is None
+    found = unstartable_pod([_pod(None), _pod("InvalidImageName")])
+    assert found == "pod job-pod cannot start: InvalidImageName: InvalidImageName detail"
+    assert unstartable_pod([_pod("CreateContainerConfigError", init=True)]) is not None
+
+
+async def test_a_job_whose_pods_are_refused_fails_fast_and_is_deleted(k8s: Any,
+                                                                       mlflow_uri: str) -> None:
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri,
+                                job_start_grace_seconds=0.5):
+        training = await eventually(lambda: status_of(k8s, "tehran-eco").get("lastTraining"))
+        job = objects(k8s, JOBS)[0]
+        await api(k8s, "POST", f"/api/v1/namespaces/{NS}/events", {
+            "metadata": {"name": "job-refused", "namespace": NS},
+            "involvedObject": {"kind": "Job", "name": training["job"], "namespace": NS,
+                               "uid": job["metadata"].get("uid", "")},
+            "reason": "FailedCreate", "message": QUOTA, "type": "Warning"})
+        failed = await eventually(
+            lambda: status_of(k8s, "tehran-eco")["lastTraining"]["outcome"] == "Failed",
+            what="the training marked Failed")
+        assert failed
+        last = status_of(k8s, "tehran-eco")["lastTraining"]
+        assert "exceeded quota" in last["message"] and last["job"] == training["job"]
+        await eventually(lambda: not objects(k8s, JOBS), what="the stuck Job deleted")
+        warning = next(e for e in events_of(k8s, "tehran-eco") if e["reason"] == "TrainingFailed")
+        assert warning["type"] == "Warning" and "exceeded quota" in warning["message"]
+        training_condition = condition(k8s, "tehran-eco", "Training")
+        assert training_condition["status"] == "False"
+        assert training_condition["reason"] == "Failed"
+        assert "exceeded quota" in training_condition["message"]

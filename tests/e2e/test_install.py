@@ -62,6 +62,12 @@ def test_fractional_horizons_that_are_periods_are_accepted(installed: Api) -> No
     _dry_run_create(installed, _with({"training.horizonsMinutes": [7.5, 22.5, 90]}))
 
 
+def test_autoscaling_on_defaults_or_on_requests_alone_is_accepted(installed: Api) -> None:
+    _dry_run_create(installed, _with({"serving.autoscaling": {"maxReplicas": 5}}))
+    _dry_run_create(installed, _with({"serving.resources": {}, "serving.autoscaling": {
+        "maxReplicas": 5, "targetCPUUtilizationPercent": 0, "targetRequestsPerSecond": 20}}))
+
+
 def test_printer_columns_are_served(installed: Api) -> None:
     response = installed.http.get(
         path_of("SurgeModel", NS),

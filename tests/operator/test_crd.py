@@ -151,6 +151,15 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
     ("pinned version zero", {"serving.modelVersion": "0"}),
     ("unknown fallback", {"serving.fallback": "guess"}),
     ("confidence above 1", {"serving.confidenceThreshold": 2}),
+    ("autoscaling without maxReplicas", {"serving.autoscaling": {"minReplicas": 2}}),
+    ("autoscaling max below min", {"serving.autoscaling": {"minReplicas": 4, "maxReplicas": 2}}),
+    ("autoscaling with no target", {"serving.autoscaling": {
+        "maxReplicas": 4, "targetCPUUtilizationPercent": 0}}),
+    ("autoscaling on CPU without a CPU request", {
+        "serving.resources": {"requests": {"memory": "1Gi"}},
+        "serving.autoscaling": {"maxReplicas": 4}}),
+    ("autoscaling request rate zero", {"serving.autoscaling": {
+        "maxReplicas": 4, "targetRequestsPerSecond": 0}}),
     ("paused as string", {"paused": "yes"}),
     ("resources typo limts", {"serving.resources": {"limts": {"memory": "1Gi"}}}),
     ("resources key outside requests/limits", {"training.resources": {"cpu": "2"}}),
@@ -169,7 +178,8 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
 
 # Rules the CRD states as CEL (x-kubernetes-validations): jsonschema cannot evaluate them, the
 # real API server does (tests/e2e/test_install.py runs this whole table against it).
-CEL_ONLY = {"horizon not multiple of 7.5"}
+CEL_ONLY = {"horizon not multiple of 7.5", "autoscaling max below min",
+            "autoscaling with no target", "autoscaling on CPU without a CPU request"}
 
 
 @pytest.mark.parametrize(("case", "change"), INVALID, ids=[c for c, _ in INVALID])

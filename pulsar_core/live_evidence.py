@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 SIGN_TEST = "one-sided exact sign test over target periods"
@@ -181,15 +181,18 @@ def preceding(scores: Sequence[PeriodScore], before: datetime,
 
 def judge_watch(after: Mapping[float, Sequence[PeriodScore]],
                 previous: Mapping[float, Sequence[PeriodScore]], horizons: Sequence[float],
-                promoted_at: datetime, now: datetime, policy: RolloutPolicy
+                split: datetime, promoted_at: datetime, now: datetime, policy: RolloutPolicy
                 ) -> WatchVerdictResult:
-    """Roll back as soon as a horizon's new champion, over at least min_scored forecasts, is
-    worse than the previous champion on the preceding window (as many periods before the
-    promotion) by more than the regression threshold; keep once the sample is complete."""
+    """Roll back as soon as a horizon's new champion, over at least min_scored forecasts of
+    target periods after `split` (the last period the shadow judged), is worse than the previous
+    champion on the preceding window (as many periods before `split`) by more than the
+    regression threshold; keep once the sample is complete and min_duration has passed since
+    `promoted_at`. Periods are data time, durations wall time: a replay works like live."""
     rows = []
     for horizon in sorted(horizons):
-        mine = [s for s in after.get(horizon, ()) if s.period_start >= promoted_at]
-        before = preceding(previous.get(horizon, ()), promoted_at, len(mine))
+        mine = [s for s in after.get(horizon, ()) if s.period_start > split]
+        before = preceding(previous.get(horizon, ()), split + timedelta(microseconds=1),
+                           len(mine))
         rows.append(WatchHorizon(
             horizon, sum(s.forecasts for s in mine),
             _weighted([(s.forecasts, s.mae) for s in mine]),

@@ -20,6 +20,7 @@ from pulsar_core.live_evidence import (
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 STEP = timedelta(minutes=7.5)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)  # wall time: unrelated to the periods' data time
 POLICY = RolloutPolicy(min_scored=200, min_duration_seconds=3600, margin_pct=2,
                        rollback_regression_pct=10)
 
@@ -101,8 +102,8 @@ def test_watch_rolls_back_a_regressed_champion_against_the_preceding_window() ->
     promoted = T0 + 20 * STEP
     previous = {30.0: scores([9.0] * 10 + [3.0] * 10, T0)}  # only the last 6 periods count
     after = {30.0: scores([3.6] * 6, promoted)}
-    verdict = judge_watch(after, previous, [30], promoted, promoted + timedelta(minutes=45),
-                          POLICY)
+    verdict = judge_watch(after, previous, [30], promoted - STEP, NOW,
+                          NOW + timedelta(minutes=45), POLICY)
     assert verdict.verdict == "rollback", verdict.reason
     row = verdict.horizons[0]
     assert row.previous_mae == pytest.approx(3.0) and row.regression_pct == pytest.approx(20)
@@ -112,15 +113,17 @@ def test_watch_keeps_a_champion_within_the_threshold_once_the_sample_is_complete
     promoted = T0 + 20 * STEP
     previous = {30.0: scores([3.0] * 20, T0)}
     after = {30.0: scores([3.2] * 10, promoted)}
-    early = judge_watch(after, previous, [30], promoted, promoted + timedelta(minutes=30), POLICY)
+    early = judge_watch(after, previous, [30], promoted - STEP, NOW,
+                        NOW + timedelta(minutes=30), POLICY)
     assert early.verdict == "wait"
-    late = judge_watch(after, previous, [30], promoted, promoted + timedelta(hours=2), POLICY)
+    late = judge_watch(after, previous, [30], promoted - STEP, NOW, NOW + timedelta(hours=2),
+                       POLICY)
     assert late.verdict == "keep", late.reason
 
 
 def test_watch_waits_for_enough_scored_forecasts() -> None:
     promoted = T0 + 20 * STEP
     after = {30.0: scores([30.0] * 2, promoted)}  # awful but only 80 forecasts
-    verdict = judge_watch(after, {30.0: scores([3.0] * 20, T0)}, [30], promoted,
-                          promoted + timedelta(hours=3), POLICY)
+    verdict = judge_watch(after, {30.0: scores([3.0] * 20, T0)}, [30], promoted - STEP, NOW,
+                          NOW + timedelta(hours=3), POLICY)
     assert verdict.verdict == "wait"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from pulsar_operator.builders import SurgeModel
 from pulsar_operator.conditions import iso, now_iso
 from pulsar_operator.recorder import Decision
 from pulsar_operator.runtime import Runtime
+from pulsar_operator.shadow_plan import start_shadow, takes_shadow
 from pulsar_operator.triggers import APPROVE_ANNOTATION
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,14 @@ async def sync_registry(runtime: Runtime, model: SurgeModel, status: dict[str, A
                           approved_version=annotations.get(APPROVE_ANNOTATION))
     if plan.judgement is not None:
         status["challenger"] = challenger_status(plan.judgement)
+    if plan.target is not None and takes_shadow(model.spec, plan.event_reason, champion):
+        assert champion is not None  # takes_shadow needs one to compare with
+        started = start_shadow(status, plan.target, champion.version, datetime.now(UTC))
+        if started is not None:
+            decisions.append(started)
+        plan = replace(plan, target=None, event_reason=None, warning=False,
+                       reason=f"version {plan.target.version} passed the gate and shadows "
+                       f"champion {champion.version} (spec.rollout.strategy shadow)")
     if plan.target is not None:
         await move_champion(runtime, model, status, plan.target,
                             champion.version if champion else None, plan.event_reason or "")

@@ -17,6 +17,14 @@ COALESCED = Counter("pulsar_operator_coalesced", "Retrain requests coalesced int
                     registry=REGISTRY)
 PROMOTIONS = Counter("pulsar_operator_promotions", "Champion moves by reason.", ["reason"],
                      registry=REGISTRY)
+ROLLOUT_VERDICTS = Counter("pulsar_operator_rollout_verdicts", "Shadow challengers decided "
+                           "on live evidence, by verdict (promote / retire).", ["verdict"],
+                           registry=REGISTRY)
+ROLLBACKS = Counter("pulsar_operator_rollbacks", "Champions rolled back on live regression.",
+                    registry=REGISTRY)
+LIVE_MAE = Gauge("pulsar_operator_live_mae", "Live MAE per model, role (champion / challenger) "
+                 "and horizon, from the paired score stream.",
+                 ["namespace", "name", "role", "horizon"], registry=REGISTRY)
 QUEUE_DEPTH = Gauge("pulsar_operator_queue_depth", "Models waiting for a reconcile.",
                     registry=REGISTRY)
 QUEUE_LAG = Histogram("pulsar_operator_queue_lag_seconds", "Enqueue-to-start delay.",

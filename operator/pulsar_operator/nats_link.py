@@ -20,6 +20,7 @@ from pulsar_core.redact import redact
 from pulsar_operator import metrics
 from pulsar_operator.nats_bridge import NatsPublisher, consume_retrain, listen_registered
 from pulsar_operator.runtime import Runtime
+from pulsar_operator.score_book import ScoreBook
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ async def run_nats(runtime: Runtime, url: str) -> None:
             continue
         delay = 1.0
         runtime.publisher = NatsPublisher(client)
+        runtime.score_book = ScoreBook(client.jetstream(timeout=5))
         try:
             await listen_registered(runtime, client)
             await consume_retrain(runtime, client, link)
@@ -110,5 +112,6 @@ async def run_nats(runtime: Runtime, url: str) -> None:
             await asyncio.sleep(delay)
         finally:
             runtime.publisher = None
+            runtime.score_book = None
             with contextlib.suppress(Exception):
                 await client.close()

@@ -15,6 +15,7 @@ from pulsar_operator.builders import Platform
 from pulsar_operator.config import OperatorSettings
 from pulsar_operator.kube import Kube
 from pulsar_operator.leader import LeaderElection
+from pulsar_operator.score_book import ScoreBook
 from pulsar_operator.spec import SurgeModelSpec
 
 Key = tuple[str, str]  # (namespace, name)
@@ -116,6 +117,7 @@ class Runtime:
     registry: Registry
     platform: Platform
     publisher: Publisher | None = None
+    score_book: ScoreBook | None = None  # PULSAR_SCORES reader while NATS is connected
     nats_error: str | None = None  # set while NATS is unreachable (see nats_link)
     catalog: Catalog = field(default_factory=Catalog)
     queue: WorkQueue = field(default_factory=WorkQueue)

@@ -46,6 +46,20 @@ SNAPSHOT_DTYPES: dict[str, str] = {
     Col.CUMULATIVE_SURGE_ABSOLUTE: "float64",
 }
 
+# Plausible values (inclusive): generous multiples of what real exports show (demand <= ~1,100,
+# surge -28..30 %, cumulative clipped at -50/200 %), tight enough to catch unit mistakes. Row
+# validation rejects a row outside them; the API schema and the docs show the same numbers.
+VALUE_RANGE: dict[str, tuple[float, float]] = {
+    Col.DEMAND_SIGNAL: (0.0, 100_000.0),
+    Col.SUPPLY_SIGNAL: (0.0, 100_000.0),
+    Col.ACCEPTANCE_RATE: (0.0, 1.0),
+    Col.PRICE_CONVERSION: (0.0, 1.0),
+    Col.SURGE_PERCENT: (-100.0, 1_000.0),
+    Col.CUMULATIVE_SURGE_PERCENT: (-100.0, 1_000.0),
+    Col.SURGE_ABSOLUTE: (-1e8, 1e8),
+    Col.CUMULATIVE_SURGE_ABSOLUTE: (-1e8, 1e8),
+}
+
 SERIES_KEY: tuple[str, str] = (Col.HEXAGON, Col.SERVICE_TYPE)
 TARGET = Col.DEMAND_SIGNAL
 

@@ -13,10 +13,24 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pulsar_core.contract import PERIOD_MINUTES
 from pulsar_core.fallback import Fallback
 from pulsar_core.gate import PromotionPolicy
+from pulsar_core.models.config import CNNConfig, ElasticNetConfig
 
 DataFormat = Literal["auto", "kandoo-csv", "snapshot-parquet"]
+MAX_HORIZON_MINUTES = 1440.0
+_ELASTICNET, _CNN = ElasticNetConfig(), CNNConfig()  # the hyper-parameters' owners
+
+
+def horizon_problem(minutes: float) -> str | None:
+    """Why `minutes` cannot be a forecast horizon (None when it can): a multiple of the
+    7.5-minute period, at most a day ahead (the CRD's bounds on spec.training.horizonsMinutes)."""
+    if not PERIOD_MINUTES <= minutes <= MAX_HORIZON_MINUTES or \
+            minutes / PERIOD_MINUTES != int(minutes / PERIOD_MINUTES):
+        return (f"{minutes:g} is not a positive multiple of {PERIOD_MINUTES:g} minutes in "
+                f"[{PERIOD_MINUTES:g}, {MAX_HORIZON_MINUTES:g}]")
+    return None
 
 
 def registered_model_name(city: str, service: str) -> str:
@@ -69,18 +83,18 @@ class TrainSettings(_EnvContract):
         None, ge=1, description="At most this many rolling-origin folds (newest); all if unset.")
     horizons_minutes: list[float] = Field(default_factory=lambda: [30.0, 60.0, 90.0])
     window: int = Field(12, ge=2, le=96, description="Periods of 7.5 minutes the CNN sees.")
-    elasticnet_alpha: float = Field(0.01, gt=0)
-    elasticnet_l1_ratio: float = Field(0.5, ge=0, le=1)
-    cnn_channels: int = Field(32, ge=4, le=512)
-    cnn_epochs: int = Field(30, ge=1, le=1000)
-    cnn_learning_rate: float = Field(0.003, gt=0)
-    cnn_patience: int = Field(4, ge=1)
-    cnn_batch_size: int = Field(512, ge=16)
+    elasticnet_alpha: float = Field(_ELASTICNET.alpha, gt=0)
+    elasticnet_l1_ratio: float = Field(_ELASTICNET.l1_ratio, ge=0, le=1)
+    cnn_channels: int = Field(_CNN.channels, ge=4, le=512)
+    cnn_epochs: int = Field(_CNN.epochs, ge=1, le=1000)
+    cnn_learning_rate: float = Field(_CNN.learning_rate, gt=0, le=1)
+    cnn_patience: int = Field(_CNN.patience, ge=1, le=100)
+    cnn_batch_size: int = Field(_CNN.batch_size, ge=16)
     cnn_seeds: int = Field(3, ge=1, le=16, description="CNN seed-ensemble members.")
     cnn_max_train_rows: int = Field(
-        250_000, ge=1000, description="Training rows per fold for the whole CNN ensemble, split "
-        "between its members (each draws its own seeded sample).")
-    seed: int = 7
+        _CNN.max_train_rows, ge=1000, description="Training rows per fold for the whole CNN "
+        "ensemble, split between its members (each draws its own seeded sample).")
+    seed: int = _CNN.seed
     promotion_policy: Literal["auto", "manual"] = Field(
         PromotionPolicy.mode, description="The SurgeModel's spec.promotion.policy, so the "
         "report's gate verdict is the operator's.")
@@ -100,10 +114,8 @@ class TrainSettings(_EnvContract):
     @classmethod
     def _horizons_are_periods(cls, value: list[float]) -> list[float]:
         for horizon in value:
-            if horizon <= 0 or (horizon / 7.5) != int(horizon / 7.5):
-                raise ValueError(
-                    f"horizons_minutes: {horizon} is not a positive multiple of 7.5 minutes"
-                )
+            if problem := horizon_problem(horizon):
+                raise ValueError(f"horizons_minutes: {problem}")
         return sorted(set(value))
 
     @property
@@ -168,6 +180,9 @@ class ServeSettings(_EnvContract):
     drift_cooldown_seconds: float = Field(
         3600.0, gt=0, description="At most one drift retrain request per model version per "
         "cool-down.")
+    retrain_subject: str | None = Field(
+        None, description="Where drift retrain requests go: the SurgeModel's own subject (set "
+        "by the operator); default: derived from registered_model, city and service_type.")
     role: Literal["champion", "shadow"] = Field(
         "champion", description="champion serves clients; shadow (a challenger beside it) "
         "forecasts the same live signals only to be scored, and never asks for a retrain.")

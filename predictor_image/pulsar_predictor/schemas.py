@@ -7,7 +7,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pulsar_core.contract import VALUE_RANGE, Col
+
 HexagonRef = str | int
+
+
+def _ranged(column: str) -> Any:
+    """A value field showing the column contract's range in the schema. The row validation
+    enforces it, so an out-of-range value rejects its row by name (out_of_range:<column>)."""
+    low, high = VALUE_RANGE[column]
+    return Field(json_schema_extra={"minimum": low, "maximum": high})
 
 
 class HistoryRow(BaseModel):
@@ -20,15 +29,15 @@ class HistoryRow(BaseModel):
     city_id: int = Field(1, ge=0)
     period_start: datetime = Field(description="Start of the 7.5-minute period (UTC).")
     period_end: datetime | None = Field(None, description="Default: period_start + 7.5 min.")
-    demand_signal: float = Field(ge=0, le=1e6)
-    supply_signal: float = Field(ge=0, le=1e6)
-    acceptance_rate: float = Field(ge=0, le=1)
-    price_conversion: float = Field(ge=0, le=1)
+    demand_signal: float = _ranged(Col.DEMAND_SIGNAL)
+    supply_signal: float = _ranged(Col.SUPPLY_SIGNAL)
+    acceptance_rate: float = _ranged(Col.ACCEPTANCE_RATE)
+    price_conversion: float = _ranged(Col.PRICE_CONVERSION)
     rule_sheet_id: int | None = None
-    surge_percent: float = Field(ge=-1e4, le=1e4)
-    surge_absolute: float = Field(ge=-1e9, le=1e9)
-    cumulative_surge_percent: float = Field(ge=-1e4, le=1e4)
-    cumulative_surge_absolute: float = Field(ge=-1e9, le=1e9)
+    surge_percent: float = _ranged(Col.SURGE_PERCENT)
+    surge_absolute: float = _ranged(Col.SURGE_ABSOLUTE)
+    cumulative_surge_percent: float = _ranged(Col.CUMULATIVE_SURGE_PERCENT)
+    cumulative_surge_absolute: float = _ranged(Col.CUMULATIVE_SURGE_ABSOLUTE)
 
 
 class HistoryColumns(BaseModel):

@@ -15,17 +15,12 @@ import h3.api.basic_int as h3i
 import numpy as np
 import pandas as pd
 
-from pulsar_core.contract import PERIOD, SNAPSHOT_DTYPES, Col, RawCol
+from pulsar_core.contract import PERIOD, SNAPSHOT_DTYPES, VALUE_RANGE, Col, RawCol
 from pulsar_core.data.errors import DataContractError
 from pulsar_core.data.window import TimeWindow
 
 REASON = "reason"
 PERIOD_NS = PERIOD.value
-# Plausibility bounds: generous multiples of what real exports show (demand <= ~1,100,
-# surge -28..30 %, cumulative clipped at -50/200 %), tight enough to catch unit mistakes.
-DEMAND_MAX = 100_000.0
-SURGE_PERCENT_RANGE = (-100.0, 1_000.0)
-SURGE_ABSOLUTE_MAX = 1e8
 
 RAW_REQUIRED: tuple[str, ...] = (
     RawCol.HEX_ID, RawCol.SERVICE_TYPE, RawCol.CITY_ID, RawCol.CLICKHOUSE_TIME,
@@ -239,10 +234,8 @@ def validate_snapshots(
         ("misaligned_period", start_ns % PERIOD_NS != 0),
         # int64 arithmetic: a Timedelta of dates centuries apart would overflow and raise
         ("bad_period_end", end_ns - start_ns != PERIOD_NS),
-        ("out_of_range:demand_signal", _outside(typed[Col.DEMAND_SIGNAL], 0.0, DEMAND_MAX)),
-        ("out_of_range:supply_signal", _outside(typed[Col.SUPPLY_SIGNAL], 0.0, DEMAND_MAX)),
-        ("out_of_range:acceptance_rate", _outside(typed[Col.ACCEPTANCE_RATE], 0.0, 1.0)),
-        ("out_of_range:price_conversion", _outside(typed[Col.PRICE_CONVERSION], 0.0, 1.0)),
+        *_range_checks(typed, Col.DEMAND_SIGNAL, Col.SUPPLY_SIGNAL, Col.ACCEPTANCE_RATE,
+                       Col.PRICE_CONVERSION),
         *_surge_checks(typed, Col.SURGE_PERCENT, Col.CUMULATIVE_SURGE_PERCENT,
                        Col.SURGE_ABSOLUTE, Col.CUMULATIVE_SURGE_ABSOLUTE),
     ])
@@ -308,15 +301,13 @@ def is_sorted(cols: Sequence[np.ndarray]) -> bool:
 def _surge_checks(
     typed: pd.DataFrame, pct: str, cum_pct: str, absolute: str, cum_abs: str
 ) -> list[tuple[str, np.ndarray]]:
-    low, high = SURGE_PERCENT_RANGE
-    return [
-        (f"out_of_range:{pct}", _outside(typed[pct], low, high)),
-        (f"out_of_range:{cum_pct}", _outside(typed[cum_pct], low, high)),
-        (f"out_of_range:{absolute}", _outside(typed[absolute], -SURGE_ABSOLUTE_MAX,
-                                              SURGE_ABSOLUTE_MAX)),
-        (f"out_of_range:{cum_abs}", _outside(typed[cum_abs], -SURGE_ABSOLUTE_MAX,
-                                             SURGE_ABSOLUTE_MAX)),
-    ]
+    return _range_checks(typed, pct, cum_pct, absolute, cum_abs)
+
+
+def _range_checks(typed: pd.DataFrame, *columns: str) -> list[tuple[str, np.ndarray]]:
+    """`out_of_range:<column>` outside the contract's VALUE_RANGE (raw names are the same)."""
+    return [(f"out_of_range:{column}", _outside(typed[column], *VALUE_RANGE[column]))
+            for column in columns]
 
 
 def validate_raw_records(

@@ -10,32 +10,17 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pulsar_core.features import FeatureSet
+from pulsar_core.models.config import CNNConfig
 from pulsar_core.models.cpu import torch_threads, training_threads
 
 log = logging.getLogger(__name__)
 _LOSS_SCALE = 100.0  # demand units per loss unit
 _OPTIONAL_BUFFERS = ("tab_low", "tab_high")
-
-
-@dataclass(frozen=True)
-class CNNConfig:
-    """Hyper-parameters of the temporal CNN."""
-
-    channels: int = 32
-    hidden: int = 128
-    epochs: int = 30
-    learning_rate: float = 0.003
-    patience: int = 4
-    batch_size: int = 1024
-    max_train_rows: int = 250_000
-    seed: int = 7
-    device: str = "auto"
 
 
 def _torch() -> Any:

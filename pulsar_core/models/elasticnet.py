@@ -14,15 +14,9 @@ from typing import Any
 import numpy as np
 
 from pulsar_core.features import FeatureSet
+from pulsar_core.models.config import ElasticNetConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ElasticNetConfig:
-    alpha: float = 0.001
-    l1_ratio: float = 0.5
-    max_iter: int = 3000
 
 
 @dataclass

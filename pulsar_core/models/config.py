@@ -1,0 +1,34 @@
+"""Hyper-parameters of the two learned models: the one owner of their defaults.
+
+Light on purpose (no numpy, no torch): the env contracts in pulsar_core.settings take their
+defaults from here, and the operator imports those contracts. The CRD's defaults are checked
+against these by tests/test_one_owner.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ElasticNetConfig:
+    """Hyper-parameters of ElasticNet (one linear model per horizon)."""
+
+    alpha: float = 0.01
+    l1_ratio: float = 0.5
+    max_iter: int = 3000
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """Hyper-parameters of the temporal CNN."""
+
+    channels: int = 32
+    hidden: int = 128
+    epochs: int = 30
+    learning_rate: float = 0.003
+    patience: int = 4
+    batch_size: int = 512
+    max_train_rows: int = 250_000
+    seed: int = 7
+    device: str = "auto"

@@ -12,6 +12,8 @@
 --                invalid spec, a pinned version MLflow lacks, a first rollout that never got
 --                ready, or nothing served because the last training failed or its version
 --                failed the gate.
+--   Rollout      a shadow challenger on live trial is Progressing; a champion rolled back on
+--                live regression is Degraded until the next version is promoted and kept.
 --   Healthy      Ready=True for the current generation: a champion is being served. A scheduled
 --                retrain while the champion serves stays Healthy, so apps do not flap every 6 h.
 
@@ -76,6 +78,17 @@ if promoted ~= nil and promoted.status ~= "True" then
   if promoted.reason == "PinnedVersionMissing" then
     return result("Degraded", describe(promoted, "PinnedVersionMissing"))
   end
+end
+
+-- Live rollout (spec.rollout): a champion rolled back on live regression stays Degraded until a
+-- next version is shadowed (Progressing), promoted and kept; a running shadow is Progressing.
+local rollout = condition("Rollout")
+if rollout ~= nil and rollout.reason == "RolledBack" then
+  return result("Degraded", describe(rollout, "RolledBack"))
+end
+if rollout ~= nil and rollout.reason == "Shadowing" then
+  return result("Progressing", "a shadow challenger is on live trial: " ..
+    describe(rollout, "Shadowing"))
 end
 
 local ready = condition("Ready")

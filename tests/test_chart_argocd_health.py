@@ -134,6 +134,26 @@ OPERATOR_STATES = [
 ]
 
 
+def _with_rollout(phase: str, message: str) -> dict[str, Any]:
+    from pulsar_operator.conditions import set_condition
+
+    ok = {"Shadowing": None, "RolledBack": False}.get(phase, True)
+    obj = _operator_status(champion=CHAMPION, predictor=AVAILABLE)
+    obj["status"]["conditions"] = set_condition(obj["status"]["conditions"], "Rollout", ok,
+                                                phase, message, 3)
+    return obj
+
+
+@pytest.mark.parametrize(("phase", "expected"), [
+    ("Shadowing", "Progressing"), ("RolledBack", "Degraded"), ("Promoted", "Healthy"),
+    ("Retired", "Healthy")])
+def test_live_rollout_health(phase: str, expected: str) -> None:
+    status, message = health(_with_rollout(phase, f"{phase} message"))
+    assert status == expected, message
+    if expected != "Healthy":
+        assert f"{phase} message" in message
+
+
 @pytest.mark.parametrize(("case", "parts", "expected", "says"), OPERATOR_STATES,
                          ids=[case for case, *_ in OPERATOR_STATES])
 def test_health_of_every_status_the_operator_writes(case: str, parts: dict, expected: str,

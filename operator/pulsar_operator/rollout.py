@@ -32,7 +32,7 @@ from pulsar_operator.builders import (
 from pulsar_operator.champion import _call, move_champion, version_summary
 from pulsar_operator.children import holds
 from pulsar_operator.conditions import iso, set_condition
-from pulsar_operator.kube import DEPLOYMENTS
+from pulsar_operator.kube import DEPLOYMENTS, KubeError
 from pulsar_operator.recorder import Decision
 from pulsar_operator.runtime import Runtime
 from pulsar_operator.score_book import ScoresUnavailable
@@ -76,9 +76,20 @@ async def sync_rollout(runtime: Runtime, model: SurgeModel, status: dict[str, An
         await _watch(runtime, model, status, now, decisions)
     after = status.get("rollout") or {}
     if after and after.get("phase") != "Shadowing" and not after.get("challengerRemoved"):
-        await runtime.kube.delete(DEPLOYMENTS, model.namespace, challenger_name(model))
+        await _scale_down(runtime, model)
         after["challengerRemoved"] = True  # once per shadow, not a GET per reconcile
     _condition(status, model.generation)
+
+
+async def _scale_down(runtime: Runtime, model: SurgeModel) -> None:
+    """Scale the challenger to zero: its pods go, the owned Deployment stays (garbage-collected
+    with the model), so the operator needs no delete permission on Deployments."""
+    try:
+        await runtime.kube.patch(DEPLOYMENTS, model.namespace, challenger_name(model),
+                                 {"spec": {"replicas": 0}})
+    except KubeError as error:
+        if error.status != 404:
+            raise
 
 
 async def _apply_challenger(runtime: Runtime, model: SurgeModel, version: str) -> None:

@@ -86,9 +86,8 @@ def main() -> int:
     if not args.path.exists():
         print(f"skipped: real data not found at {args.path} (../shared/data is optional)")
         return 0
-    from pulsar_core.forecaster import train_forecaster
     from pulsar_core.settings import TrainSettings
-    from pulsar_core.training import peak_rss_mb
+    from pulsar_core.training import peak_rss_mb, train_forecaster
 
     snapshots = pd.read_parquet(args.path)
     served: dict[int, pd.Series] = {}

@@ -49,9 +49,9 @@ def train_and_register(uri: str, workdir: Path) -> tuple[str, pd.DataFrame]:
 
     from pulsar_core.bundle import example_rows, log_bundle
     from pulsar_core.data.synthetic import generate_snapshots
-    from pulsar_core.forecaster import train_forecaster
     from pulsar_core.registry import Registry
     from pulsar_core.settings import TrainSettings
+    from pulsar_core.training import train_forecaster
 
     small = generate_snapshots(n_hexagons=60, service_types=(1,), days=2, mode="continuous")
     params = TrainSettings(cnn_epochs=2, cnn_channels=16, holdout_days=0.5)

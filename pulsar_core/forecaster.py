@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,10 +28,6 @@ from pulsar_core.models.cnn import CNNModel
 from pulsar_core.models.elasticnet import ElasticNetModel
 from pulsar_core.models.ensemble import CNNEnsemble, load_cnn
 from pulsar_core.models.explain import explain
-
-if TYPE_CHECKING:
-    from pulsar_core.evaluation import EvaluationReport
-    from pulsar_core.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 BUNDLE_JSON = "forecaster.json"
@@ -232,11 +227,3 @@ class Forecaster:
                    metadata=document.get("metadata", {}),
                    blend={int(h): as_weights(w) for h, w in document.get("blend", {}).items()})
 
-
-def train_forecaster(snapshots: pd.DataFrame, params: TrainSettings, *,
-                     progress: Callable[[str], None] | None = None,
-                     ) -> tuple[Forecaster, EvaluationReport]:
-    """Train both models, choose the served model per horizon on validation, score on test."""
-    from pulsar_core.training import train
-
-    return train(snapshots, params, progress=progress)

@@ -170,9 +170,10 @@ def run_backtest(features: FeatureSet, spec: FeatureSpec, params: TrainSettings,
     return Backtest(results, spec.horizons, timezone), forecaster, timings
 
 
-def train(snapshots: pd.DataFrame, params: TrainSettings, *,
-          progress: Callable[[str], None] | None = None) -> tuple[Forecaster, EvaluationReport]:
-    """See forecaster.train_forecaster."""
+def train_forecaster(snapshots: pd.DataFrame, params: TrainSettings, *,
+                     progress: Callable[[str], None] | None = None,
+                     ) -> tuple[Forecaster, EvaluationReport]:
+    """Train both models, choose the served model per horizon on validation, score on test."""
     say = progress or log.info
     spec = FeatureSpec.for_minutes(params.horizons_minutes, params.window)
     started = time.perf_counter()

@@ -24,9 +24,10 @@ from pulsar_core.bundle import (
 )
 from pulsar_core.data.synthetic import generate_snapshots
 from pulsar_core.evaluation import EvaluationReport
-from pulsar_core.forecaster import Forecaster, train_forecaster
+from pulsar_core.forecaster import Forecaster
 from pulsar_core.registry import Registry
 from pulsar_core.settings import TrainSettings
+from pulsar_core.training import train_forecaster
 
 MODEL = "pulsar-test-bundle"
 

@@ -10,9 +10,10 @@ import torch
 from pulsar_core.contract import ForecastCol
 from pulsar_core.fallback import CnnUnavailable, Fallback
 from pulsar_core.features import build_features
-from pulsar_core.forecaster import Forecaster, train_forecaster
+from pulsar_core.forecaster import Forecaster
 from pulsar_core.models.baselines import baseline_forecast
 from pulsar_core.settings import TrainSettings
+from pulsar_core.training import train_forecaster
 from tests.support.frames import city_frame
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pulsar_core.forecaster import train_forecaster
 from pulsar_core.settings import TrainSettings
+from pulsar_core.training import train_forecaster
 
 
 @pytest.mark.slow

@@ -32,6 +32,3 @@ def set_condition(conditions: list[dict[str, Any]], kind: str, ok: bool | None, 
     return sorted([*others, entry], key=lambda c: CONDITION_TYPES.index(c["type"])
                   if c["type"] in CONDITION_TYPES else 99)
 
-
-def condition(conditions: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
-    return next((c for c in conditions if c.get("type") == kind), None)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import nats
 from nats.aio.client import Client
@@ -26,10 +26,18 @@ from pulsar_operator.recorder import Decision, post_event
 from pulsar_operator.runtime import Key, Runtime
 from pulsar_operator.triggers import RETRAIN_ANNOTATION, RETRAIN_REASON_ANNOTATION
 
-if TYPE_CHECKING:
-    from pulsar_operator.nats_link import NatsLink
-
 log = logging.getLogger(__name__)
+
+
+class Session(Protocol):
+    """What the retrain consumer needs of the NATS session (nats_link.NatsLink owns it)."""
+
+    lost: asyncio.Event  # the session is gone: stop
+    stale: asyncio.Event  # reconnected in-session: set the stream and consumer up again
+
+    def up(self) -> None: ...
+
+    def down(self, cause: str) -> None: ...
 
 
 class NatsPublisher:
@@ -129,7 +137,7 @@ async def _subscribe(runtime: Runtime, client: Client) -> Any:
         config=config)
 
 
-async def consume_retrain(runtime: Runtime, client: Client, link: NatsLink) -> None:
+async def consume_retrain(runtime: Runtime, client: Client, link: Session) -> None:
     """Pull from the durable consumer until the session is lost; effects recorded before acks.
 
     After an in-session reconnect the stream and consumer are set up again (the server may

@@ -25,7 +25,7 @@ from pulsar_predictor.buffer import LiveBuffer
 from pulsar_predictor.drift import DriftMonitor, DriftPolicy, watch
 from pulsar_predictor.errors import PredictorError
 from pulsar_predictor.feed import SignalFeed
-from pulsar_predictor.live import LiveForecasts
+from pulsar_predictor.forecast_cache import LiveForecasts
 from pulsar_predictor.loader import RegistryLoader
 from pulsar_predictor.metrics import Metrics
 from pulsar_predictor.schemas import ModelInfo, ModelRef, Readiness

@@ -23,7 +23,7 @@ from pulsar_core.data.window import TimeWindow
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor import hexagons as hx
 from pulsar_predictor.batcher import MAX_BATCH_ROWS, HistoryBatcher
-from pulsar_predictor.breaker import BreakerState, CircuitBreaker
+from pulsar_predictor.breaker import CircuitBreaker
 from pulsar_predictor.buffer import LiveBuffer
 from pulsar_predictor.errors import (
     CnnUnavailable,
@@ -32,8 +32,8 @@ from pulsar_predictor.errors import (
     Timeout,
     TooManyHexagons,
 )
+from pulsar_predictor.forecast_cache import LiveForecasts
 from pulsar_predictor.history import columns_input, history_frame, history_input
-from pulsar_predictor.live import LiveForecasts
 from pulsar_predictor.metrics import Metrics
 from pulsar_predictor.render import dumps, forecast_items, model_ref
 from pulsar_predictor.schemas import ForecastRequest
@@ -277,6 +277,3 @@ class ForecastService:
         low = sum(item["low_confidence"] for item in items)
         if low:
             self.metrics.low_confidence.inc(low)
-
-    def breaker_state(self) -> BreakerState:
-        return self.breaker.state

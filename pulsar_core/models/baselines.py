@@ -41,11 +41,6 @@ def baseline_forecast(name: str, features: FeatureSet, horizon: int) -> np.ndarr
     raise ValueError(f"unknown baseline {name!r}: choose one of {', '.join(BASELINES)}")
 
 
-def all_baselines(features: FeatureSet, horizon: int) -> dict[str, np.ndarray]:
-    """Every baseline's forecast at one horizon."""
-    return {name: baseline_forecast(name, features, horizon) for name in BASELINES}
-
-
 def _phase_mean(features: FeatureSet, horizon: int) -> np.ndarray:
     """Mean of the target's phase over the history window (the anchor's own phase is never
     absent; the other one is absent when its mean is 0 and the overall mean equals the own)."""

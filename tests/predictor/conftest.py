@@ -10,8 +10,9 @@ import pytest
 
 from pulsar_core.bundle import example_rows
 from pulsar_core.data.synthetic import generate_snapshots
-from pulsar_core.forecaster import Forecaster, train_forecaster
+from pulsar_core.forecaster import Forecaster
 from pulsar_core.settings import TrainSettings
+from pulsar_core.training import train_forecaster
 
 
 @pytest.fixture(scope="session")

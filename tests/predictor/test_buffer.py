@@ -66,7 +66,7 @@ def test_rows_for_is_the_same_through_the_small_and_the_cached_path() -> None:
 
 
 def test_the_live_table_does_not_cover_a_series_that_arrived_after_it(forecaster) -> None:
-    from pulsar_predictor.live import LiveForecasts
+    from pulsar_predictor.forecast_cache import LiveForecasts
 
     buffer = LiveBuffer(periods=32, max_series=10)
     [cell] = cells(1)

@@ -120,7 +120,7 @@ def _train_in_run(settings: TrainSettings, loaded: LoadResult, run_id: str, reus
     import mlflow
 
     from pulsar_core.bundle import example_rows, log_bundle
-    from pulsar_core.forecaster import train_forecaster
+    from pulsar_core.training import train_forecaster
 
     forecaster, report = train_forecaster(loaded.snapshots, settings, progress=say)
     tracking.log_evaluation(report, forecaster.metadata)

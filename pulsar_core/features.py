@@ -126,7 +126,7 @@ def _window_stats(lagged: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
 
 def _prefix_sum(values: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     """[0, v0, v0+v1, ...] written into one array (no concatenated copy)."""
-    out = np.empty(len(values) + 1, dtype)
+    out: np.ndarray = np.empty(len(values) + 1, dtype)
     out[0] = 0
     np.cumsum(values, out=out[1:])
     return out
@@ -165,7 +165,7 @@ def _run_length(lagged_present: np.ndarray) -> np.ndarray:
     """Consecutive observed periods ending at the anchor (lag 0 is column 0)."""
     missing = ~lagged_present
     first_missing = np.where(missing.any(axis=1), missing.argmax(axis=1), missing.shape[1])
-    return first_missing.astype(np.float64)
+    return np.asarray(first_missing, dtype=np.float64)
 
 
 def _tabular(grid: SeriesGrid, context: _Context, chunk: Chunk,
@@ -299,7 +299,7 @@ def build_features(snapshots: pd.DataFrame, spec: FeatureSpec, *, targets: bool 
         stop = start + len(chunk.anchors)
         rows = grid.lag_rows(chunk.anchors, window)
         tab = _tabular(grid, context, chunk, rows)
-        if matrix is None:
+        if matrix is None or names is None:
             names = list(tab)
             matrix = fresh_array((n, len(names)), np.float32)
         block = matrix[start:stop]
@@ -311,6 +311,7 @@ def build_features(snapshots: pd.DataFrame, spec: FeatureSpec, *, targets: bool 
         current[start:stop] = demand[chunk.anchors]
         if target is not None:
             target[start:stop] = _take(demand, grid.lead_rows(chunk.anchors, spec.horizons))
+    assert matrix is not None and names is not None  # the loop above runs at least once
     keys = snapshots[[Col.HEXAGON, Col.SERVICE_TYPE, Col.PERIOD_START]]
     if grid.order is not None or last_only:
         keys = keys.iloc[grid.source_rows(anchors)]

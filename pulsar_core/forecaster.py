@@ -186,7 +186,7 @@ class Forecaster:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         en_meta, en_arrays = self.elasticnet.state()
-        np.savez(directory / "elasticnet.npz", **en_arrays)
+        np.savez(directory / "elasticnet.npz", **en_arrays)  # type: ignore[arg-type]  # numpy stubs: **arrays typed as allow_pickle
         cnn_meta = None
         if self.cnn is not None:
             cnn_meta, cnn_arrays = self.cnn.state()

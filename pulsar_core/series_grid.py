@@ -90,10 +90,10 @@ class SeriesGrid:
         return rows if self.order is None else self.order[rows]
 
     def series(self, rows: np.ndarray) -> np.ndarray:
-        return self.key[rows] // KEY_SHIFT
+        return np.asarray(self.key[rows] // KEY_SHIFT)
 
     def period(self, rows: np.ndarray) -> np.ndarray:
-        return self.key[rows] % KEY_SHIFT
+        return np.asarray(self.key[rows] % KEY_SHIFT)
 
     def chunk(self, anchors: np.ndarray, back: int, ahead: int) -> Chunk:
         """Ascending `anchors` whose own-series look-ups go `back` / `ahead` periods at most."""

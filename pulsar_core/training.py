@@ -36,8 +36,8 @@ from pulsar_core.features import FeatureSet, FeatureSpec, build_features
 from pulsar_core.folds import Fold, city_timezone, make_folds
 from pulsar_core.forecaster import Forecaster
 from pulsar_core.models.baselines import BASELINES, baseline_forecast
-from pulsar_core.models.cnn import CNNConfig
-from pulsar_core.models.elasticnet import ElasticNetConfig, train_elasticnet
+from pulsar_core.models.config import CNNConfig, ElasticNetConfig
+from pulsar_core.models.elasticnet import train_elasticnet
 from pulsar_core.models.ensemble import train_cnn_ensemble
 from pulsar_core.settings import TrainSettings
 

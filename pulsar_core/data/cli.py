@@ -52,10 +52,10 @@ def _generate(args: argparse.Namespace) -> int:
                    seed=args.seed)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if args.output.suffix == ".csv":
-        frame = generate_kandoo_csv(args.output, **options)  # type: ignore[arg-type]
+        frame = generate_kandoo_csv(args.output, **options)
         print(f"wrote a kandoo export of {len(frame):,} snapshots to {args.output}")
     else:
-        frame = generate_snapshots(**options)  # type: ignore[arg-type]
+        frame = generate_snapshots(**options)
         frame.to_parquet(args.output, index=False)
         print(f"wrote {len(frame):,} snapshots to {args.output}")
     return 0

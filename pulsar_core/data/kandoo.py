@@ -18,6 +18,8 @@ Records are aggregated chunk by chunk into partial aggregates that merge exactly
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -66,7 +68,7 @@ def partial_aggregates(records: pd.DataFrame, first_seq: int = 0) -> pd.DataFram
     """Aggregate typed, validated records of one chunk; `first_seq` numbers rows across chunks."""
     require_columns(records.columns, list(RAW_DTYPES), "kandoo-csv", RAW_FIX)
     time = records[RawCol.CLICKHOUSE_TIME]
-    frame = pd.DataFrame({
+    columns: dict[str, Any] = {
         Col.HEXAGON: records[RawCol.HEX_ID].to_numpy("int64"),
         Col.SERVICE_TYPE: records[RawCol.SERVICE_TYPE].to_numpy("int64"),
         Col.CITY_ID: records[RawCol.CITY_ID].to_numpy("int64"),
@@ -76,7 +78,8 @@ def partial_aggregates(records: pd.DataFrame, first_seq: int = 0) -> pd.DataFram
         _TIME: time.to_numpy(),
         _SEQ: np.arange(first_seq, first_seq + len(records), dtype="int64"),
         **{snap: records[raw].to_numpy() for raw, snap in _LAST.items()},
-    })
+    }
+    frame = pd.DataFrame(columns)
     frame[Col.RULE_SHEET_ID] = records[RawCol.RULE_SHEET_ID].astype("Int64").to_numpy()
     return merge_partials([frame])
 

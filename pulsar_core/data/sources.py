@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
@@ -90,7 +90,8 @@ def _split_uri(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in uri:
         try:
             with unavailable_if_remote(None, uri):
-                return pafs.FileSystem.from_uri(uri)
+                found: tuple[Any, str] = pafs.FileSystem.from_uri(uri)
+                return found
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise DataContractError(
                 f"cannot open data URI {uri!r}: {err}; use a path, file://, s3://, gs:// or "

@@ -82,7 +82,7 @@ def _timeline(start: pd.Timestamp, days: int, mode: str, rng: np.random.Generato
 
 def _ar1(noise: np.ndarray, rho: float) -> np.ndarray:
     """Unit-variance AR(1) along the last axis: smooth, hence forecastable."""
-    return lfilter([np.sqrt(1 - rho**2)], [1.0, -rho], noise, axis=-1)
+    return np.asarray(lfilter([np.sqrt(1 - rho**2)], [1.0, -rho], noise, axis=-1))
 
 
 def _activity(cells: np.ndarray, dist: np.ndarray, types: np.ndarray, line: _Timeline,
@@ -104,7 +104,7 @@ def _activity(cells: np.ndarray, dist: np.ndarray, types: np.ndarray, line: _Tim
     log_act = (np.repeat(place[:, None] + LOCAL_W * local, len(types), axis=0)
                + np.tile(scale, n_cells)[:, None] + profile[None, :])
     log_act += NOISE_W * rng.normal(size=log_act.shape)
-    return ACT_SCALE * np.exp(log_act)
+    return np.asarray(ACT_SCALE * np.exp(log_act))
 
 
 def _presence(n_series: int, line: _Timeline, base: np.ndarray,

@@ -65,11 +65,11 @@ def valid_cells(values: pd.Series) -> np.ndarray:
     """Boolean mask of valid H3 cells; h3 is asked once per unique value (and cached)."""
     codes, uniques = pd.factorize(values.to_numpy(dtype="int64"))
     ok = np.fromiter((u > 0 and _cell_ok(int(u)) for u in uniques), bool, len(uniques))
-    return ok[codes]
+    return np.asarray(ok[codes])
 
 
 def _is_text(series: pd.Series) -> bool:
-    return series.dtype == object or pd.api.types.is_string_dtype(series.dtype)
+    return bool(series.dtype == object or pd.api.types.is_string_dtype(series.dtype))
 
 
 def _text_to_int(text: pd.Series, col: str) -> pd.Series:
@@ -159,7 +159,7 @@ class Reasons:
 
     def of(self, rows: np.ndarray) -> np.ndarray:
         """Reason strings of the selected (failing) rows."""
-        return np.asarray(self._names, dtype=object)[self._codes[rows]]
+        return np.asarray(np.asarray(self._names, dtype=object)[self._codes[rows]])
 
 
 def coerce_columns(df: pd.DataFrame, dtypes: dict[str, str]) -> tuple[pd.DataFrame, Reasons]:
@@ -194,7 +194,7 @@ def _outside(values: pd.Series, low: float, high: float) -> np.ndarray:
     array = values.to_numpy(dtype="float64", na_value=np.nan)
     with np.errstate(invalid="ignore"):
         inside = (array >= low) & (array <= high)
-    return ~np.isnan(array) & ~inside
+    return np.asarray(~np.isnan(array) & ~inside)
 
 
 def _null_checks(df: pd.DataFrame, columns: Iterable[str]) -> list[tuple[str, np.ndarray]]:

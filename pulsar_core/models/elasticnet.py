@@ -46,7 +46,7 @@ class ElasticNetModel:
         # Clipped to the training range: a feature almost constant in training (time of day when
         # every training day had the same session) must not extrapolate to z-scores of 100+.
         x = np.clip(features.tabular.astype(np.float64), self.low, self.high)
-        return (x - self.mean) / self.scale
+        return np.asarray((x - self.mean) / self.scale)
 
     def predict(self, features: FeatureSet) -> np.ndarray:
         """(n, horizons) forecasts; NaN for horizons without a fitted model."""
@@ -62,7 +62,7 @@ class ElasticNetModel:
         fit = self.fits[horizon_index]
         if fit is None:
             return np.zeros((len(features), len(self.names)))
-        return self._standardise(features) * fit.coef
+        return np.asarray(self._standardise(features) * fit.coef)
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {"horizons": list(self.horizons), "names": self.names,

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from pulsar_core.features import FeatureSet
-from pulsar_core.models.cnn import CNNConfig, CNNModel, train_cnn
+from pulsar_core.models.cnn import CNNModel, train_cnn
+from pulsar_core.models.config import CNNConfig
 
 
 class CNNEnsemble:
@@ -42,7 +43,7 @@ class CNNEnsemble:
         return [{**row, "seed": float(m.config.seed)} for m in self.members for row in m.history]
 
     def predict(self, features: FeatureSet) -> np.ndarray:
-        return np.mean([member.predict(features) for member in self.members], axis=0)
+        return np.asarray(np.mean([member.predict(features) for member in self.members], axis=0))
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         metas: list[dict[str, Any]] = []

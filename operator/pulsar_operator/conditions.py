@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-CONDITION_TYPES = ("Ready", "Training", "Promoted", "Degraded")
+CONDITION_TYPES = ("Ready", "Training", "Promoted", "Degraded", "Rollout")
 
 
 def iso(moment: datetime) -> str:

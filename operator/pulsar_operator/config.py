@@ -31,6 +31,9 @@ class OperatorSettings(BaseSettings):
         600.0, gt=0, description="Longest time between two reconciles of a model with nothing "
         "due (level-triggered safety net; spread ±25% per model).")
     registry_poll_seconds: float = Field(300.0, gt=0, description="Registry poll per model.")
+    rollout_check_seconds: float = Field(
+        30.0, gt=0, description="How often a shadowing or watched rollout is judged again "
+        "(spread ±10% per model), so a shadow is decided soon after its evidence is complete.")
     max_backoff_seconds: float = Field(300.0, gt=0, description="Cap of MLflow/NATS retries.")
     host: str = Field("0.0.0.0", description="Address the /metrics and /healthz endpoints "
                       "bind (the pod IP, or 127.0.0.1 outside a cluster).")

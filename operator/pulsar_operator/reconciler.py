@@ -18,7 +18,7 @@ from pulsar_operator.champion import _call, move_champion, sync_registry
 from pulsar_operator.conditions import now_iso, set_condition
 from pulsar_operator.kube import SURGEMODELS, KubeError
 from pulsar_operator.recorder import Decision, post_event
-from pulsar_operator.rollout import sync_rollout
+from pulsar_operator.rollout import LIVE_PHASES, sync_rollout
 from pulsar_operator.runtime import Key, Runtime
 from pulsar_operator.serving import sync_predictor, utcnow
 from pulsar_operator.spec import InvalidSpec, SurgeModelSpec, parse_spec
@@ -64,7 +64,8 @@ def _registry_due(runtime: Runtime, key: Key, status: dict[str, Any], forced: bo
 def next_due(runtime: Runtime, key: Key, spec: SurgeModelSpec | None,
              status: dict[str, Any], now: datetime) -> datetime:
     """The next time this model needs a reconcile without any watch event: a cron slot, the
-    registry poll or retry, a rollout deadline, else the slow safety resync."""
+    registry poll or retry, a rollout deadline, a live rollout's re-check, else the slow
+    safety resync."""
     times = [now + timedelta(seconds=_spread(key, runtime.settings.full_resync_seconds, 0.5))]
     if spec is not None and not spec.paused:
         times.append(next_cron_slot(spec.training.schedule, now))
@@ -77,6 +78,9 @@ def next_due(runtime: Runtime, key: Key, spec: SurgeModelSpec | None,
         started = parse_time(predictor.get("rolloutStartedAt"))
         if started is not None and not predictor.get("rolledOutAt"):
             times.append(started + timedelta(seconds=spec.serving.rollout_deadline_seconds))
+        if (status.get("rollout") or {}).get("phase") in LIVE_PHASES:
+            times.append(now + timedelta(seconds=_spread(
+                key, runtime.settings.rollout_check_seconds)))  # score events queue nothing
     return min(times)
 
 

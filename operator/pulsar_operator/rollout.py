@@ -39,6 +39,7 @@ from pulsar_operator.score_book import ScoresUnavailable
 from pulsar_operator.triggers import parse_time
 
 COMPONENT = "challenger"  # the Service selects component=predictor only: no client reaches it
+LIVE_PHASES = ("Shadowing", "Watching")  # judged again every rollout_check_seconds
 
 
 def challenger_name(model: SurgeModel) -> str:
@@ -217,11 +218,13 @@ def _show_watch(model: SurgeModel, rollout: dict[str, Any], result: WatchVerdict
 
 def _condition(status: dict[str, Any], generation: int) -> None:
     """Rollout condition: Unknown while shadowing or watching, False after a rollback."""
-    phase = (status.get("rollout") or {}).get("phase")
-    if phase is None:
+    rollout = status.get("rollout") or {}
+    phase = rollout.get("phase")
+    held = {"Shadowing": None, "Watching": None, "Promoted": True, "Retired": True,
+            "RolledBack": False}  # the condition's reason is the phase, one of these
+    if phase not in held:
         return
-    ok = {"Shadowing": None, "Watching": None, "RolledBack": False}.get(phase, True)
-    reason = str((status.get("rollout") or {}).get("watchReason") if phase in (
-        "RolledBack", "Watching", "Promoted") else status["rollout"].get("reason") or "")
-    status["conditions"] = set_condition(status.get("conditions") or [], "Rollout", ok, phase,
-                                         reason, generation)
+    message = str(rollout.get("watchReason") if phase in ("RolledBack", "Watching", "Promoted")
+                  else rollout.get("reason") or "")
+    status["conditions"] = set_condition(status.get("conditions") or [], "Rollout", held[phase],
+                                         phase, message, generation)

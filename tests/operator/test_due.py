@@ -83,3 +83,17 @@ def test_child_churn_that_a_reconcile_does_not_read_queues_nothing() -> None:
     ready = {**deployment, "status": {"readyReplicas": 2}}
     assert _what_matters("Deployment", deployment) == _what_matters("Deployment", touched)
     assert _what_matters("Deployment", deployment) != _what_matters("Deployment", ready)
+
+
+def test_a_live_rollout_is_judged_again_soon_spread_per_model() -> None:
+    runtime = _runtime()
+    quiet = {"registry": {"checkedAt": NOW.isoformat()}}
+    spec = _spec(schedule="0 0 1 1 *")
+    for phase in ("Shadowing", "Watching"):
+        due = next_due(runtime, KEY, spec, {**quiet, "rollout": {"phase": phase}}, NOW)
+        assert due - NOW == timedelta(seconds=_spread(KEY, 30))
+    for phase in ("Retired", "Promoted", "RolledBack"):
+        due = next_due(runtime, KEY, spec, {**quiet, "rollout": {"phase": phase}}, NOW)
+        assert due - NOW > timedelta(seconds=60), phase
+    spreads = {round(_spread(("pulsar", f"m{i}"), 30), 1) for i in range(50)}
+    assert len(spreads) > 10 and min(spreads) >= 27 and max(spreads) <= 33

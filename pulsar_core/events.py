@@ -16,6 +16,17 @@ def retrain_subject(city: str, service: str) -> str:
     return f"pulsar.retrain.{city}.{service}"
 
 
+def model_retrain_subject(registered_model: str, city: str, service: str) -> str:
+    """A SurgeModel's own retrain subject, unique as its MLflow model name is: the scope's
+    `pulsar.retrain.<city>.<service>` for the model that keeps the scope's default name, else
+    `pulsar.retrain.model.<registered model>` (dots, which NATS reads as separators, become _)."""
+    from pulsar_core.settings import registered_model_name
+
+    if registered_model == registered_model_name(city, service):
+        return retrain_subject(city, service)
+    return f"pulsar.retrain.model.{registered_model.replace('.', '_')}"
+
+
 def signals_subject(city: str, service: str) -> str:
     return f"pulsar.signals.{city}.{service}"
 

@@ -170,8 +170,14 @@ def subjects() -> list[Subject]:
             "`InvalidRetrainRequest` Event; subjects no SurgeModel matches are retried and "
             "terminated after `PULSAR_RETRAIN_MAX_DELIVER` deliveries.", events.RetrainRequest,
             [{"reason": "drift alarm: eco MAE doubled", "requested_by": "ops"}, {}],
-            "The body may be empty. `<city>` and `<service>` are the SurgeModel's `spec.city` "
-            "and `spec.serviceType`. Example: `nats pub pulsar.retrain.tehran.eco "
+            "The body may be empty. Each SurgeModel has a subject of its own, shown in "
+            "`status.retrainSubject`: `pulsar.retrain.<city>.<service>` (its `spec.city` and "
+            "`spec.serviceType`) while it keeps the default MLflow name `pulsar-<city>-<service>`; "
+            "`pulsar.retrain.model.<spec.registeredModel>` (dots as `_`) when it names its own, "
+            "as a second model of the scope in another namespace must; or `spec.retrainSubject`. "
+            "A message retrains exactly that one model (the oldest, should two name one subject: "
+            "the younger is refused as `InvalidSpec`), and the predictor's drift alarms go to the "
+            "same subject. Example: `nats pub pulsar.retrain.tehran.eco "
             "'{\"reason\": \"drift alarm\"}' --header Nats-Msg-Id:drift-2025-11-26T08`."),
         Subject(
             events.MODEL_REGISTERED, "MODEL_REGISTERED",

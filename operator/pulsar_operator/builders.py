@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic_settings import BaseSettings
 
+from pulsar_core.events import model_retrain_subject
 from pulsar_core.settings import ServeSettings, TrainSettings, registered_model_name
 from pulsar_operator.spec import GROUP, KIND, VERSION, SurgeModelSpec
 
@@ -48,6 +49,11 @@ class SurgeModel:
     def registered_model(self) -> str:
         return self.spec.registered_model or registered_model_name(self.spec.city,
                                                                    self.spec.service_type)
+
+    @property
+    def retrain_subject(self) -> str:
+        return self.spec.retrain_subject or model_retrain_subject(
+            self.registered_model, self.spec.city, self.spec.service_type)
 
 
 @dataclass(frozen=True)
@@ -211,7 +217,7 @@ def serve_settings(model: SurgeModel, version: str) -> ServeSettings:
         registered_model=model.registered_model, model_version=version,
         nats_url=model.platform.nats_url, city=spec.city, service_type=spec.service_type,
         confidence_threshold=spec.serving.confidence_threshold,
-        fallback=spec.serving.fallback,
+        fallback=spec.serving.fallback, retrain_subject=model.retrain_subject,
     )
 
 

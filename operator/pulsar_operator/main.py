@@ -162,8 +162,10 @@ async def surgemodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
     meta = body["metadata"]
     key: Key = (meta["namespace"], meta["name"])
     if event.get("type") == "DELETED":
-        sharing = (runtime.catalog.by_registered_model(runtime.catalog.registered_name(key))
-                   if key in runtime.catalog.bodies else [])
+        catalog = runtime.catalog
+        sharing = ([*catalog.by_registered_model(catalog.registered_name(key)),
+                    *catalog.by_retrain_subject(catalog.retrain_subject(key))]
+                   if key in catalog.bodies else [])
         runtime.forget(key)
         runtime.queue.add_all(k for k in sharing if k != key)  # a refused one may own it now
         return

@@ -68,8 +68,8 @@ async def _handle_batch(runtime: Runtime, messages: list[Any]) -> None:
     """Group by model; record the newest request per model as an annotation, then ack."""
     groups: dict[Key, list[tuple[Any, RetrainRequest]]] = defaultdict(list)
     for msg in messages:
-        parts = msg.subject.split(".")
-        keys = runtime.catalog.by_scope(parts[2], parts[3]) if len(parts) == 4 else []
+        owner = runtime.catalog.subject_owner(msg.subject)
+        keys = [owner] if owner is not None else []
         try:
             request = _parse(msg.data)
         except ValidationError as error:
@@ -91,8 +91,8 @@ async def _handle_batch(runtime: Runtime, messages: list[Any]) -> None:
             continue
         for key in keys:
             groups[key].append((msg, request))
-    # One scope can match several models (namespaces): every one is recorded first, then each
-    # message is acked exactly once (or nak'ed once when any of its models could not be).
+    # A subject retrains one model; still, each message is acked exactly once (or nak'ed once
+    # when its model could not be recorded), however the batch groups it.
     outcome: dict[int, tuple[Any, bool]] = {}
     for key, items in groups.items():
         last_msg, last_request = items[-1]

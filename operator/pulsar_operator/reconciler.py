@@ -281,6 +281,7 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: b
         raise
     model = SurgeModel(name=key[1], namespace=key[0], uid=str(meta.get("uid", "")), spec=spec,
                        platform=runtime.platform, generation=generation)
+    status["retrainSubject"] = model.retrain_subject
     error: str | None = None
     rejected: list[str] = []
     if not spec.paused:
@@ -329,15 +330,23 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: b
 
 
 def _check_registry_owner(runtime: Runtime, key: Key) -> None:
-    """Two SurgeModels never share an MLflow model by accident (staging would serve
-    production's champion): the younger one is refused until it names its own."""
-    name = runtime.catalog.registered_name(key)
-    owner = runtime.catalog.registry_owner(name)
+    """Two SurgeModels never share an MLflow model or a retrain subject by accident (staging
+    would serve production's champion, or retrain on its requests): the younger one is refused
+    until it names its own."""
+    catalog = runtime.catalog
+    name, subject = catalog.registered_name(key), catalog.retrain_subject(key)
+    owner = catalog.registry_owner(name)
     if owner is not None and owner != key:
         raise InvalidSpec(
             f"spec.registeredModel: MLflow model {name!r} belongs to SurgeModel "
             f"{owner[0]}/{owner[1]}; set spec.registeredModel to a name of this model's own "
             f"(e.g. pulsar-{key[0]}-{key[1]})")
+    owner = catalog.subject_owner(subject)
+    if owner is not None and owner != key:
+        raise InvalidSpec(
+            f"spec.retrainSubject: NATS subject {subject!r} retrains SurgeModel "
+            f"{owner[0]}/{owner[1]}; set spec.retrainSubject to a subject of this model's own "
+            f"(e.g. pulsar.retrain.{key[0]}.{key[1]})")
 
 
 def _spec_of(runtime: Runtime, key: Key, meta: dict[str, Any],

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from pulsar_core.events import model_retrain_subject
 from pulsar_core.registry import Registry
+from pulsar_core.settings import registered_model_name
 from pulsar_operator import metrics
 from pulsar_operator.builders import Platform
 from pulsar_operator.config import OperatorSettings
@@ -37,40 +40,59 @@ def slim(body: dict[str, Any], keep_spec: tuple[str, ...] | None = None) -> dict
 
 
 class Catalog:
-    """The latest body of every SurgeModel, kept by kopf's watch events (no extra API lists)."""
+    """The latest body of every SurgeModel, kept by kopf's watch events (no extra API lists),
+    indexed by the names a model must own alone: its MLflow model and its retrain subject."""
 
     def __init__(self) -> None:
         self.bodies: dict[Key, dict[str, Any]] = {}
+        self._names: dict[Key, tuple[str, str]] = {}
+        self._by_name: dict[str, set[Key]] = defaultdict(set)
+        self._by_subject: dict[str, set[Key]] = defaultdict(set)
 
     def put(self, body: dict[str, Any]) -> None:
         meta = body.get("metadata", {})
-        self.bodies[(meta["namespace"], meta["name"])] = slim(body)
+        key = (meta["namespace"], meta["name"])
+        self.drop(key)
+        self.bodies[key] = slim(body)
+        spec = body.get("spec") or {}
+        city, service = str(spec.get("city")), str(spec.get("serviceType"))
+        name = str(spec.get("registeredModel") or registered_model_name(city, service))
+        subject = str(spec.get("retrainSubject") or model_retrain_subject(name, city, service))
+        self._names[key] = (name, subject)
+        self._by_name[name].add(key)
+        self._by_subject[subject].add(key)
 
     def drop(self, key: Key) -> None:
         self.bodies.pop(key, None)
-
-    def by_scope(self, city: str, service: str) -> list[Key]:
-        return [key for key, body in self.bodies.items()
-                if (body.get("spec") or {}).get("city") == city
-                and (body.get("spec") or {}).get("serviceType") == service]
+        name, subject = self._names.pop(key, ("", ""))
+        self._by_name.get(name, set()).discard(key)
+        self._by_subject.get(subject, set()).discard(key)
 
     def registered_name(self, key: Key) -> str:
-        from pulsar_core.settings import registered_model_name
+        return self._names[key][0]
 
-        spec = self.bodies[key].get("spec") or {}
-        return str(spec.get("registeredModel") or registered_model_name(
-            str(spec.get("city")), str(spec.get("serviceType"))))
+    def retrain_subject(self, key: Key) -> str:
+        return self._names[key][1]
 
     def by_registered_model(self, registered: str) -> list[Key]:
-        return [key for key in self.bodies if self.registered_name(key) == registered]
+        return sorted(self._by_name.get(registered, ()))
+
+    def by_retrain_subject(self, subject: str) -> list[Key]:
+        return sorted(self._by_subject.get(subject, ()))
 
     def registry_owner(self, registered: str) -> Key | None:
         """The SurgeModel that owns an MLflow model name: the oldest one using it."""
-        users = self.by_registered_model(registered)
-        if not users:
+        return self._oldest(self.by_registered_model(registered))
+
+    def subject_owner(self, subject: str) -> Key | None:
+        """The one SurgeModel a retrain subject's messages retrain: the oldest one using it."""
+        return self._oldest(self.by_retrain_subject(subject))
+
+    def _oldest(self, keys: list[Key]) -> Key | None:
+        if not keys:
             return None
-        return min(users, key=lambda key: (str((self.bodies[key].get("metadata") or {})
-                                                .get("creationTimestamp") or ""), key))
+        return min(keys, key=lambda key: (str((self.bodies[key].get("metadata") or {})
+                                               .get("creationTimestamp") or ""), key))
 
 
 class WorkQueue:

@@ -240,6 +240,8 @@ class SurgeModelSpec(_Camel):
     service_type: str = Field(min_length=1, max_length=40, pattern=DNS_LABEL)
     service_type_id: int | None = Field(None, ge=0)
     registered_model: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9._]{0,126}[a-z0-9])?$")
+    retrain_subject: str | None = Field(
+        None, max_length=200, pattern=r"^pulsar\.retrain\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
     data: DataSpec
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)

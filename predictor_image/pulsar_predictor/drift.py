@@ -4,7 +4,7 @@ Every precomputed live forecast is kept per (hexagon, service, horizon, target p
 actual of its target period is in the live buffer and the period has closed; its absolute error
 then joins a rolling window per horizon. When the rolling MAE of a horizon exceeds `ratio` times
 the model's own evaluation MAE over at least `min_scored` forecasts, the predictor asks for a
-retrain on `pulsar.retrain.<city>.<service>` (once per cool-down; the message id dedupes repeats).
+retrain on the model's own retrain subject (once per cool-down; the message id dedupes repeats).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pandas as pd
 
 from pulsar_core.contract import Col
 from pulsar_core.contract import ForecastCol as F
-from pulsar_core.events import RetrainRequest, retrain_subject
+from pulsar_core.events import RetrainRequest, model_retrain_subject
 from pulsar_core.publisher import PublishError, publish_event_async
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor.metrics import Metrics
@@ -199,8 +199,14 @@ class DriftMonitor:
         self.metrics.drift_live_mae.clear()
         self.metrics.drift_ratio.clear()
 
+    def subject(self) -> str:
+        """This model's own retrain subject (never another namespace's model of the scope)."""
+        settings = self.settings
+        return settings.retrain_subject or model_retrain_subject(
+            settings.registered_model, settings.city, settings.service_type)
+
     async def publish(self, model: LoadedModel, alarm: DriftAlarm) -> bool:
-        """Ask for a retrain on pulsar.retrain.<city>.<service>; quiet for the cool-down after."""
+        """Ask this model's retrain subject for a retrain; quiet for the cool-down after."""
         now = time.time()
         if not self.settings.nats_url:
             log.warning("%s, but PULSAR_NATS_URL is unset: no retrain request sent",
@@ -213,9 +219,8 @@ class DriftMonitor:
                                  requested_by=f"pulsar-predictor {model.name}:{model.version}")
         try:
             route = await publish_event_async(
-                self.settings.nats_url, retrain_subject(self.settings.city,
-                                                        self.settings.service_type),
-                request, msg_id=f"drift:{model.name}:{model.version}:{bucket}")
+                self.settings.nats_url, self.subject(), request,
+                msg_id=f"drift:{model.name}:{model.version}:{bucket}")
         except PublishError as error:
             log.warning("drift alarm not published (retried after the next refresh): %s", error)
             self.metrics.drift_alarms.labels("failed").inc()

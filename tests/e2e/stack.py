@@ -67,6 +67,12 @@ class Installed:
         logs = sorted(self.kubelet.workdir.glob(f"{RELEASE_NS}-*/operator.log"))
         return "\n".join(path.read_text(errors="replace") for path in logs)
 
+    def assert_no_traceback(self) -> None:
+        """The operator reported everything as status and Events: no traceback, shown if any."""
+        log = self.operator_log()
+        at = log.find("Traceback")
+        assert at < 0, f"a traceback in the operator's log:\n{log[max(0, at - 1500):at + 3500]}"
+
     def pod_log(self, namespace: str, name: str) -> str:
         found = sorted(self.kubelet.workdir.glob(f"{namespace}-{name}/*.log"))
         return "\n".join(path.read_text(errors="replace") for path in found)

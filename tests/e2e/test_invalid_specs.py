@@ -49,7 +49,7 @@ def test_an_impossible_schedule_is_reported_once(installed: Installed) -> None:
     assert len(events) == 1 and events[0]["type"] == "Warning", events
     assert (events[0].get("count") or 1) == 1
     assert not api.list("Job", NS), "an invalid spec must not start training"
-    assert "Traceback" not in installed.operator_log()
+    installed.assert_no_traceback()
 
 
 def test_a_child_the_api_server_refuses_is_a_condition_and_one_event(

@@ -42,4 +42,4 @@ def test_a_job_whose_pods_are_refused_fails_fast_with_the_reason(installed: Inst
     conditions = {c["type"]: c for c in api.get("SurgeModel", NAME, NS)["status"]["conditions"]}
     assert conditions["Training"]["status"] == "False"
     assert conditions["Training"]["reason"] == "Failed"
-    assert "Traceback" not in installed.operator_log()
+    installed.assert_no_traceback()

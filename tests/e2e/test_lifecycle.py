@@ -24,7 +24,6 @@ import pandas as pd
 import pytest
 from pulsar_operator.nats_bridge import ensure_retrain_stream
 
-from pulsar_core.events import retrain_subject
 from pulsar_core.registry import Registry
 from tests.e2e.conftest import restricted_namespace
 from tests.e2e.stack import Installed, wait_for
@@ -110,11 +109,11 @@ def printer_row(api: Api) -> dict[str, Any]:
     return dict(zip(names, row["cells"], strict=True))
 
 
-async def _publish_retrain(nats_url: str) -> None:
+async def _publish_retrain(nats_url: str, subject: str) -> None:
     client = await nats.connect(nats_url)
     js = client.jetstream()
     await ensure_retrain_stream(js)
-    await js.publish(retrain_subject("tehran", "eco"), b'{"reason": "e2e drift"}',
+    await js.publish(subject, b'{"reason": "e2e drift"}',
                      headers={"Nats-Msg-Id": "e2e-retrain-1"})
     await client.close()
 
@@ -150,8 +149,12 @@ def test_lifecycle_on_a_real_control_plane(installed: Installed, services: tuple
     assert row["Phase"] == "Serving" and row["Champion"] == "1" and row["Ready"] == "True"
     assert row["MAE@30m"] not in (None, "", "<none>")
 
-    # a NATS retrain request: exactly one new Job, a new version, the predictor rolled
-    asyncio.run(_publish_retrain(nats_url))
+    # a NATS retrain request on the model's own subject (its own MLflow name makes it unique;
+    # the examples' tehran-eco keeps pulsar.retrain.tehran.eco): exactly one new Job, a new
+    # version, the predictor rolled
+    subject = status(api)["retrainSubject"]
+    assert subject == f"pulsar.retrain.model.{REGISTERED}"
+    asyncio.run(_publish_retrain(nats_url, subject))
     wait_for(lambda: len(owned(api, "Job")) == 2, 60, "the retrain Job", diagnose)
     wait_for(lambda: len(finished_jobs(api)) == 2, 240, "the retrain Job to complete", diagnose)
     wait_for(lambda: (status(api).get("champion") or {}).get("version") == "2", 90,

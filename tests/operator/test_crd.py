@@ -117,6 +117,8 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
     ("city with underscore", {"city": "new_york"}),
     ("city too long", {"city": "a" * 41}),
     ("negative cityId", {"cityId": -1}),
+    ("retrain subject outside pulsar.retrain", {"retrainSubject": "orders.retrain.tehran"}),
+    ("retrain subject with a wildcard", {"retrainSubject": "pulsar.retrain.tehran.*"}),
     ("cityId as string", {"cityId": "1"}),
     ("empty uris", {"data.uris": []}),
     ("uris not a list", {"data.uris": "s3://x"}),

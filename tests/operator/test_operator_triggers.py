@@ -69,41 +69,69 @@ async def test_burst_of_100_retrain_requests_makes_one_job(
     assert owners.count("tehran-eco") == 2 and owners.count("tehran-bike") == 1
 
 
-async def test_one_request_for_a_scope_in_two_namespaces_is_acked_once(
+async def test_the_same_scope_in_two_namespaces_has_two_subjects_each_acked_once(
         k8s: Any, mlflow_uri: str, nats_server: Any, caplog: pytest.LogCaptureFixture) -> None:
-    """The same tehran-eco in `pulsar` and `staging`: both record the request, the message is
-    acked exactly once (a second ack raised and dropped the NATS session)."""
+    """The same tehran-eco in `pulsar` and `staging`: a request on production's subject
+    retrains production only, one on staging's own subject staging only; each message is acked
+    exactly once (a second ack raised and dropped the NATS session)."""
     staging = surge_model("tehran-eco", registeredModel="pulsar-staging-tehran-eco")
     staging["metadata"] |= {"namespace": "staging", "uid": "uid-staging"}
     k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
     k8s.objects[SM, "staging", "tehran-eco"] = staging
     async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri,
                                 nats_url=nats_server.url) as memo:
+        subjects = {}
         for namespace in (NS, "staging"):
-            training = await eventually(lambda ns=namespace: (k8s.objects[SM, ns, "tehran-eco"]
-                                                              .raw.get("status") or {})
-                                        .get("lastTraining"))
+            status = await eventually(lambda ns=namespace: (k8s.objects[SM, ns, "tehran-eco"]
+                                                            .raw.get("status") or {})
+                                      .get("lastTraining") and k8s.objects[
+                                          SM, ns, "tehran-eco"].raw["status"])
+            subjects[namespace] = status["retrainSubject"]
             await api(k8s, "PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/"
-                      f"{training['job']}/status", {"status": {
+                      f"{status['lastTraining']['job']}/status", {"status": {
                           "succeeded": 1, "conditions": [{"type": "Complete",
                                                           "status": "True"}]}})
+        assert subjects == {NS: retrain_subject("tehran", "eco"),
+                            "staging": "pulsar.retrain.model.pulsar-staging-tehran-eco"}
         recorded = metrics.RETRAIN_MESSAGES.labels("recorded")._value.get()
-        await _publish(nats_server.url, retrain_subject("tehran", "eco"),
-                       [("one-request", b'{"reason": "drift"}')])
 
-        def retrain_jobs() -> set[str]:
-            return {j["metadata"]["namespace"] for j in objects(k8s, JOBS)
-                    if j["metadata"]["annotations"]["forecasting.pulsar.dev/trigger-kind"]
-                    == "retrain"}
+        def retrain_jobs() -> list[str]:
+            return sorted(j["metadata"]["namespace"] for j in objects(k8s, JOBS)
+                          if j["metadata"]["annotations"]["forecasting.pulsar.dev/trigger-kind"]
+                          == "retrain")
 
-        await eventually(lambda: retrain_jobs() == {NS, "staging"}, what="a Job in each")
+        await _publish(nats_server.url, subjects[NS], [("prod-request", b'{"reason": "d"}')])
+        await eventually(lambda: retrain_jobs() == [NS], what="a Job in production only")
+        await _publish(nats_server.url, subjects["staging"],
+                       [("staging-request", b'{"reason": "d"}')])
+        await eventually(lambda: retrain_jobs() == [NS, "staging"], what="then one in staging")
         assert memo["runtime"].nats_error is None
-        assert metrics.RETRAIN_MESSAGES.labels("recorded")._value.get() == recorded + 1
+        assert metrics.RETRAIN_MESSAGES.labels("recorded")._value.get() == recorded + 2
         assert "unavailable" not in caplog.text and "acknowledged" not in caplog.text
         client = await nats.connect(nats_server.url)
         info = await client.jetstream().consumer_info("PULSAR_RETRAIN", "pulsar-operator")
         await client.close()
         assert info.num_ack_pending == 0 and info.num_redelivered == 0
+
+
+async def test_a_subject_named_by_two_models_is_refused_for_the_younger(
+        k8s: Any, mlflow_uri: str) -> None:
+    staging = surge_model("tehran-eco", registeredModel="pulsar-staging-tehran-eco",
+                          retrainSubject="pulsar.retrain.tehran.eco")
+    staging["metadata"] |= {"namespace": "staging", "uid": "uid-staging",
+                            "creationTimestamp": "2099-01-01T00:00:00+00:00"}
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    k8s.objects[SM, "staging", "tehran-eco"] = staging
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        def staging_ready() -> dict[str, Any]:
+            status = k8s.objects[SM, "staging", "tehran-eco"].raw.get("status") or {}
+            return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+
+        refused = await eventually(lambda: staging_ready().get("reason") == "InvalidSpec"
+                                   and staging_ready(), what="staging refused")
+        assert "spec.retrainSubject" in refused["message"]
+        assert "pulsar/tehran-eco" in refused["message"]
+        assert {j["metadata"]["namespace"] for j in objects(k8s, JOBS)} == {NS}
 
 
 async def test_a_second_model_of_the_same_mlflow_name_is_refused_not_merged(

@@ -89,7 +89,10 @@ class ProcessKubelet:
         # argv prefix -> command run instead (benchmarks: a trainer that exits at once)
         self.stand_ins = stand_ins or {}
         self.runs: dict[str, PodRun] = {}
-        self._addresses = (f"127.0.{i // 250}.{i % 250 + 2}" for i in itertools.count(8))
+        # a block of pod IPs per process: two test sessions on one machine never collide
+        first = 8 + (os.getpid() % 200) * 250
+        self._addresses = (f"127.{i // 62500}.{i // 250 % 250}.{i % 250 + 2}"
+                           for i in itertools.count(first))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._probe = httpx.Client(timeout=1.0)

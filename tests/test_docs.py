@@ -263,7 +263,7 @@ def _dynamic() -> dict[str, set[str]]:
         "ready_reason": _camel_constants("reconciler.py", "_readiness"),
         "promoted_reason": _camel_constants("reconciler.py", "_promotion_state")
         | _plan_reasons(),
-        "phase": _camel_constants("rollout.py", "_condition"),  # the Rollout condition
+        "phase": _camel_constants("rollout.py", "_condition") - {"Rollout"},  # its type
     }
 
 

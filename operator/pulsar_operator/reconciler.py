@@ -335,18 +335,15 @@ def _check_registry_owner(runtime: Runtime, key: Key) -> None:
     until it names its own."""
     catalog = runtime.catalog
     name, subject = catalog.registered_name(key), catalog.retrain_subject(key)
-    owner = catalog.registry_owner(name)
-    if owner is not None and owner != key:
-        raise InvalidSpec(
-            f"spec.registeredModel: MLflow model {name!r} belongs to SurgeModel "
-            f"{owner[0]}/{owner[1]}; set spec.registeredModel to a name of this model's own "
-            f"(e.g. pulsar-{key[0]}-{key[1]})")
-    owner = catalog.subject_owner(subject)
-    if owner is not None and owner != key:
-        raise InvalidSpec(
-            f"spec.retrainSubject: NATS subject {subject!r} retrains SurgeModel "
-            f"{owner[0]}/{owner[1]}; set spec.retrainSubject to a subject of this model's own "
-            f"(e.g. pulsar.retrain.{key[0]}.{key[1]})")
+    for field, what, owner, example in (
+            ("registeredModel", f"MLflow model {name!r} belongs to",
+             catalog.registry_owner(name), f"pulsar-{key[0]}-{key[1]}"),
+            ("retrainSubject", f"NATS subject {subject!r} retrains",
+             catalog.subject_owner(subject), f"pulsar.retrain.{key[0]}.{key[1]}")):
+        if owner is not None and owner != key:
+            raise InvalidSpec(
+                f"spec.{field}: {what} SurgeModel {owner[0]}/{owner[1]}; set spec.{field} to "
+                f"one of this model's own (e.g. {example})")
 
 
 def _spec_of(runtime: Runtime, key: Key, meta: dict[str, Any],

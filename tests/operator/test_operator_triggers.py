@@ -114,21 +114,27 @@ async def test_the_same_scope_in_two_namespaces_has_two_subjects_each_acked_once
         assert info.num_ack_pending == 0 and info.num_redelivered == 0
 
 
-async def test_a_subject_named_by_two_models_is_refused_for_the_younger(
-        k8s: Any, mlflow_uri: str) -> None:
-    staging = surge_model("tehran-eco", registeredModel="pulsar-staging-tehran-eco",
-                          retrainSubject="pulsar.retrain.tehran.eco")
+def _staging_ready(server: Any) -> dict[str, Any]:
+    status = server.objects[SM, "staging", "tehran-eco"].raw.get("status") or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+
+
+def _younger_staging(server: Any, **spec: Any) -> None:
+    """Production's tehran-eco, and a younger one of the same scope in `staging`."""
+    server.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    staging = surge_model("tehran-eco", **spec)
     staging["metadata"] |= {"namespace": "staging", "uid": "uid-staging",
                             "creationTimestamp": "2099-01-01T00:00:00+00:00"}
-    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
-    k8s.objects[SM, "staging", "tehran-eco"] = staging
-    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
-        def staging_ready() -> dict[str, Any]:
-            status = k8s.objects[SM, "staging", "tehran-eco"].raw.get("status") or {}
-            return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+    server.objects[SM, "staging", "tehran-eco"] = staging
 
-        refused = await eventually(lambda: staging_ready().get("reason") == "InvalidSpec"
-                                   and staging_ready(), what="staging refused")
+
+async def test_a_subject_named_by_two_models_is_refused_for_the_younger(
+        k8s: Any, mlflow_uri: str) -> None:
+    _younger_staging(k8s, registeredModel="pulsar-staging-tehran-eco",
+                     retrainSubject="pulsar.retrain.tehran.eco")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        refused = await eventually(lambda: _staging_ready(k8s).get("reason") == "InvalidSpec"
+                                   and _staging_ready(k8s), what="staging refused")
         assert "spec.retrainSubject" in refused["message"]
         assert "pulsar/tehran-eco" in refused["message"]
         assert {j["metadata"]["namespace"] for j in objects(k8s, JOBS)} == {NS}
@@ -138,17 +144,10 @@ async def test_a_second_model_of_the_same_mlflow_name_is_refused_not_merged(
         k8s: Any, mlflow_uri: str) -> None:
     """Production owns pulsar-tehran-eco; the same scope in `staging` must not train into it
     or serve its champion until it names an MLflow model of its own."""
-    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
-    staging = surge_model("tehran-eco")
-    staging["metadata"] |= {"namespace": "staging", "uid": "uid-staging"}
-    k8s.objects[SM, "staging", "tehran-eco"] = staging
+    _younger_staging(k8s)
     async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
-        def staging_ready() -> dict[str, Any]:
-            status = k8s.objects[SM, "staging", "tehran-eco"].raw.get("status") or {}
-            return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
-
-        refused = await eventually(lambda: staging_ready().get("reason") == "InvalidSpec"
-                                   and staging_ready(), what="staging refused")
+        refused = await eventually(lambda: _staging_ready(k8s).get("reason") == "InvalidSpec"
+                                   and _staging_ready(k8s), what="staging refused")
         assert "spec.registeredModel" in refused["message"]
         assert "pulsar/tehran-eco" in refused["message"]
         await eventually(lambda: status_of(k8s, "tehran-eco").get("lastTraining"))

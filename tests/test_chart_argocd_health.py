@@ -81,14 +81,15 @@ def test_runs_on_lua_5_1_like_argo_cd() -> None:
     assert LuaRuntime().eval("_VERSION") == "Lua 5.1"
 
 
-# ---- every status the operator can set, built by the operator's own _finish ----------------
+# ---- every status the operator can set, built by the operator's own finish ----------------
 def _operator_status(generation: int = 3, **parts: Any) -> dict:
-    """A SurgeModel whose status is what `reconciler._finish` writes for these status parts."""
-    from pulsar_operator.reconciler import _finish
+    """A SurgeModel whose status is what `reconciler.finish` writes for these status parts."""
+    from pulsar_operator.reconciler import finish
+    from pulsar_operator.status import Status
 
     errors = {key: parts.pop(key, None) for key in ("mlflow", "nats", "child")}
-    status: dict[str, Any] = dict(parts)
-    _finish(status, None, generation, errors["mlflow"], errors["nats"], errors["child"])
+    status = finish(Status.parse(parts), False, generation, errors["mlflow"], errors["nats"],
+                    errors["child"]).dump()
     return {"metadata": {"name": "m", "generation": generation}, "spec": {}, "status": status}
 
 

@@ -256,8 +256,8 @@ def _dynamic() -> dict[str, set[str]]:
     return {
         "plan.event_reason": _plan_reasons(),
         "promotion.get('eventReason')": _plan_reasons(),
-        "training.get('outcome', 'NeverTrained')": finished | {"NeverTrained"},
-        "training.get('triggerKind', 'Idle').capitalize()": kinds | {"Idle"},
+        "training.outcome": finished,  # 'NeverTrained', its fallback, is a literal
+        "(training.trigger_kind or 'Idle').capitalize()": kinds | {"Idle"},
         "f'Training{outcome}'": {f"Training{o}" for o in finished},
         "degraded": _camel_constants("reconciler.py", "degraded_by"),
         "ready_reason": _camel_constants("reconciler.py", "_readiness"),
@@ -280,9 +280,9 @@ def _resolve(node: ast.expr, where: str) -> set[str]:
 
 def test_known_dynamic_reasons_resolve_to_values():
     dynamic = _dynamic()
-    assert {"Succeeded", "Failed"} <= dynamic["training.get('outcome', 'NeverTrained')"]
+    assert {"Succeeded", "Failed"} <= dynamic["training.outcome"]
     assert {"Spec", "Retrain", "Schedule"} <= dynamic[
-        "training.get('triggerKind', 'Idle').capitalize()"]
+        "(training.trigger_kind or 'Idle').capitalize()"]
     assert {"GateFailed", "Promoted", "AwaitingApproval"} <= dynamic["plan.event_reason"]
     assert {"MLflowUnavailable", "NatsUnavailable"} <= dynamic["degraded"]
 

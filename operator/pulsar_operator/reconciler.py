@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import logging
 import time
@@ -15,13 +16,21 @@ from pulsar_core.registry import RegistryUnavailable
 from pulsar_operator import metrics
 from pulsar_operator.builders import SurgeModel
 from pulsar_operator.champion import _call, move_champion, sync_registry
-from pulsar_operator.conditions import now_iso, set_condition
+from pulsar_operator.conditions import iso, now_iso, set_condition
 from pulsar_operator.kube import SURGEMODELS, KubeError
 from pulsar_operator.recorder import Decision, post_event
 from pulsar_operator.rollout import LIVE_PHASES, sync_rollout
 from pulsar_operator.runtime import Key, Runtime
 from pulsar_operator.serving import sync_predictor, utcnow
 from pulsar_operator.spec import InvalidSpec, SurgeModelSpec, parse_spec
+from pulsar_operator.status import (
+    Predictor,
+    Promotion,
+    RejectedChild,
+    Status,
+    Step,
+    Training,
+)
 from pulsar_operator.training import observe_job, start_training
 from pulsar_operator.triggers import next_cron_slot, parse_time
 
@@ -155,28 +164,23 @@ async def _guarded(step: Awaitable[T], child: str, rejected: list[str]) -> T | N
         return None
 
 
-def _record_rejection(status: dict[str, Any], rejected: list[str],
-                      decisions: list[Decision]) -> str | None:
-    """Keep the refusal (and how often it repeated) in status; one Warning Event per new one."""
-    previous = status.get("rejectedChild") or {}
+def rejection(previous: RejectedChild | None, rejected: list[str],
+              now: datetime) -> Step[RejectedChild | None]:
+    """The refusal kept in status (and how often it repeated); one Warning Event per new one."""
     if not rejected:
-        status.pop("rejectedChild", None)
-        return None
+        return Step(None)
     message = "; ".join(rejected)
-    same = previous.get("message") == message
-    status["rejectedChild"] = {"message": message,
-                               "failures": int(previous.get("failures") or 0) + 1 if same else 1,
-                               "at": now_iso()}
-    if not same:
-        decisions.append(Decision("ChildRejected", message, True))
-    return message
+    same = previous is not None and previous.message == message
+    record = RejectedChild(message=message, failures=previous.failures + 1
+                           if previous is not None and same else 1, at=iso(now))
+    return Step(record, () if same else (Decision("ChildRejected", message, True),))
 
 
-def _nats_decision(status: dict[str, Any], nats_error: str | None) -> Decision | None:
+def _nats_decision(status: Status, nats_error: str | None) -> Decision | None:
     """An Event when this model first sees NATS go down or come back."""
-    previous = next((c for c in status.get("conditions") or [] if c.get("type") == "Degraded"),
-                    {})
-    was_down = previous.get("status") == "True" and "Nats" in str(previous.get("reason"))
+    previous = next((c for c in status.conditions or [] if c.type == "Degraded"), None)
+    was_down = previous is not None and previous.status == "True" and \
+        "Nats" in str(previous.reason)
     if nats_error and not was_down:
         return Decision("NatsUnavailable", nats_error, True)
     if was_down and not nats_error:
@@ -184,51 +188,50 @@ def _nats_decision(status: dict[str, Any], nats_error: str | None) -> Decision |
     return None
 
 
-def _readiness(status: dict[str, Any]) -> tuple[bool, str, str]:
+def _readiness(status: Status) -> tuple[bool, str, str]:
     """Ready stays True while any replica serves: a rollout keeps the previous pods answering."""
-    champion = (status.get("champion") or {}).get("version")
-    predictor = status.get("predictor") or {}
+    champion = status.champion.version if status.champion else None
+    predictor = status.predictor or Predictor()
     if not champion:
         return False, "NoChampion", "no version is the champion yet"
-    endpoint, ready = predictor.get("endpoint"), int(predictor.get("readyReplicas") or 0)
-    if predictor.get("available"):
+    endpoint, ready = predictor.endpoint, predictor.ready_replicas or 0
+    if predictor.available:
         return True, "PredictorAvailable", f"version {champion} served at {endpoint}"
     if ready > 0:
         return True, "RollingOut", (f"version {champion} rolling out at {endpoint}; "
-                                    f"{ready} of {predictor.get('replicas')} replicas serve")
-    if predictor.get("rolloutFailed"):
-        return False, "RolloutFailed", str(predictor["rolloutFailed"])
+                                    f"{ready} of {predictor.replicas} replicas serve")
+    if predictor.rollout_failed:
+        return False, "RolloutFailed", predictor.rollout_failed
     return False, "PredictorNotReady", "predictor not serving yet"
 
 
-def _promotion_state(status: dict[str, Any]) -> tuple[bool, str, str]:
+def _promotion_state(status: Status) -> tuple[bool, str, str]:
     """Promoted: a champion holds the alias, unless something waits on a person or is stuck."""
-    champion = (status.get("champion") or {}).get("version")
-    promotion = status.get("promotion") or {}
-    challenger = status.get("challenger") or {}
-    message = promotion.get("reason") or "waiting for a registered version"
-    if promotion.get("eventReason") == "PinnedVersionMissing":
+    champion = status.champion.version if status.champion else None
+    promotion = status.promotion or Promotion()
+    challenger = status.challenger
+    message = promotion.reason or "waiting for a registered version"
+    if promotion.event_reason == "PinnedVersionMissing":
         return False, "PinnedVersionMissing", message
-    if challenger.get("awaitingApproval") and challenger.get("version") != champion:
-        return False, "AwaitingApproval", str(challenger.get("reason") or message)
+    if challenger and challenger.awaiting_approval and challenger.version != champion:
+        return False, "AwaitingApproval", challenger.reason or message
     if champion:
         return True, "Champion", message
-    if challenger and not challenger.get("passed"):
-        return False, "GateFailed", str(challenger.get("reason") or message)
-    return False, promotion.get("eventReason") or "NoChampion", message
+    if challenger and not challenger.passed:
+        return False, "GateFailed", challenger.reason or message
+    return False, promotion.event_reason or "NoChampion", message
 
 
-def _finish(status: dict[str, Any], model: SurgeModel | None, generation: int,
-            error: str | None, nats_error: str | None = None,
-            child_error: str | None = None) -> None:
-    conditions = status.get("conditions") or []
-    training = status.get("lastTraining") or {}
-    running = training.get("outcome") == "Running"
+def finish(status: Status, paused: bool, generation: int, error: str | None,
+           nats_error: str | None = None, child_error: str | None = None) -> Status:
+    """The conditions, observedGeneration and phase that sum up the other parts of status."""
+    conditions = [c.dump() for c in status.conditions or []]
+    training = status.last_training or Training()
+    running = training.outcome == "Running"
     conditions = set_condition(conditions, "Training", running,
-                               training.get("triggerKind", "Idle").capitalize() if running
-                               else training.get("outcome", "NeverTrained"),
-                               training.get("message") or training.get("job", "no Job yet"),
-                               generation)
+                               (training.trigger_kind or "Idle").capitalize() if running
+                               else training.outcome or "NeverTrained",
+                               training.message or training.job or "no Job yet", generation)
     promoted, promoted_reason, promoted_message = _promotion_state(status)
     conditions = set_condition(conditions, "Promoted", promoted, promoted_reason,
                                promoted_message, generation)
@@ -238,11 +241,9 @@ def _finish(status: dict[str, Any], model: SurgeModel | None, generation: int,
     ready, ready_reason, ready_message = _readiness(status)
     conditions = set_condition(conditions, "Ready", ready, ready_reason, ready_message,
                                generation)
-    status["conditions"] = conditions
-    status["observedGeneration"] = generation
-    paused = model is not None and model.spec.paused
-    status["phase"] = ("Paused" if paused else "Degraded" if degraded else "Training" if running
-                       else "Serving" if ready else "Pending")
+    phase = ("Paused" if paused else "Degraded" if degraded else "Training" if running
+             else "Serving" if ready else "Pending")
+    return status.updated(conditions=conditions, observed_generation=generation, phase=phase)
 
 
 async def reconcile(runtime: Runtime, body: dict[str, Any], *, forced: bool = False,
@@ -259,74 +260,124 @@ async def reconcile(runtime: Runtime, body: dict[str, Any], *, forced: bool = Fa
             metrics.DURATION.observe(time.monotonic() - started)
 
 
+@dataclass
+class _Pass:
+    """What the steps of one reconcile decided so far."""
+
+    status: Status
+    decisions: list[Decision] = dataclasses.field(default_factory=list)
+    rejected: list[str] = dataclasses.field(default_factory=list)
+    error: str | None = None
+
+    def take(self, step: Step[Status] | None) -> None:
+        if step is not None:
+            self.status = self.status.merged(step.part)
+            self.decisions.extend(step.decisions)
+
+
 async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: bool,
                      source: str) -> Outcome:
     meta = body["metadata"]
     generation = int(meta.get("generation") or 1)
     original = runtime.statuses.get(key) or {k: v for k, v in (body.get("status") or {}).items()
                                              if k != "kopf"}
-    status = copy.deepcopy(original)
-    decisions: list[Decision] = []
-    annotations = dict(meta.get("annotations") or {})
+    run = _Pass(Status.parse(original))
     try:
         spec = _spec_of(runtime, key, meta, body)
         _check_registry_owner(runtime, key)
     except InvalidSpec as error:
-        status["conditions"] = set_condition(status.get("conditions") or [], "Ready", False,
-                                             "InvalidSpec", str(error), generation)
-        status.update(phase="Failed", observedGeneration=generation)
-        if status != original:
-            decisions.append(Decision("InvalidSpec", str(error), True))
-        await _write(runtime, key, meta, original, status, decisions)
+        await _refuse(runtime, key, meta, original, run.status, generation, error)
         raise
     model = SurgeModel(name=key[1], namespace=key[0], uid=str(meta.get("uid", "")), spec=spec,
                        platform=runtime.platform, generation=generation)
-    status["retrainSubject"] = model.retrain_subject
-    error: str | None = None
-    rejected: list[str] = []
+    run.status = run.status.updated(retrain_subject=model.retrain_subject)
     if not spec.paused:
-        now = utcnow()
-        created = parse_time(meta.get("creationTimestamp")) or now
-        finished = await observe_job(runtime.kube, model, status, decisions, runtime.children,
-                                     now, _start_grace(runtime))
-        await _guarded(start_training(runtime.kube, model, status, annotations, created, now,
-                                      decisions), "trainer Job", rejected)
-        if source != "loop" and not forced and not finished:
-            runtime.queue.add(key)  # registry work goes to the bounded loop: Jobs come first
-        elif _registry_due(runtime, key, status, forced or finished):
-            error = await _registry_step(runtime, model, status, annotations, decisions)
-        elif (status.get("registry") or {}).get("error"):
-            error = status["registry"]["error"]
-        if error is None and status.get("rollout") and (source == "loop" or forced):
-            try:  # the live rollout reads NATS and MLflow: bounded loop only, like the registry
-                await _guarded(sync_rollout(runtime, model, status, now, decisions),
-                               "challenger", rejected)
-            except RegistryUnavailable as failure:
-                error = str(failure)
-        revert_to = await _guarded(sync_predictor(runtime.kube, model, status, now, decisions,
-                                                  runtime.children), "predictor", rejected)
-        if revert_to and error is None:
-            try:
-                await _revert(runtime, model, status, revert_to, decisions)
-                await sync_predictor(runtime.kube, model, status, now, decisions,
-                                     runtime.children)
-            except RegistryUnavailable as failure:
-                error = str(failure)
-    nats_change = _nats_decision(status, runtime.nats_error)
+        await _steps(runtime, key, model, run, dict(meta.get("annotations") or {}),
+                     meta.get("creationTimestamp"), forced, source)
+    nats_change = _nats_decision(run.status, runtime.nats_error)
     if nats_change is not None:
-        decisions.append(nats_change)
-    child_error = _record_rejection(status, rejected, decisions)
-    _finish(status, model, generation, error, runtime.nats_error, child_error)
-    await _write(runtime, key, meta, original, status, decisions)
+        run.decisions.append(nats_change)
+    kept = rejection(run.status.rejected_child, run.rejected, utcnow())
+    run.status = run.status.updated(rejected_child=kept.part) if kept.part is not None \
+        else run.status.without("rejected_child")
+    run.decisions.extend(kept.decisions)
+    child_error = kept.part.message if kept.part is not None else None
+    status = finish(run.status, spec.paused, generation, run.error, runtime.nats_error,
+                    child_error).dump()
+    await _write(runtime, key, meta, original, status, run.decisions)
     runtime.next_due[key] = next_due(runtime, key, spec, status, utcnow())
-    retry = None
+    return Outcome(status, _retry_after(runtime, status, run.error, kept.part), run.error or
+                   child_error)
+
+
+async def _refuse(runtime: Runtime, key: Key, meta: dict[str, Any], original: dict[str, Any],
+                  status: Status, generation: int, error: InvalidSpec) -> None:
+    """Write Failed with the spec's fault in the Ready condition (Event when it is news)."""
+    conditions = set_condition([c.dump() for c in status.conditions or []], "Ready", False,
+                               "InvalidSpec", str(error), generation)
+    refused = status.updated(conditions=conditions, phase="Failed",
+                             observed_generation=generation).dump()
+    decisions = [Decision("InvalidSpec", str(error), True)] if refused != original else []
+    await _write(runtime, key, meta, original, refused, decisions)
+
+
+def _retry_after(runtime: Runtime, status: dict[str, Any], error: str | None,
+                 rejected: RejectedChild | None) -> float | None:
+    """How soon to try again: the registry's retryAt while MLflow is down, a backoff on the
+    repeats of a refused child; None when nothing failed."""
     if error is not None:
         retry_at = parse_time((status.get("registry") or {}).get("retryAt"))
-        retry = max(1.0, (retry_at - utcnow()).total_seconds()) if retry_at else 5.0
-    elif child_error is not None:
-        failures = int(status["rejectedChild"]["failures"])
-        retry = float(min(runtime.settings.max_backoff_seconds, 5.0 * 2 ** min(failures, 8)))
-    return Outcome(status, retry, error or child_error)
+        return max(1.0, (retry_at - utcnow()).total_seconds()) if retry_at else 5.0
+    if rejected is not None:
+        return float(min(runtime.settings.max_backoff_seconds,
+                         5.0 * 2 ** min(rejected.failures, 8)))
+    return None
+
+
+async def _steps(runtime: Runtime, key: Key, model: SurgeModel, run: _Pass,
+                 annotations: dict[str, str], created_at: str | None, forced: bool,
+                 source: str) -> None:
+    """Training, registry, live rollout and predictor steps of an unpaused model."""
+    now = utcnow()
+    ended = await observe_job(runtime.kube, model, run.status.last_training, runtime.children,
+                              now, _start_grace(runtime))
+    run.take(ended)
+    run.take(await _guarded(start_training(runtime.kube, model, run.status, annotations,
+                                           parse_time(created_at) or now, now),
+                            "trainer Job", run.rejected))
+    status = run.status.dump()  # the steps below still edit the status as a dict
+    run.error = await _serving_steps(runtime, key, model, status, annotations, now, forced,
+                                     source, ended is not None, run)
+    run.status = Status.parse(status)
+
+
+async def _serving_steps(runtime: Runtime, key: Key, model: SurgeModel, status: dict[str, Any],
+                         annotations: dict[str, str], now: datetime, forced: bool, source: str,
+                         finished: bool, run: _Pass) -> str | None:
+    """Registry, live rollout and predictor; the MLflow error, if any."""
+    error: str | None = None
+    decisions, rejected = run.decisions, run.rejected
+    if source != "loop" and not forced and not finished:
+        runtime.queue.add(key)  # registry work goes to the bounded loop: Jobs come first
+    elif _registry_due(runtime, key, status, forced or finished):
+        error = await _registry_step(runtime, model, status, annotations, decisions)
+    elif (status.get("registry") or {}).get("error"):
+        error = status["registry"]["error"]
+    if error is None and status.get("rollout") and (source == "loop" or forced):
+        try:  # the live rollout reads NATS and MLflow: bounded loop only, like the registry
+            await _guarded(sync_rollout(runtime, model, status, now, decisions),
+                           "challenger", rejected)
+        except RegistryUnavailable as failure:
+            error = str(failure)
+    revert_to = await _guarded(sync_predictor(runtime.kube, model, status, now, decisions,
+                                              runtime.children), "predictor", rejected)
+    if revert_to and error is None:
+        try:
+            await _revert(runtime, model, status, revert_to, decisions)
+            await sync_predictor(runtime.kube, model, status, now, decisions, runtime.children)
+        except RegistryUnavailable as failure:
+            error = str(failure)
+    return error
 
 
 def _check_registry_owner(runtime: Runtime, key: Key) -> None:

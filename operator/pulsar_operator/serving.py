@@ -17,7 +17,7 @@ from pulsar_operator.builders import (
     short_hash,
 )
 from pulsar_operator.children import holds
-from pulsar_operator.conditions import now_iso
+from pulsar_operator.conditions import iso
 from pulsar_operator.kube import (
     AUTOSCALERS,
     DEPLOYMENTS,
@@ -65,8 +65,31 @@ async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], 
         return None
     deployment = build_predictor_deployment(model, version)
     applied = short_hash(json.dumps(deployment, sort_keys=True), 16)
-    predictor = dict(status.get("predictor") or {})
-    changed = predictor.get("appliedHash") != applied
+    previous = status.get("predictor") or {}
+    changed = previous.get("appliedHash") != applied
+    await _apply_children(kube, model, deployment, changed, watched, decisions)
+    predictor = dict(previous)
+    if changed:
+        predictor, rolled = applied_predictor(model, previous, version, applied, now)
+        if rolled is not None:
+            decisions.append(rolled)
+    live = watched.get(("Deployment", model.namespace, predictor_name(model)))
+    if live is None or predictor.get("appliedHash") != previous.get("appliedHash"):
+        live = await kube.get(DEPLOYMENTS, model.namespace, predictor_name(model))
+    replicas = wanted_replicas(model, live)
+    ready, available, exceeded = deployment_health(live, replicas)
+    predictor.update(readyReplicas=ready, replicas=replicas, available=available)
+    status["predictor"], revert_to = rollout_progress(model, predictor, version,
+                                                      status.get("lastGoodVersion"),
+                                                      available, exceeded, now)
+    return revert_to
+
+
+async def _apply_children(kube: Kube, model: SurgeModel, deployment: dict[str, Any],
+                          changed: bool, watched: dict[tuple[str, str, str], dict[str, Any]],
+                          decisions: list[Decision]) -> None:
+    """Apply the predictor's children when the template changed, else repair what drifted;
+    delete the optional ones the spec no longer asks for."""
     wanted = [deployment, build_predictor_service(model)]
     optional = (("PodDisruptionBudget", model.spec.serving.fewest_replicas >= 2,
                  build_predictor_pdb),
@@ -83,43 +106,46 @@ async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], 
             await kube.apply(REFS[manifest["kind"]], manifest)
         if repair:
             decisions.append(Decision("PredictorRepaired", repair, True))
-    if changed:
-        rolled = predictor.get("version") != version
-        predictor = {"deployment": predictor_name(model), "version": version,
-                     "appliedHash": applied, "endpoint": predictor_endpoint(model),
-                     "rolloutStartedAt": now_iso() if rolled else
-                     predictor.get("rolloutStartedAt") or now_iso(),
-                     "rolledOutAt": None if rolled else predictor.get("rolledOutAt")}
-        if rolled:
-            decisions.append(Decision("PredictorRollout",
-                                      f"predictor {predictor_name(model)} rolls to version "
-                                      f"{version}"))
-    live = watched.get(("Deployment", model.namespace, predictor_name(model)))
-    if live is None or predictor.get("appliedHash") != (status.get("predictor") or {}).get(
-            "appliedHash"):
-        live = await kube.get(DEPLOYMENTS, model.namespace, predictor_name(model))
-    replicas = wanted_replicas(model, live)
-    ready, available, exceeded = deployment_health(live, replicas)
-    predictor.update(readyReplicas=ready, replicas=replicas, available=available)
-    status["predictor"] = predictor
+
+
+def applied_predictor(model: SurgeModel, previous: dict[str, Any], version: str, applied: str,
+                      now: datetime) -> tuple[dict[str, Any], Decision | None]:
+    """status.predictor once a new template is applied; the Event when the version changes."""
+    rolled = previous.get("version") != version
+    predictor = {"deployment": predictor_name(model), "version": version,
+                 "appliedHash": applied, "endpoint": predictor_endpoint(model),
+                 "rolloutStartedAt": iso(now) if rolled else
+                 previous.get("rolloutStartedAt") or iso(now),
+                 "rolledOutAt": None if rolled else previous.get("rolledOutAt")}
+    if not rolled:
+        return predictor, None
+    return predictor, Decision("PredictorRollout", f"predictor {predictor_name(model)} rolls to "
+                               f"version {version}")
+
+
+def rollout_progress(model: SurgeModel, predictor: dict[str, Any], version: str,
+                     last_good: str | None, available: bool, exceeded: bool,
+                     now: datetime) -> tuple[dict[str, Any], str | None]:
+    """status.predictor after a look at the Deployment, and the version to revert to when the
+    rollout failed (past the deadline, or Kubernetes gave up) and an earlier one exists."""
+    predictor = dict(predictor)
     if available:
         predictor.pop("rolloutFailed", None)
-        predictor["rolledOutAt"] = predictor.get("rolledOutAt") or now_iso()
-        return None
+        predictor["rolledOutAt"] = predictor.get("rolledOutAt") or iso(now)
+        return predictor, None
     if predictor.get("rolledOutAt") and not exceeded:
-        return None  # ready once: a later dip is not a failed rollout unless K8s says so
+        return predictor, None  # ready once: a later dip is not a failed rollout unless K8s says so
     started = parse_time(predictor.get("rolloutStartedAt")) or now
     late = (now - started).total_seconds() > model.spec.serving.rollout_deadline_seconds
-    last_good = status.get("lastGoodVersion")
     if (late or exceeded) and last_good and last_good != version \
             and not model.spec.serving.model_version:
-        return str(last_good)
+        return predictor, str(last_good)
     if late or exceeded:  # nothing to go back to: say so instead of waiting for ever
         predictor["rolloutFailed"] = (
             f"predictor for version {version} not available within "
             f"{model.spec.serving.rollout_deadline_seconds}s and no earlier version to revert "
             f"to; see `kubectl -n {model.namespace} describe deploy {predictor_name(model)}`")
-    return None
+    return predictor, None
 
 
 async def _repair_reason(kube: Kube, manifest: dict[str, Any],

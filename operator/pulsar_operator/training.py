@@ -8,13 +8,15 @@ from typing import Any
 from pulsar_operator import metrics
 from pulsar_operator.builders import (
     SurgeModel,
+    Trigger,
     build_trainer_service_account,
     build_training_job,
     job_name,
 )
-from pulsar_operator.conditions import now_iso
+from pulsar_operator.conditions import iso
 from pulsar_operator.kube import EVENTS, JOBS, PODS, SERVICE_ACCOUNTS, Kube
 from pulsar_operator.recorder import Decision
+from pulsar_operator.status import LastTrigger, Status, Step, Training
 from pulsar_operator.triggers import TriggerState, next_trigger, parse_time, training_hash
 
 # Container states no retry of the Job controller can cure: the pod spec itself is wrong, or
@@ -79,69 +81,83 @@ async def why_stuck(kube: Kube, job: dict[str, Any], started: datetime, now: dat
     return unstartable_pod(pods)
 
 
-async def observe_job(kube: Kube, model: SurgeModel, status: dict[str, Any],
-                      decisions: list[Decision],
+def job_ended(training: Training, outcome: str, message: str, now: datetime) -> Step[Status]:
+    """lastTraining once its Job ended (Succeeded or Failed), and the Event that says so."""
+    ended = training.updated(outcome=outcome, message=message, completed_at=iso(now))
+    return Step(Status(last_training=ended),
+                (Decision(f"Training{outcome}", f"Job {training.job}: {message}",
+                          outcome == "Failed"),))
+
+
+async def observe_job(kube: Kube, model: SurgeModel, training: Training | None,
                       watched: dict[tuple[str, str, str], dict[str, Any]],
-                      now: datetime, start_grace: timedelta) -> bool:
-    """Update lastTraining from the Job (watch cache first, else GET); True when it finished.
-    A Job whose pods cannot start is failed at once (and deleted, pods and all), instead of
-    waiting out activeDeadlineSeconds: its reason goes to status and a Warning Event."""
-    training = status.get("lastTraining") or {}
-    if training.get("outcome") != "Running":
-        return False
-    job = watched.get(("Job", model.namespace, training["job"]))
+                      now: datetime, start_grace: timedelta) -> Step[Status] | None:
+    """lastTraining from the Job (watch cache first, else GET) once it finished; None while it
+    runs. A Job whose pods cannot start is failed at once (and deleted, pods and all), instead
+    of waiting out activeDeadlineSeconds: its reason goes to status and a Warning Event."""
+    if training is None or training.outcome != "Running":
+        return None
+    name = str(training.job)
+    job = watched.get(("Job", model.namespace, name))
     if job is None:
-        job = await kube.get(JOBS, model.namespace, training["job"])
+        job = await kube.get(JOBS, model.namespace, name)
     outcome, message = job_outcome(job)
     if outcome == "Running" and job is not None:
-        started = parse_time(training.get("startedAt")) or now
+        started = parse_time(training.started_at) or now
         stuck = await why_stuck(kube, job, started, now, start_grace)
         if stuck is not None:
-            await kube.delete(JOBS, model.namespace, training["job"], "Background")
+            await kube.delete(JOBS, model.namespace, name, "Background")
             outcome, message = "Failed", stuck
     if outcome == "Running":
-        return False
-    status["lastTraining"] = {**training, "outcome": outcome, "message": message,
-                              "completedAt": now_iso()}
-    decisions.append(Decision(f"Training{outcome}", f"Job {training['job']}: {message}",
-                              outcome == "Failed"))
-    return True
+        return None
+    return job_ended(training, outcome, message, now)
 
 
-async def start_training(kube: Kube, model: SurgeModel, status: dict[str, Any],
-                         annotations: dict[str, str], created: datetime, now: datetime,
-                         decisions: list[Decision]) -> None:
+def coalesced(trigger: Trigger, state: TriggerState) -> Step[Status]:
+    """A trigger that arrives while a Job runs joins it: it is recorded as handled."""
+    if trigger.kind == "retrain":
+        return Step(Status(last_retrain_request=state.pending_request),
+                    (Decision("RetrainCoalesced", f"request {state.pending_request} "
+                              "joins the training Job already running"),))
+    if trigger.kind == "schedule":
+        return Step(Status(last_scheduled_at=trigger.at.isoformat()))
+    return Step(Status())
+
+
+def started(model: SurgeModel, trigger: Trigger, state: TriggerState, status: Status,
+            adopted: bool, now: datetime) -> Step[Status]:
+    """lastTraining, lastTrigger and what the trigger consumed, once its Job exists."""
+    name = job_name(model, trigger)
+    part = Status(
+        last_training=Training(job=name, trigger_id=trigger.id, trigger_kind=trigger.kind,
+                               spec_hash=training_hash(model.spec), started_at=iso(now),
+                               outcome="Running"),
+        last_trigger=LastTrigger(kind=trigger.kind, id=trigger.id, reason=trigger.reason,
+                                 at=trigger.at.isoformat()))
+    if trigger.kind == "retrain":
+        part = part.updated(last_retrain_request=state.pending_request)
+    if trigger.kind == "schedule" or status.last_scheduled_at is None:
+        part = part.updated(last_scheduled_at=trigger.at.isoformat())
+    verb = "already existed (adopted after a restart)" if adopted else "started"
+    return Step(part, (Decision("TrainingStarted", f"Job {name} {verb}: {trigger.reason}"),))
+
+
+async def start_training(kube: Kube, model: SurgeModel, status: Status,
+                         annotations: dict[str, str], created: datetime,
+                         now: datetime) -> Step[Status] | None:
     """Start the Job for the next trigger, or coalesce it into the Job already running."""
-    spec = model.spec
-    state = TriggerState.read(status, annotations, created)
-    trigger = next_trigger(spec, model.generation, state, now,
+    state = TriggerState.read(status.dump(), annotations, created)
+    trigger = next_trigger(model.spec, model.generation, state, now,
                            annotations.get("forecasting.pulsar.dev/retrain-reason", ""))
     if trigger is None:
-        return
-    running = (status.get("lastTraining") or {}).get("outcome") == "Running"
-    if running:
+        return None
+    if status.last_training is not None and status.last_training.outcome == "Running":
         if trigger.kind == "retrain":
-            status["lastRetrainRequest"] = state.pending_request
             metrics.COALESCED.inc()
-            decisions.append(Decision("RetrainCoalesced", f"request {state.pending_request} "
-                                      "joins the training Job already running"))
-        elif trigger.kind == "schedule":
-            status["lastScheduledAt"] = trigger.at.isoformat()
-        return
+        return coalesced(trigger, state)
     manifest = build_training_job(model, trigger)
     if not model.platform.service_account:
         await kube.create(SERVICE_ACCOUNTS, build_trainer_service_account(model))
     created_now = await kube.create(JOBS, manifest)
-    name = job_name(model, trigger)
-    status["lastTraining"] = {"job": name, "triggerId": trigger.id, "triggerKind": trigger.kind,
-                              "specHash": training_hash(spec), "startedAt": now_iso(),
-                              "outcome": "Running"}
-    status["lastTrigger"] = {"kind": trigger.kind, "id": trigger.id, "reason": trigger.reason,
-                             "at": trigger.at.isoformat()}
-    if trigger.kind == "retrain":
-        status["lastRetrainRequest"] = state.pending_request
-    if trigger.kind == "schedule" or "lastScheduledAt" not in status:
-        status["lastScheduledAt"] = trigger.at.isoformat()
     metrics.TRIGGERS.labels(trigger.kind).inc()
-    verb = "started" if created_now else "already existed (adopted after a restart)"
-    decisions.append(Decision("TrainingStarted", f"Job {name} {verb}: {trigger.reason}"))
+    return started(model, trigger, state, status, not created_now, now)

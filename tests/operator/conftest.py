@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,24 @@ def deployment_version(server: Any, name: str) -> str | None:
         return None
     env = deployments[0]["spec"]["template"]["spec"]["containers"][0]["env"]
     return next(item["value"] for item in env if item["name"] == "PULSAR_MODEL_VERSION")
+
+
+@pytest.fixture(autouse=True)
+def statuses_round_trip(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """Every status a reconcile reads or writes in these tests parses into the typed Status
+    and dumps back unchanged (keys, shapes, values): the model changes no byte of the API's."""
+    from pulsar_operator import reconciler
+    from pulsar_operator.status import Status
+
+    seen: list[dict[str, Any]] = []
+    write = reconciler._write
+
+    async def recording(runtime: Any, key: Any, meta: Any, original: dict[str, Any],
+                        status: dict[str, Any], decisions: Any) -> None:
+        seen.extend(copy.deepcopy([original, status]))
+        await write(runtime, key, meta, original, status, decisions)
+
+    monkeypatch.setattr(reconciler, "_write", recording)
+    yield seen
+    changed = [s for s in seen if Status.parse(s).dump() != s]
+    assert not changed, f"Status does not round-trip: {changed[0]}"

@@ -25,7 +25,7 @@ async def _stream(url: str) -> list[ForecastScores]:
 
 
 async def test_a_shadow_publishes_every_scored_forecast_and_requests_no_retrain(
-        drift_settings: ServeSettings, tiny_snapshots: pd.DataFrame) -> None:
+        drift_settings: ServeSettings, tiny_snapshots: pd.DataFrame) -> None:  # noqa: F811
     settings = drift_settings.model_copy(update={"role": "shadow"})
     runtime, retrain_messages = await _replay(settings, tiny_snapshots, demand_factor=4.0)
     assert retrain_messages == []  # far off, but a shadow only gets scored

@@ -52,6 +52,7 @@ class ScoreOutbox:
         self.metrics = metrics
         self.subject = scores_subject(settings.city, settings.service_type)
         self.pending: deque[ForecastScores] = deque()
+        self.sent_errors = 0  # scored forecasts the stream has acknowledged
         self._stream_ready = False
 
     def add(self, model_name: str, version: str, batches: list[pd.DataFrame]) -> None:
@@ -77,6 +78,7 @@ class ScoreOutbox:
                 await js.publish(self.subject, event.model_dump_json().encode(),
                                  headers={"Nats-Msg-Id": event.msg_id()})
                 self.pending.popleft()
+                self.sent_errors += len(event.errors)
                 sent += 1
         except (nats.errors.Error, OSError, TimeoutError) as error:
             self._stream_ready = False

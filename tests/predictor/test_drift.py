@@ -152,6 +152,9 @@ async def _replay(settings: ServeSettings, snapshots: pd.DataFrame,
             await eventually(lambda: _stored(runtime) == sent)  # noqa: B023 (awaited here)
             if sent >= len(history_batches):
                 await eventually(lambda: runtime.drift.observed_version == runtime.buffer.version)
+        # the last scores reach the stream after the drift check that scored them
+        await eventually(lambda: runtime.scores.sent_errors
+                         == runtime.drift.scorer.counts["scored"])
         info = await js.stream_info(RETRAIN_STREAM)
         messages = [await js.get_msg(RETRAIN_STREAM, seq)
                     for seq in range(1, info.state.messages + 1)]

@@ -79,13 +79,18 @@ def plane(workdir: Path) -> Iterator[tuple[ControlPlane, Api, Path]]:
         yield control, api, account
 
 
+REGISTRY_POLL_SECONDS = 300.0  # the operator's default
+
+
 def start_operator(control: ControlPlane, account: Path, mlflow: str, workdir: Path,
-                   nats_url: str | None = None) -> subprocess.Popen[bytes]:
+                   nats_url: str | None = None,
+                   registry_poll: float = REGISTRY_POLL_SECONDS) -> subprocess.Popen[bytes]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("PULSAR_")}
     env |= {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(control.port),
             "PULSAR_SERVICE_ACCOUNT_DIR": str(account), "PULSAR_MLFLOW_TRACKING_URI": mlflow,
             "PULSAR_METRICS_PORT": "0", "PULSAR_LIVENESS_PORT": "0", "PULSAR_STANDALONE": "true",
-            "PULSAR_LOG_FORMAT": "plain", "PULSAR_HOST": "127.0.0.1"}
+            "PULSAR_LOG_FORMAT": "plain", "PULSAR_HOST": "127.0.0.1",
+            "PULSAR_REGISTRY_POLL_SECONDS": str(registry_poll)}
     if nats_url:
         env["PULSAR_NATS_URL"] = nats_url
     log = (workdir / "operator.log").open("wb")
@@ -114,17 +119,20 @@ def audit_requests(log: Path, since: datetime, until: datetime) -> int:
     return len(seen)
 
 
-def scale_run(count: int, order: str, mlflow: str, settle: float) -> dict[str, float]:
+def scale_run(count: int, order: str, mlflow: str, settle: float,
+              registry_poll: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, plane(Path(tmp)) as (control, api, account):
         operator = None
         if order == "running":
-            operator = start_operator(control, account, mlflow, Path(tmp))
+            operator = start_operator(control, account, mlflow, Path(tmp),
+                                      registry_poll=registry_poll)
             time.sleep(5)  # let it log in and start its watches before the models arrive
         started = time.monotonic()
         for index in range(count):
             api.create(model(index))
         if operator is None:
-            operator = start_operator(control, account, mlflow, Path(tmp))
+            operator = start_operator(control, account, mlflow, Path(tmp),
+                                      registry_poll=registry_poll)
             started = time.monotonic()
         watched = psutil.Process(operator.pid)
         peak = 0.0
@@ -203,15 +211,19 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--orders", nargs="+", default=["running", "after"],
                         choices=["running", "after"])
-    parser.add_argument("--settle", type=float, default=30.0)
+    parser.add_argument("--settle", type=float, default=30.0,
+                        help="seconds to settle, then seconds of the idle window; make it at "
+                        "least --registry-poll so the window holds every model's registry check")
+    parser.add_argument("--registry-poll", type=float, default=REGISTRY_POLL_SECONDS)
+    parser.add_argument("--skip-retrain", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, running_mlflow_server(Path(tmp)) as mlflow:
         results = []
         for size in args.sizes:
             for order in args.orders:
-                results.append(scale_run(size, order, mlflow, args.settle))
+                results.append(scale_run(size, order, mlflow, args.settle, args.registry_poll))
                 print(f"measured: {results[-1]}", flush=True)
-        latencies = sorted(retrain_latency(mlflow))
+        latencies = [] if args.skip_retrain else sorted(retrain_latency(mlflow))
     base = results[0]
     print(f"{'models':>6} {'operator':>9} {'all Jobs+status s':>17} {'x':>5} {'op RSS MB':>9} "
           f"{'op CPU s':>8} {'idle CPU %':>10} {'idle req/s':>10} {'apiserver MB':>12} "
@@ -222,6 +234,9 @@ def main() -> None:
               f"{r['operator_cpu_s']:>8.1f} {r['idle_cpu_pct']:>10.2f} "
               f"{r['idle_requests_per_s']:>10.2f} {r['apiserver_rss_mb']:>12.0f} "
               f"{r['etcd_rss_mb']:>7.0f}")
+    print(f"registry poll {args.registry_poll:g} s, idle window {args.settle:g} s")
+    if not latencies:
+        return
     p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
     print(f"retrain request -> Job visible over {len(latencies)} requests: "
           f"p50 {statistics.median(latencies):.2f} s, p99 {p99:.2f} s, max {latencies[-1]:.2f} s")

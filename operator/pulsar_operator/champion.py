@@ -11,14 +11,15 @@ from typing import Any
 
 from pulsar_core.events import MODEL_PROMOTED, ModelPromoted, SurgeModelRef
 from pulsar_core.gate import scores_from_tags
-from pulsar_core.promotion import Judged, Judgement, plan_promotion
-from pulsar_core.registry import VersionInfo
+from pulsar_core.promotion import Judged, Judgement, PromotionPlan, plan_promotion
+from pulsar_core.registry import RegistryUnavailable, VersionInfo
 from pulsar_operator import metrics
 from pulsar_operator.builders import SurgeModel
-from pulsar_operator.conditions import iso, now_iso
+from pulsar_operator.conditions import iso
 from pulsar_operator.recorder import Decision
 from pulsar_operator.runtime import Runtime
 from pulsar_operator.shadow_plan import start_shadow, takes_shadow
+from pulsar_operator.status import Challenger, Champion, Promotion, Status, Step
 from pulsar_operator.triggers import APPROVE_ANNOTATION
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,20 @@ def challenger_status(judgement: Judgement) -> dict[str, Any]:
             "judgedAt": iso(judgement.judged_at)}
 
 
-def judged_from_status(challenger: dict[str, Any] | None) -> Judged | None:
+def judged_from_status(challenger: Challenger | None) -> Judged | None:
     """The verdict status.challenger recorded, if it names a version."""
-    if not challenger or challenger.get("version") is None:
+    if challenger is None or challenger.version is None:
         return None
-    return Judged(str(challenger["version"]), bool(challenger.get("passed")),
-                  bool(challenger.get("awaitingApproval")), str(challenger.get("reason", "")))
+    return Judged(challenger.version, bool(challenger.passed), bool(challenger.awaiting_approval),
+                  "" if challenger.reason is None else challenger.reason)
+
+
+class AliasNotMoved(RegistryUnavailable):
+    """MLflow failed while moving the alias, after a verdict that status still keeps."""
+
+    def __init__(self, cause: RegistryUnavailable, kept: Status) -> None:
+        RuntimeError.__init__(self, str(cause))
+        self.uri, self.kept = cause.uri, kept
 
 
 async def _call(runtime: Runtime, method: str, *args: Any) -> Any:
@@ -70,48 +79,80 @@ async def announce(runtime: Runtime, model: SurgeModel, version: str,
         log.warning("could not publish %s for %s: %s", MODEL_PROMOTED, model.name, error)
 
 
-async def move_champion(runtime: Runtime, model: SurgeModel, status: dict[str, Any],
-                        target: VersionInfo, previous: str | None, reason: str) -> None:
-    await _call(runtime, "set_alias", model.registered_model, target.version)
+def champion_moved(target: VersionInfo, previous: str | None, now: datetime) -> Status:
+    """status.champion (and lastGoodVersion) once the alias points at `target`."""
+    part = Status(champion=Champion.model_validate({**version_summary(target),
+                                                   "promotedAt": iso(now)}))
     if previous and previous != target.version:
-        status["lastGoodVersion"] = previous
-    status["champion"] = {**version_summary(target), "promotedAt": now_iso()}
+        part = part.updated(last_good_version=previous)
+    return part
+
+
+async def set_champion(runtime: Runtime, model: SurgeModel, target: VersionInfo,
+                       previous: str | None, reason: str) -> None:
+    """Move the alias to `target`, count it and tell the predictors."""
+    await _call(runtime, "set_alias", model.registered_model, target.version)
     metrics.PROMOTIONS.labels(reason).inc()
     await announce(runtime, model, target.version, previous)
 
 
-async def sync_registry(runtime: Runtime, model: SurgeModel, status: dict[str, Any],
-                        annotations: dict[str, str], decisions: list[Decision]) -> None:
-    """Judge the newest version and keep status.champion equal to the registry's alias."""
-    name = model.registered_model
-    versions: list[VersionInfo] = await _call(runtime, "versions", name)
-    champion: VersionInfo | None = await _call(runtime, "get_alias", name)
-    plan = plan_promotion(versions, champion, model.spec.promotion.to_policy(),
-                          now=datetime.now(UTC),
-                          pinned=model.spec.serving.model_version,
-                          judged=judged_from_status(status.get("challenger")),
-                          approved_version=annotations.get(APPROVE_ANNOTATION))
+async def move_champion(runtime: Runtime, model: SurgeModel, status: dict[str, Any],
+                        target: VersionInfo, previous: str | None, reason: str) -> None:
+    """set_champion, then champion_moved written into a status still kept as a dict."""
+    await set_champion(runtime, model, target, previous, reason)
+    status.update(champion_moved(target, previous, datetime.now(UTC)).dump())
+
+
+def promotion_step(model: SurgeModel, status: Status, plan: PromotionPlan,
+                   champion: VersionInfo | None,
+                   now: datetime) -> tuple[Step[Status], VersionInfo | None]:
+    """The status parts and Events of a promotion plan, and the version the alias must move
+    to (None: it stays, or a shadow goes first)."""
+    part, decisions = Status(), list[Decision]()
     if plan.judgement is not None:
-        status["challenger"] = challenger_status(plan.judgement)
+        part = part.updated(challenger=challenger_status(plan.judgement))
     if plan.target is not None and takes_shadow(model.spec, plan.event_reason, champion):
         assert champion is not None  # takes_shadow needs one to compare with
-        started = start_shadow(status, plan.target, champion.version, datetime.now(UTC))
-        if started is not None:
-            decisions.append(started)
+        shadow = start_shadow(status.rollout, plan.target, champion.version, now)
+        if shadow is not None:
+            part = part.updated(rollout=shadow.part)
+            decisions.extend(shadow.decisions)
         plan = replace(plan, target=None, event_reason=None, warning=False,
                        reason=f"version {plan.target.version} passed the gate and shadows "
                        f"champion {champion.version} (spec.rollout.strategy shadow)")
     if plan.target is not None:
-        await move_champion(runtime, model, status, plan.target,
-                            champion.version if champion else None, plan.event_reason or "")
+        part = part.merged(champion_moved(plan.target, champion.version if champion else None,
+                                          now))
     elif champion is not None:
-        kept = status.get("champion") or {}
-        status["champion"] = {**version_summary(champion),
-                              "promotedAt": kept.get("promotedAt") or now_iso()}
+        kept = status.champion.promoted_at if status.champion else None
+        part = part.updated(champion={**version_summary(champion),
+                                      "promotedAt": kept or iso(now)})
     new_verdict = plan.judgement is not None
     pinned_error = plan.event_reason == "PinnedVersionMissing" and (
-        status.get("promotion") or {}).get("reason") != plan.reason
+        status.promotion.reason if status.promotion else None) != plan.reason
     if plan.event_reason and (plan.target is not None or new_verdict or pinned_error):
         decisions.append(Decision(plan.event_reason, plan.reason, plan.warning))
-    status["promotion"] = {"reason": plan.reason, "eventReason": plan.event_reason,
-                           "checkedAt": now_iso()}
+    part = part.updated(promotion=Promotion(reason=plan.reason, event_reason=plan.event_reason,
+                                            checked_at=iso(now)))
+    return Step(part, tuple(decisions)), plan.target
+
+
+async def sync_registry(runtime: Runtime, model: SurgeModel, status: Status,
+                        annotations: dict[str, str], now: datetime) -> Step[Status]:
+    """Judge the newest version and keep status.champion equal to the registry's alias."""
+    name = model.registered_model
+    versions: list[VersionInfo] = await _call(runtime, "versions", name)
+    champion: VersionInfo | None = await _call(runtime, "get_alias", name)
+    plan = plan_promotion(versions, champion, model.spec.promotion.to_policy(), now=now,
+                          pinned=model.spec.serving.model_version,
+                          judged=judged_from_status(status.challenger),
+                          approved_version=annotations.get(APPROVE_ANNOTATION))
+    step, target = promotion_step(model, status, plan, champion, now)
+    if target is not None:
+        try:
+            await set_champion(runtime, model, target, champion.version if champion else None,
+                               plan.event_reason or "")
+        except RegistryUnavailable as error:  # the verdict stays in status, as it was reached
+            kept = Status(challenger=step.part.challenger) if plan.judgement else Status()
+            raise AliasNotMoved(error, kept) from error
+    return step

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from pulsar_core.registry import RegistryUnavailable
 from pulsar_operator import metrics
 from pulsar_operator.builders import SurgeModel
-from pulsar_operator.champion import _call, move_champion, sync_registry
+from pulsar_operator.champion import AliasNotMoved, _call, move_champion, sync_registry
 from pulsar_operator.conditions import iso, now_iso, set_condition
 from pulsar_operator.kube import SURGEMODELS, KubeError
 from pulsar_operator.recorder import Decision, post_event
@@ -26,6 +26,7 @@ from pulsar_operator.spec import InvalidSpec, SurgeModelSpec, parse_spec
 from pulsar_operator.status import (
     Predictor,
     Promotion,
+    Registry,
     RejectedChild,
     Status,
     Step,
@@ -53,20 +54,20 @@ def _spread(key: Key, seconds: float, width: float = 0.2) -> float:
     return seconds * (1 + width * (fraction - 0.5))
 
 
-def _registry_next(runtime: Runtime, key: Key, status: dict[str, Any]) -> datetime | None:
+def _registry_next(runtime: Runtime, key: Key, registry: Registry | None) -> datetime | None:
     """When the registry should be read next (None: now)."""
-    registry = status.get("registry") or {}
-    retry_at = parse_time(registry.get("retryAt"))
+    registry = registry or Registry()
+    retry_at = parse_time(registry.retry_at)
     if retry_at is not None:
         return retry_at
-    checked = parse_time(registry.get("checkedAt"))
+    checked = parse_time(registry.checked_at)
     if checked is None:
         return None
     return checked + timedelta(seconds=_spread(key, runtime.settings.registry_poll_seconds))
 
 
-def _registry_due(runtime: Runtime, key: Key, status: dict[str, Any], forced: bool) -> bool:
-    due = _registry_next(runtime, key, status)
+def _registry_due(runtime: Runtime, key: Key, registry: Registry | None, forced: bool) -> bool:
+    due = _registry_next(runtime, key, registry)
     return forced or due is None or utcnow() >= due
 
 
@@ -78,7 +79,9 @@ def next_due(runtime: Runtime, key: Key, spec: SurgeModelSpec | None,
     times = [now + timedelta(seconds=_spread(key, runtime.settings.full_resync_seconds, 0.5))]
     if spec is not None and not spec.paused:
         times.append(next_cron_slot(spec.training.schedule, now))
-        times.append(_registry_next(runtime, key, status) or now)
+        registry = Registry.model_validate(status["registry"]) if status.get("registry") \
+            else None
+        times.append(_registry_next(runtime, key, registry) or now)
         training = status.get("lastTraining") or {}
         job_check = (parse_time(training.get("startedAt")) or now) + _start_grace(runtime)
         if training.get("outcome") == "Running" and job_check > now:
@@ -97,31 +100,38 @@ def _start_grace(runtime: Runtime) -> timedelta:
     return timedelta(seconds=runtime.settings.job_start_grace_seconds)
 
 
-def _backoff(runtime: Runtime, status: dict[str, Any]) -> float:
-    failures = int((status.get("registry") or {}).get("failures") or 0)
+def _backoff(runtime: Runtime, registry: Registry | None) -> float:
+    failures = (registry.failures or 0) if registry is not None else 0
     return float(min(runtime.settings.max_backoff_seconds, 2.0 * 2 ** min(failures, 10)))
 
 
-async def _registry_step(runtime: Runtime, model: SurgeModel, status: dict[str, Any],
-                         annotations: dict[str, str], decisions: list[Decision]) -> str | None:
-    """Run the registry step; on MLflow trouble record Degraded + retryAt and return the error."""
+def registry_down(registry: Registry | None, error: RegistryUnavailable, delay: float,
+                  now: datetime) -> Step[Status]:
+    """status.registry while MLflow is down (error, failures in a row, retryAt); an Event on
+    the first failure only."""
+    failures = ((registry.failures or 0) if registry is not None else 0) + 1
+    down = (registry or Registry()).updated(
+        error=str(error)[:300], failures=failures,
+        retry_at=(now + timedelta(seconds=delay)).isoformat())
+    first = (Decision("MLflowUnavailable", f"{error}; retrying with backoff", True),)
+    return Step(Status(registry=down), first if failures == 1 else ())
+
+
+async def _registry_step(runtime: Runtime, model: SurgeModel, status: Status,
+                         annotations: dict[str, str],
+                         now: datetime) -> tuple[Step[Status], str | None]:
+    """The registry step's part, or on MLflow trouble Degraded + retryAt and the error."""
     try:
-        await sync_registry(runtime, model, status, annotations, decisions)
+        step = await sync_registry(runtime, model, status, annotations, now)
     except RegistryUnavailable as error:
-        delay = _backoff(runtime, status)
-        failures = int((status.get("registry") or {}).get("failures") or 0) + 1
-        if failures == 1:
-            decisions.append(Decision("MLflowUnavailable", f"{error}; retrying with backoff",
-                                      True))
-        status["registry"] = {**(status.get("registry") or {}), "error": str(error)[:300],
-                              "failures": failures,
-                              "retryAt": (utcnow() + timedelta(seconds=delay)).isoformat()}
         metrics.ERRORS.labels("mlflow").inc()
-        return str(error)
-    if (status.get("registry") or {}).get("failures"):
-        decisions.append(Decision("MLflowRecovered", "MLflow registry reachable again"))
-    status["registry"] = {"checkedAt": now_iso()}
-    return None
+        kept = error.kept if isinstance(error, AliasNotMoved) else Status()
+        down = registry_down(status.registry, error, _backoff(runtime, status.registry), now)
+        return Step(kept.merged(down.part), down.decisions), str(error)
+    recovered = (Decision("MLflowRecovered", "MLflow registry reachable again"),) \
+        if status.registry is not None and status.registry.failures else ()
+    return Step(step.part.updated(registry=Registry(checked_at=iso(now))),
+                step.decisions + recovered), None
 
 
 async def _revert(runtime: Runtime, model: SurgeModel, status: dict[str, Any], to: str,
@@ -345,24 +355,25 @@ async def _steps(runtime: Runtime, key: Key, model: SurgeModel, run: _Pass,
     run.take(await _guarded(start_training(runtime.kube, model, run.status, annotations,
                                            parse_time(created_at) or now, now),
                             "trainer Job", run.rejected))
+    finished = ended is not None
+    registry = run.status.registry
+    if source != "loop" and not forced and not finished:
+        runtime.queue.add(key)  # registry work goes to the bounded loop: Jobs come first
+    elif _registry_due(runtime, key, registry, forced or finished):
+        read, run.error = await _registry_step(runtime, model, run.status, annotations, now)
+        run.take(read)
+    elif registry is not None and registry.error:
+        run.error = registry.error
     status = run.status.dump()  # the steps below still edit the status as a dict
-    run.error = await _serving_steps(runtime, key, model, status, annotations, now, forced,
-                                     source, ended is not None, run)
+    run.error = await _serving_steps(runtime, model, status, now, forced, source, run)
     run.status = Status.parse(status)
 
 
-async def _serving_steps(runtime: Runtime, key: Key, model: SurgeModel, status: dict[str, Any],
-                         annotations: dict[str, str], now: datetime, forced: bool, source: str,
-                         finished: bool, run: _Pass) -> str | None:
-    """Registry, live rollout and predictor; the MLflow error, if any."""
-    error: str | None = None
+async def _serving_steps(runtime: Runtime, model: SurgeModel, status: dict[str, Any],
+                         now: datetime, forced: bool, source: str, run: _Pass) -> str | None:
+    """Live rollout and predictor; the MLflow error, if any (also the registry's, if any)."""
+    error = run.error
     decisions, rejected = run.decisions, run.rejected
-    if source != "loop" and not forced and not finished:
-        runtime.queue.add(key)  # registry work goes to the bounded loop: Jobs come first
-    elif _registry_due(runtime, key, status, forced or finished):
-        error = await _registry_step(runtime, model, status, annotations, decisions)
-    elif (status.get("registry") or {}).get("error"):
-        error = status["registry"]["error"]
     if error is None and status.get("rollout") and (source == "loop" or forced):
         try:  # the live rollout reads NATS and MLflow: bounded loop only, like the registry
             await _guarded(sync_rollout(runtime, model, status, now, decisions),

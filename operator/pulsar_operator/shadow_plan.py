@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pulsar_core.registry import VersionInfo
 from pulsar_operator.conditions import iso
 from pulsar_operator.recorder import Decision
 from pulsar_operator.spec import SurgeModelSpec
+from pulsar_operator.status import Rollout, Step
 
 
 def takes_shadow(spec: SurgeModelSpec, event_reason: str | None,
@@ -20,15 +20,15 @@ def takes_shadow(spec: SurgeModelSpec, event_reason: str | None,
             and spec.promotion.policy == "auto")
 
 
-def start_shadow(status: dict[str, Any], target: VersionInfo, champion: str,
-                 now: datetime) -> Decision | None:
-    """Record a shadow for `target` (kept as is if it already runs); the Event when new."""
-    rollout = status.get("rollout") or {}
-    if rollout.get("phase") == "Shadowing" and rollout.get("challenger") == target.version:
+def start_shadow(rollout: Rollout | None, target: VersionInfo, champion: str,
+                 now: datetime) -> Step[Rollout] | None:
+    """status.rollout for a shadow of `target` and its Event; None when that shadow runs."""
+    if rollout is not None and rollout.phase == "Shadowing" and \
+            rollout.challenger == target.version:
         return None
-    status["rollout"] = {"phase": "Shadowing", "challenger": target.version,
-                         "champion": champion, "startedAt": iso(now), "verdict": "wait",
-                         "reason": "challenger deployed beside the champion; gathering evidence"}
-    return Decision("ShadowStarted", f"version {target.version} passed the gate and runs as a "
-                    f"shadow challenger beside champion {champion}; promoted only on live "
-                    "evidence")
+    shadow = Rollout(phase="Shadowing", challenger=target.version, champion=champion,
+                     started_at=iso(now), verdict="wait",
+                     reason="challenger deployed beside the champion; gathering evidence")
+    return Step(shadow, (Decision("ShadowStarted", f"version {target.version} passed the gate "
+                                  f"and runs as a shadow challenger beside champion {champion}; "
+                                  "promoted only on live evidence"),))

@@ -70,7 +70,10 @@ async def test_a_job_whose_pods_are_refused_fails_fast_and_is_deleted(k8s: Any,
         last = status_of(k8s, "tehran-eco")["lastTraining"]
         assert "exceeded quota" in last["message"] and last["job"] == training["job"]
         await eventually(lambda: not objects(k8s, JOBS), what="the stuck Job deleted")
-        warning = next(e for e in events_of(k8s, "tehran-eco") if e["reason"] == "TrainingFailed")
+        # Events are posted after the status patch (reconciler._write): wait for it as well.
+        warning = await eventually(lambda: next(
+            (e for e in events_of(k8s, "tehran-eco") if e["reason"] == "TrainingFailed"), None),
+            what="the TrainingFailed Event")
         assert warning["type"] == "Warning" and "exceeded quota" in warning["message"]
         training_condition = condition(k8s, "tehran-eco", "Training")
         assert training_condition["status"] == "False"

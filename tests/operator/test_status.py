@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pulsar_operator.reconciler import finish, rejection
-from pulsar_operator.status import RejectedChild, Status, Training
+from pulsar_operator.champion import champion_moved
+from pulsar_operator.reconciler import finish, registry_down, rejection
+from pulsar_operator.status import Registry, RejectedChild, Status, Training
 from pulsar_operator.training import job_ended
 
+from pulsar_core.registry import RegistryUnavailable, VersionInfo
 from tests.operator.crd_schema import CRD_PATH
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -77,3 +79,25 @@ def test_finish_sums_up_the_parts_without_changing_them() -> None:
         "Degraded": "AsExpected"}
     assert {k: v for k, v in done.items() if k not in ("phase", "observedGeneration",
                                                         "conditions")} == parts.dump()
+
+
+def test_mlflow_down_counts_failures_keeps_checked_at_and_warns_once() -> None:
+    error = RegistryUnavailable("http://mlflow", "503")
+    first = registry_down(Registry(checked_at="2026-01-02T03:00:00Z"), error, 4.0, NOW)
+    assert first.part.dump() == {"registry": {
+        "checkedAt": "2026-01-02T03:00:00Z", "error": str(error), "failures": 1,
+        "retryAt": "2026-01-02T03:04:09+00:00"}}
+    assert [(d.reason, d.warning) for d in first.decisions] == [("MLflowUnavailable", True)]
+    again = registry_down(first.part.registry, error, 8.0, NOW)
+    assert again.part.registry is not None and again.part.registry.failures == 2
+    assert again.decisions == ()
+
+
+def test_moving_the_champion_keeps_the_previous_one_as_last_good() -> None:
+    target = VersionInfo("m", "5", "run-5", "s3://x", {})
+    assert champion_moved(target, "4", NOW).dump() == {
+        "champion": {"version": "5", "runId": "run-5", "metrics": {},
+                     "promotedAt": "2026-01-02T03:04:05Z"},
+        "lastGoodVersion": "4"}
+    assert "lastGoodVersion" not in champion_moved(target, "5", NOW).dump()
+    assert "lastGoodVersion" not in champion_moved(target, None, NOW).dump()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from pulsar_core.events import model_retrain_subject
 from pulsar_core.registry import RegistryUnavailable
 from pulsar_operator import metrics
 from pulsar_operator.builders import SurgeModel
@@ -397,11 +398,12 @@ def _check_registry_owner(runtime: Runtime, key: Key) -> None:
     until it names its own."""
     catalog = runtime.catalog
     name, subject = catalog.registered_name(key), catalog.retrain_subject(key)
+    own_name = f"pulsar-{key[0]}-{key[1]}"
     for field, what, owner, example in (
             ("registeredModel", f"MLflow model {name!r} belongs to",
-             catalog.registry_owner(name), f"pulsar-{key[0]}-{key[1]}"),
+             catalog.registry_owner(name), own_name),
             ("retrainSubject", f"NATS subject {subject!r} retrains",
-             catalog.subject_owner(subject), f"pulsar.retrain.{key[0]}.{key[1]}")):
+             catalog.subject_owner(subject), model_retrain_subject(own_name, "", ""))):
         if owner is not None and owner != key:
             raise InvalidSpec(
                 f"spec.{field}: {what} SurgeModel {owner[0]}/{owner[1]}; set spec.{field} to "

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -110,13 +111,20 @@ def rss_mb(pid: int) -> float:
 
 
 def audit_requests(log: Path, since: datetime, until: datetime) -> int:
-    seen: set[str] = set()
+    return sum(audit_breakdown(log, since, until).values())
+
+
+def audit_breakdown(log: Path, since: datetime, until: datetime) -> Counter[str]:
+    """The operator's requests in a window, counted by `verb resource[/subresource]`."""
+    seen: dict[str, str] = {}
     for line in log.read_text().splitlines():
         event = json.loads(line)
         received = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
         if since <= received <= until:
-            seen.add(event["auditID"])
-    return len(seen)
+            ref = event.get("objectRef") or {}
+            what = "/".join(filter(None, (ref.get("resource"), ref.get("subresource"))))
+            seen[event["auditID"]] = f"{event.get('verb')} {what or event.get('requestURI')}"
+    return Counter(seen.values())
 
 
 def scale_run(count: int, order: str, mlflow: str, settle: float,
@@ -149,7 +157,9 @@ def scale_run(count: int, order: str, mlflow: str, settle: float,
         time.sleep(settle)
         idle_cpu = (sum(watched.cpu_times()[:2]) - cpu_before) / settle
         window_end = datetime.now(UTC)
-        requests = audit_requests(control.audit_log, window_start, window_end)
+        idle = audit_breakdown(control.audit_log, window_start, window_end)
+        requests = sum(idle.values())
+        print(f"idle requests by kind: {dict(idle.most_common(6))}", flush=True)
         total = audit_requests(control.audit_log, datetime.min.replace(tzinfo=UTC), window_end)
         result = {"count": count, "order": order, "seconds": elapsed, "jobs": jobs,
                   "statuses": statuses, "peak_rss_mb": max(peak, rss_mb(operator.pid)),

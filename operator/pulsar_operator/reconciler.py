@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -55,7 +56,8 @@ def _spread(key: Key, seconds: float, width: float = 0.2) -> float:
     return seconds * (1 + width * (fraction - 0.5))
 
 
-def _registry_next(runtime: Runtime, key: Key, registry: Registry | None) -> datetime | None:
+def _registry_next(runtime: Runtime, key: Key, registry: Registry | None,
+                   now: datetime) -> datetime | None:
     """When the registry should be read next (None: now)."""
     registry = registry or Registry()
     retry_at = parse_time(registry.retry_at)
@@ -64,12 +66,25 @@ def _registry_next(runtime: Runtime, key: Key, registry: Registry | None) -> dat
     checked = parse_time(registry.checked_at)
     if checked is None:
         return None
-    return checked + timedelta(seconds=_spread(key, runtime.settings.registry_poll_seconds))
+    return next_poll(checked, _spread(key, runtime.settings.registry_poll_seconds), now)
+
+
+def next_poll(checked: datetime, interval: float, now: datetime) -> datetime:
+    """`checked` + one interval, unless that is a whole interval past: a check time persisted
+    long ago (it is written only with other changes, and a restart forgets the newer one in
+    memory) keeps the model's phase on the next slot from now, so 1,000 models restarted
+    together do not all read MLflow at once."""
+    due = checked + timedelta(seconds=interval)
+    late = (now - due).total_seconds()
+    if late <= interval:
+        return due
+    return due + timedelta(seconds=interval * math.ceil(late / interval))
 
 
 def _registry_due(runtime: Runtime, key: Key, registry: Registry | None, forced: bool) -> bool:
-    due = _registry_next(runtime, key, registry)
-    return forced or due is None or utcnow() >= due
+    now = utcnow()
+    due = _registry_next(runtime, key, registry, now)
+    return forced or due is None or now >= due
 
 
 def next_due(runtime: Runtime, key: Key, spec: SurgeModelSpec | None,
@@ -82,7 +97,7 @@ def next_due(runtime: Runtime, key: Key, spec: SurgeModelSpec | None,
         times.append(next_cron_slot(spec.training.schedule, now))
         registry = Registry.model_validate(status["registry"]) if status.get("registry") \
             else None
-        times.append(_registry_next(runtime, key, registry) or now)
+        times.append(_registry_next(runtime, key, registry, now) or now)
         training = status.get("lastTraining") or {}
         job_check = (parse_time(training.get("startedAt")) or now) + _start_grace(runtime)
         if training.get("outcome") == "Running" and job_check > now:
@@ -351,7 +366,7 @@ async def _steps(runtime: Runtime, key: Key, model: SurgeModel, run: _Pass,
     """Training, registry, live rollout and predictor steps of an unpaused model."""
     now = utcnow()
     ended = await observe_job(runtime.kube, model, run.status.last_training, runtime.children,
-                              now, _start_grace(runtime))
+                              now, _start_grace(runtime), runtime.start_checks)
     run.take(ended)
     run.take(await _guarded(start_training(runtime.kube, model, run.status, annotations,
                                            parse_time(created_at) or now, now),
@@ -436,11 +451,37 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+# When MLflow was last read: kept in memory and written with the next other change. Written
+# alone, every registry poll was a status patch (and its watch event back) per model.
+CHECK_TIMES = (("registry", "checkedAt"), ("promotion", "checkedAt"))
+
+
+def _without_check_times(status: dict[str, Any]) -> dict[str, Any]:
+    trimmed = dict(status)
+    for part, key in CHECK_TIMES:
+        if isinstance(trimmed.get(part), dict):
+            trimmed[part] = {k: v for k, v in trimmed[part].items() if k != key}
+    return trimmed
+
+
+def status_patch(original: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None:
+    """The merge patch to write, None when only check times moved; a written patch carries
+    the current check times (the API may hold older ones than `original`, kept in memory)."""
+    if _without_check_times(status) == _without_check_times(original):
+        return None
+    patch = merge_patch(original, status)
+    for part, key in CHECK_TIMES:
+        value = (status.get(part) or {}).get(key) if isinstance(status.get(part), dict) else None
+        if value is not None and patch.get(part, {}) is not None:
+            patch[part] = {**patch.get(part, {}), key: value}
+    return patch
+
+
 async def _write(runtime: Runtime, key: Key, meta: dict[str, Any], original: dict[str, Any],
                  status: dict[str, Any], decisions: list[Decision]) -> None:
     """Patch status only when it changed, then post the decisions as Events."""
-    if status != original:
-        patch = merge_patch(original, status)
+    patch = status_patch(original, status)
+    if patch is not None:
         await runtime.kube.patch(SURGEMODELS, key[0], key[1], {"status": patch}, sub="status")
     runtime.statuses[key] = status
     for decision in decisions:

@@ -147,6 +147,7 @@ class Runtime:
     specs: dict[Key, tuple[dict[str, Any], SurgeModelSpec]] = field(default_factory=dict)
     # when each model next needs a reconcile with no watch event (cron, registry, deadlines)
     next_due: dict[Key, datetime] = field(default_factory=dict)
+    start_checks: dict[str, datetime] = field(default_factory=dict)  # training.start_check_due
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # the leader's loops (ticker, workers, NATS): empty while this replica stands by

@@ -89,9 +89,21 @@ def job_ended(training: Training, outcome: str, message: str, now: datetime) -> 
                           outcome == "Failed"),))
 
 
+def start_check_due(checks: dict[str, datetime], job: str, started: datetime, now: datetime,
+                    grace: timedelta) -> bool:
+    """Whether to ask the API why `job` has no running pod: at `grace` after it started, then
+    with the wait doubling (at most hourly), so a Job left Pending (no node fits) costs a few
+    lists over its life instead of one per reconcile. `checks` holds each Job's next check."""
+    if now < checks.get(job, started + grace):
+        return False
+    checks[job] = now + min(max(grace, now - started), timedelta(hours=1))
+    return True
+
+
 async def observe_job(kube: Kube, model: SurgeModel, training: Training | None,
                       watched: dict[tuple[str, str, str], dict[str, Any]],
-                      now: datetime, start_grace: timedelta) -> Step[Status] | None:
+                      now: datetime, start_grace: timedelta,
+                      start_checks: dict[str, datetime]) -> Step[Status] | None:
     """lastTraining from the Job (watch cache first, else GET) once it finished; None while it
     runs. A Job whose pods cannot start is failed at once (and deleted, pods and all), instead
     of waiting out activeDeadlineSeconds: its reason goes to status and a Warning Event."""
@@ -102,14 +114,17 @@ async def observe_job(kube: Kube, model: SurgeModel, training: Training | None,
     if job is None:
         job = await kube.get(JOBS, model.namespace, name)
     outcome, message = job_outcome(job)
-    if outcome == "Running" and job is not None:
-        started = parse_time(training.started_at) or now
+    started = parse_time(training.started_at) or now
+    check = f"{model.namespace}/{name}"
+    if outcome == "Running" and job is not None and \
+            start_check_due(start_checks, check, started, now, start_grace):
         stuck = await why_stuck(kube, job, started, now, start_grace)
         if stuck is not None:
             await kube.delete(JOBS, model.namespace, name, "Background")
             outcome, message = "Failed", stuck
     if outcome == "Running":
         return None
+    start_checks.pop(check, None)
     return job_ended(training, outcome, message, now)
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pulsar_operator.training import refused_pods, unstartable_pod
+from pulsar_operator.training import refused_pods, start_check_due, unstartable_pod
 
 from tests.operator.conftest import (
     JOBS,
@@ -79,3 +80,14 @@ async def test_a_job_whose_pods_are_refused_fails_fast_and_is_deleted(k8s: Any,
         assert training_condition["status"] == "False"
         assert training_condition["reason"] == "Failed"
         assert "exceeded quota" in training_condition["message"]
+
+
+def test_a_job_left_pending_is_asked_about_less_and_less_often() -> None:
+    started = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    grace, checks = timedelta(seconds=60), {}
+    asked = [second for second in range(0, 7200, 5)
+             if start_check_due(checks, "ns/job", started, started + timedelta(seconds=second),
+                                grace)]
+    assert asked[:4] == [60, 120, 240, 480]
+    assert len(asked) <= 9, asked  # hourly at most after the doubling reaches an hour
+    assert not start_check_due({}, "ns/job", started, started + timedelta(seconds=59), grace)

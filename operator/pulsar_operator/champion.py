@@ -113,13 +113,18 @@ def promotion_step(model: SurgeModel, status: Status, plan: PromotionPlan,
         part = part.updated(challenger=challenger_status(plan.judgement))
     if plan.target is not None and takes_shadow(model.spec, plan.event_reason, champion):
         assert champion is not None  # takes_shadow needs one to compare with
-        shadow = start_shadow(status.rollout, plan.target, champion.version, now)
+        # a champion still watched against its predecessor keeps its watch: a newer version
+        # shadows once it is kept or rolled back, or a regression would go unnoticed
+        watching = status.rollout is not None and status.rollout.phase == "Watching"
+        shadow = None if watching else start_shadow(status.rollout, plan.target,
+                                                    champion.version, now)
         if shadow is not None:
             part = part.updated(rollout=shadow.part)
             decisions.extend(shadow.decisions)
+        then = (f"waits until the watch of champion {champion.version} ends" if watching
+                else f"shadows champion {champion.version} (spec.rollout.strategy shadow)")
         plan = replace(plan, target=None, event_reason=None, warning=False,
-                       reason=f"version {plan.target.version} passed the gate and shadows "
-                       f"champion {champion.version} (spec.rollout.strategy shadow)")
+                       reason=f"version {plan.target.version} passed the gate and {then}")
     if plan.target is not None:
         part = part.merged(champion_moved(plan.target, champion.version if champion else None,
                                           now))

@@ -101,3 +101,36 @@ def test_moving_the_champion_keeps_the_previous_one_as_last_good() -> None:
         "lastGoodVersion": "4"}
     assert "lastGoodVersion" not in champion_moved(target, "5", NOW).dump()
     assert "lastGoodVersion" not in champion_moved(target, None, NOW).dump()
+
+
+def _shadow_model() -> Any:
+    from pulsar_operator.builders import Platform, SurgeModel
+    from pulsar_operator.spec import parse_spec
+
+    spec = parse_spec({"city": "tehran", "serviceType": "eco", "data": {"uris": ["s3://b/"]}})
+    return SurgeModel(name="tehran-eco", namespace="pulsar", uid="u", spec=spec,
+                      platform=Platform("http://mlflow"))
+
+
+def _passing(version: str) -> Any:
+    from pulsar_core.promotion import PromotionPlan
+
+    return PromotionPlan(target=VersionInfo("m", version, "run", "s3://x"),
+                         reason=f"version {version} passed", event_reason="Promoted")
+
+
+def test_a_gate_pass_shadows_the_champion_but_never_cuts_short_its_watch() -> None:
+    from pulsar_operator.champion import promotion_step
+    from pulsar_operator.status import Rollout
+
+    champion = VersionInfo("m", "3", "run", "s3://x")
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    step, target = promotion_step(_shadow_model(), Status(), _passing("4"), champion, now)
+    assert target is None and step.part.rollout is not None
+    assert (step.part.rollout.phase, step.part.rollout.challenger) == ("Shadowing", "4")
+    assert [d.reason for d in step.decisions] == ["ShadowStarted"]
+    watched = Status(rollout=Rollout(phase="Watching", champion="3", challenger="3"))
+    step, target = promotion_step(_shadow_model(), watched, _passing("4"), champion, now)
+    assert target is None and step.part.rollout is None and not step.decisions
+    assert step.part.promotion is not None
+    assert "waits until the watch of champion 3 ends" in str(step.part.promotion.reason)

@@ -9,15 +9,17 @@ top-level fields (tests/operator/test_status.py).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Generic, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from pulsar_operator.recorder import Decision
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Part(BaseModel):
@@ -179,7 +181,16 @@ class Status(Part):
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Status:
-        return cls.model_validate(raw)
+        """The status as typed; a top-level field of the wrong shape (a hand edit through the
+        status subresource) is dropped and logged, and this reconcile writes it anew."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as error:
+            bad = {str(issue["loc"][0]) for issue in error.errors() if issue["loc"]}
+            log.warning("status fields %s are not what the operator writes; rebuilding them",
+                        ", ".join(sorted(bad)))
+            return cls.model_validate({key: value for key, value in raw.items()
+                                       if key not in bad})
 
 
 def _raw(value: Any) -> Any:

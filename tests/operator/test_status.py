@@ -134,3 +134,10 @@ def test_a_gate_pass_shadows_the_champion_but_never_cuts_short_its_watch() -> No
     assert target is None and step.part.rollout is None and not step.decisions
     assert step.part.promotion is not None
     assert "waits until the watch of champion 3 ends" in str(step.part.promotion.reason)
+
+
+def test_a_hand_edited_field_of_the_wrong_shape_is_rebuilt_not_fatal() -> None:
+    raw = {"phase": "Serving", "observedGeneration": "three", "lastTraining": ["not", "a", "map"],
+           "lastGoodVersion": "2"}
+    status = Status.parse(raw)
+    assert status.dump() == {"phase": "Serving", "lastGoodVersion": "2"}

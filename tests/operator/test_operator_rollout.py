@@ -136,3 +136,27 @@ async def test_worse_challenger_is_retired_and_never_promoted(
                                                      for e in events_of(k8s, "tehran-eco")})
         await eventually(lambda: (_challenger(k8s) or {})["spec"]["replicas"] == 0,
                          what="challenger scaled to zero")
+
+
+async def test_an_operator_restart_mid_shadow_loses_no_evidence_and_decides_nothing_early(
+        k8s: Any, mlflow_uri: str, nats_server: Any) -> None:
+    """Half the evidence arrives, the operator stops; more arrives while it is down; a new
+    operator (empty memory) reads the durable stream again and judges on all of it."""
+    register_version(mlflow_uri, REGISTERED, GOOD)
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco", rollout=ROLLOUT,
+                                                    training={"horizonsMinutes": [30, 60]})
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri, nats_url=nats_server.url):
+        await eventually(lambda: champion_version(mlflow_uri, REGISTERED) == "1")
+        version = await _shadowing(k8s, mlflow_uri, BETTER)
+        await _publish(nats_server.url, _events("1", 4.0, range(0, 3), 1)
+                       + _events(version, 3.0, range(0, 3), 2))
+        await eventually(lambda: (_rollout(k8s).get("horizons") or [{}])[0].get("scored") == 60)
+    assert _rollout(k8s)["verdict"] == "wait" and champion_version(mlflow_uri, REGISTERED) == "1"
+    await _publish(nats_server.url, _events("1", 4.0, range(3, 8), 3)
+                   + _events(version, 3.0, range(3, 8), 4))
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri, nats_url=nats_server.url):
+        await eventually(lambda: champion_version(mlflow_uri, REGISTERED) == version,
+                         what=f"promoted after the restart {_rollout(k8s)}")
+        first = (await eventually(lambda: _rollout(k8s).get("phase") == "Watching"
+                                  and _rollout(k8s)))["horizons"][0]
+        assert first["scored"] == 160 and first["periodsWon"] == 8, first

@@ -77,11 +77,16 @@ BETTER = {h: type(s)(h, s.mae * 0.9, s.persistence_mae, s.baseline_mae, s.covera
           for h, s in GOOD.items()}
 
 
+def _champion_v1_with_shadow_rollout(server: Any, mlflow_uri: str) -> None:
+    """Version 1 registered (it becomes champion directly: nothing to shadow against yet)."""
+    register_version(mlflow_uri, REGISTERED, GOOD)
+    server.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco", rollout=ROLLOUT,
+                                                       training={"horizonsMinutes": [30, 60]})
+
+
 async def test_better_challenger_is_promoted_then_rolled_back_on_live_regression(
         k8s: Any, mlflow_uri: str, nats_server: Any) -> None:
-    register_version(mlflow_uri, REGISTERED, GOOD)
-    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco", rollout=ROLLOUT,
-                                                    training={"horizonsMinutes": [30, 60]})
+    _champion_v1_with_shadow_rollout(k8s, mlflow_uri)
     async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri, nats_url=nats_server.url):
         await eventually(lambda: champion_version(mlflow_uri, REGISTERED) == "1")
         version = await _shadowing(k8s, mlflow_uri, BETTER)
@@ -119,9 +124,7 @@ async def test_better_challenger_is_promoted_then_rolled_back_on_live_regression
 
 async def test_worse_challenger_is_retired_and_never_promoted(
         k8s: Any, mlflow_uri: str, nats_server: Any) -> None:
-    register_version(mlflow_uri, REGISTERED, GOOD)
-    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco", rollout=ROLLOUT,
-                                                    training={"horizonsMinutes": [30, 60]})
+    _champion_v1_with_shadow_rollout(k8s, mlflow_uri)
     async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri, nats_url=nats_server.url):
         await eventually(lambda: champion_version(mlflow_uri, REGISTERED) == "1")
         version = await _shadowing(k8s, mlflow_uri, BETTER)
@@ -142,9 +145,7 @@ async def test_an_operator_restart_mid_shadow_loses_no_evidence_and_decides_noth
         k8s: Any, mlflow_uri: str, nats_server: Any) -> None:
     """Half the evidence arrives, the operator stops; more arrives while it is down; a new
     operator (empty memory) reads the durable stream again and judges on all of it."""
-    register_version(mlflow_uri, REGISTERED, GOOD)
-    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco", rollout=ROLLOUT,
-                                                    training={"horizonsMinutes": [30, 60]})
+    _champion_v1_with_shadow_rollout(k8s, mlflow_uri)
     async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri, nats_url=nats_server.url):
         await eventually(lambda: champion_version(mlflow_uri, REGISTERED) == "1")
         version = await _shadowing(k8s, mlflow_uri, BETTER)

@@ -102,3 +102,14 @@ def install(api: Api, kubelet: ProcessKubelet, values: dict[str, Any],
 
     wait_for(ready, 90, "the operator pod to be Ready", installed.diagnose)
     return installed
+
+
+def ready_pod_ips(api: Api, namespace: str, component: str, version: str) -> list[str]:
+    """IPs of the Ready, not terminating pods of a model component serving `version`."""
+    pods = api.list("Pod", namespace, labelSelector=f"app.kubernetes.io/component={component}")
+    return [pod["status"]["podIP"] for pod in pods
+            if not pod["metadata"].get("deletionTimestamp")
+            and pod["metadata"].get("annotations", {}).get(
+                "forecasting.pulsar.dev/model-version") == version
+            and any(c["type"] == "Ready" and c["status"] == "True"
+                    for c in pod["status"].get("conditions") or [])]

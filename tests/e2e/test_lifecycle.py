@@ -26,7 +26,7 @@ from pulsar_operator.nats_bridge import ensure_retrain_stream
 
 from pulsar_core.registry import Registry
 from tests.e2e.conftest import restricted_namespace
-from tests.e2e.stack import Installed, wait_for
+from tests.e2e.stack import Installed, ready_pod_ips, wait_for
 from tests.predictor.payloads import as_rows, hexagons_of, recent
 from tests.support.kubeapi import Api
 
@@ -82,13 +82,7 @@ def finished_jobs(api: Api) -> list[dict[str, Any]]:
 
 
 def ready_predictor_ips(api: Api, version: str) -> list[str]:
-    pods = api.list("Pod", NS, labelSelector="app.kubernetes.io/component=predictor")
-    return [pod["status"]["podIP"] for pod in pods
-            if not pod["metadata"].get("deletionTimestamp")
-            and pod["metadata"].get("annotations", {}).get(
-                "forecasting.pulsar.dev/model-version") == version
-            and any(c["type"] == "Ready" and c["status"] == "True"
-                    for c in pod["status"].get("conditions") or [])]
+    return ready_pod_ips(api, NS, "predictor", version)
 
 
 def forecast(ip: str, data: Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from pulsar_core.contract import PERIOD, Col
 from pulsar_core.registry import Registry
 from tests.e2e.conftest import restricted_namespace
 from tests.e2e.live_replay import LiveReplay, shifted, window
-from tests.e2e.stack import Installed, wait_for
+from tests.e2e.stack import Installed, ready_pod_ips, wait_for
 from tests.support.kubeapi import Api
 
 NS, NAME = "pulsar-rollout", "isfahan-eco"
@@ -97,13 +97,7 @@ def rollout(api: Api) -> dict[str, Any]:
 
 
 def ready_pods(api: Api, component: str, version: str) -> list[str]:
-    pods = api.list("Pod", NS, labelSelector=f"app.kubernetes.io/component={component}")
-    return [pod["status"]["podIP"] for pod in pods
-            if not pod["metadata"].get("deletionTimestamp")
-            and pod["metadata"].get("annotations", {}).get(
-                "forecasting.pulsar.dev/model-version") == version
-            and any(c["type"] == "Ready" and c["status"] == "True"
-                    for c in pod["status"].get("conditions") or [])]
+    return ready_pod_ips(api, NS, component, version)
 
 
 def served_versions(api: Api) -> set[str]:

@@ -22,7 +22,8 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 import pulsar_core
-from pulsar_core.contract import PERIOD, SNAPSHOT_DTYPES, Col, ForecastCol
+from pulsar_core.contract import SNAPSHOT_DTYPES, Col, ForecastCol
+from pulsar_core.data.frames import snapshot_frame
 from pulsar_core.registry import CHAMPION, LOGGED_MODEL_PREFIX, Registry, logged_model_location
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ from pulsar_core.bundle import SurgeBundle
 set_model(SurgeBundle())
 """
 BUNDLE_NAME = "bundle"
-TIMESTAMPS = (Col.PERIOD_START, Col.PERIOD_END)
 # What build_features reads; everything else in the contract is optional at serving time.
 REQUIRED_INPUT = (
     Col.HEXAGON, Col.SERVICE_TYPE, Col.PERIOD_START, Col.DEMAND_SIGNAL, Col.SURGE_PERCENT,
@@ -77,27 +77,16 @@ class LoggedBundle:
 
 
 def snapshot_input(frame: pd.DataFrame) -> pd.DataFrame:
-    """Contract dtypes for serving input; timestamps may be naive (taken as UTC) or tz-aware."""
+    """Serving input -> the contract frame (core defaults; timestamps naive = UTC, or tz-aware),
+    one row per (hexagon, service type, period), the last sent kept."""
     missing = [c.value for c in REQUIRED_INPUT if c not in frame.columns]
     if missing:
         raise ValueError(
             f"forecast input lacks column(s) {', '.join(missing)}: send recent snapshot rows "
             f"with {', '.join(c.value for c in REQUIRED_INPUT)}"
         )
-    out = frame.copy()
-    for column in TIMESTAMPS:
-        if column in out:
-            stamps = pd.to_datetime(out[column], utc=False)
-            out[column] = (stamps.dt.tz_localize("UTC") if stamps.dt.tz is None
-                           else stamps.dt.tz_convert("UTC"))
-    if Col.PERIOD_END not in out:
-        out[Col.PERIOD_END] = out[Col.PERIOD_START] + PERIOD
-    for name, dtype in SNAPSHOT_DTYPES.items():
-        if name not in out:
-            out[name] = pd.Series(pd.NA if dtype == "Int64" else float("nan"), index=out.index)
-        out[name] = out[name].astype(dtype)
-    ordered = out[list(SNAPSHOT_DTYPES)].sort_values([Col.HEXAGON, Col.SERVICE_TYPE,
-                                                      Col.PERIOD_START])
+    ordered = snapshot_frame(frame, typed=True).sort_values(
+        [Col.HEXAGON, Col.SERVICE_TYPE, Col.PERIOD_START])
     return ordered.drop_duplicates([Col.HEXAGON, Col.SERVICE_TYPE, Col.PERIOD_START], keep="last")
 
 

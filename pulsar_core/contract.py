@@ -46,6 +46,9 @@ SNAPSHOT_DTYPES: dict[str, str] = {
     Col.CUMULATIVE_SURGE_ABSOLUTE: "float64",
 }
 
+# A snapshot without a city (a live message, an API row, a pyfunc frame) belongs to city 1.
+DEFAULT_CITY_ID = 1
+
 # Plausible values (inclusive): generous multiples of what real exports show (demand <= ~1,100,
 # surge -28..30 %, cumulative clipped at -50/200 %), tight enough to catch unit mistakes. Row
 # validation rejects a row outside them; the API schema and the docs show the same numbers.

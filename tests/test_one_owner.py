@@ -11,10 +11,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from pulsar_predictor.schemas import HistoryRow
+from pulsar_predictor.schemas import HistoryColumns, HistoryRow
 from pydantic.fields import FieldInfo
 
-from pulsar_core.contract import VALUE_RANGE
+from pulsar_core.contract import DEFAULT_CITY_ID, VALUE_RANGE
 from pulsar_core.data.validation import validate_snapshots
 from pulsar_core.data.window import TimeWindow
 from pulsar_core.fallback import Fallback
@@ -133,3 +133,9 @@ def test_the_api_shows_the_value_ranges_that_validation_enforces(column: str):
     frame["period_end"] = frame["period_start"] + pd.Timedelta(minutes=7.5)
     _, rejected = validate_snapshots(frame, TimeWindow(max_past=pd.Timedelta(days=36500)))
     assert list(rejected["reason"]) == [f"out_of_range:{column}"]
+
+
+def test_the_api_defaults_a_missing_city_as_the_contract_does():
+    assert HistoryRow.model_fields["city_id"].default == DEFAULT_CITY_ID
+    described = HistoryColumns.model_json_schema()["properties"]["city_id"]["description"]
+    assert f"Default: {DEFAULT_CITY_ID} " in described

@@ -21,8 +21,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from pulsar_core.contract import SNAPSHOT_DTYPES, Col, RawCol
-from pulsar_core.data.validation import REASON, fill_period_end, validate_snapshots
+from pulsar_core.contract import RawCol
+from pulsar_core.data.frames import snapshot_frame
+from pulsar_core.data.validation import REASON, validate_snapshots
 from pulsar_core.data.window import TimeWindow
 from pulsar_core.events import MODEL_PROMOTED, ModelPromoted, signals_subject
 from pulsar_core.redact import redact
@@ -37,14 +38,6 @@ log = logging.getLogger(__name__)
 
 class BadMessage(ValueError):
     """A live message that cannot be read at all (not JSON, wrong shape, wrong types)."""
-
-
-def _snapshot_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Message rows -> a frame for the core's validation, values as sent (so one bad value
-    rejects its row, not the message); a missing period_end / city_id takes its default."""
-    frame = pd.DataFrame.from_records(rows).reindex(columns=list(SNAPSHOT_DTYPES))
-    frame[Col.CITY_ID] = frame[Col.CITY_ID].fillna(1)
-    return fill_period_end(frame)
 
 
 def live_window(settings: ServeSettings) -> TimeWindow:
@@ -92,7 +85,8 @@ class SignalFeed:
         stored = 0
         try:
             if rows:
-                stored += self._store(*validate_snapshots(_snapshot_rows(rows), self.window))
+                stored += self._store(*validate_snapshots(snapshot_frame(rows, typed=False),
+                                                              self.window))
             if raw:
                 with self._raw_lock:
                     stored += self._store(*self.raw.add(raw))
@@ -140,18 +134,20 @@ class SignalFeed:
             self._task = asyncio.create_task(self._connect_forever(), name="nats-connect")
 
     async def _connect_forever(self) -> None:
+        url = self.settings.nats_url
+        assert url is not None, "started only when PULSAR_NATS_URL is set"
         delay = 0.5
         while True:
             try:
                 self.client = await nats.connect(
-                    self.settings.nats_url, name="pulsar-predictor", allow_reconnect=True,
+                    url, name="pulsar-predictor", allow_reconnect=True,
                     max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
                     disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
                     error_cb=self._error)
                 break
             except (OSError, TimeoutError, nats.errors.Error) as error:
                 log.warning("NATS %s unreachable (%s); retrying in %.1fs",
-                            redact(self.settings.nats_url), redact(str(error)), delay)
+                            redact(url), redact(str(error)), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         await self.client.subscribe(self.subject, cb=self._on_signal)

@@ -15,7 +15,8 @@ import pandas as pd
 
 from pulsar_core.contract import SNAPSHOT_DTYPES, Col
 from pulsar_core.data.errors import DataContractError
-from pulsar_core.data.validation import REASON, fill_period_end, validate_snapshots
+from pulsar_core.data.frames import snapshot_frame
+from pulsar_core.data.validation import REASON, validate_snapshots
 from pulsar_core.data.window import TimeWindow
 from pulsar_predictor import hexagons as hx
 from pulsar_predictor.errors import InvalidInput
@@ -48,9 +49,8 @@ def columns_input(given: HistoryColumns) -> HistoryInput:
     """The columnar form -> the same input (missing optional columns take their defaults)."""
     field = "history_columns"
     rows = len(given.hexagon)
-    defaults = {Col.CITY_ID: 1, Col.PERIOD_END: None, Col.RULE_SHEET_ID: None}
-    columns = {name: getattr(given, name) or [defaults[name]] * rows if name in defaults
-               else getattr(given, name) for name in SNAPSHOT_DTYPES}
+    columns = {name: getattr(given, name) for name in SNAPSHOT_DTYPES
+               if getattr(given, name) is not None}  # a missing one takes the core's default
     refs = columns[Col.HEXAGON]
     parsed = _parse_cells(refs, lambda index: f"{field}.hexagon[{index}]")
     columns[Col.HEXAGON] = [parsed[ref] for ref in refs]
@@ -84,13 +84,13 @@ def validate_inputs(inputs: Sequence[HistoryInput], window: TimeWindow | None = 
     """
     sizes = np.array([item.rows for item in inputs], dtype=np.int64)
     try:
-        frame = _frame(_concat([item.columns for item in inputs]))
+        frame = snapshot_frame(_concat([item.columns for item in inputs]), typed=True)
         clean, rejected = validate_snapshots(frame, window)
     except (DataContractError, OverflowError, ValueError, TypeError) as error:
         if len(inputs) > 1:  # a whole-input error: find whose input it is
             return _one_by_one(inputs, window)
         field = inputs[0].field
-        return _frame(_concat([])), [InvalidInput(
+        return snapshot_frame({}, typed=True), [InvalidInput(
             f"{field}: {error}; integers must fit in 64 bits, timestamps must be ISO 8601",
             field=field)]
     errors: list[InvalidInput | None] = [None] * len(inputs)
@@ -117,21 +117,12 @@ def _one_by_one(inputs: Sequence[HistoryInput], window: TimeWindow | None
 def _concat(parts: Sequence[dict[str, list[Any]]]) -> dict[str, list[Any]]:
     if len(parts) == 1:
         return parts[0]
-    return {name: [value for part in parts for value in part[name]] for name in SNAPSHOT_DTYPES}
+    names = {name for part in parts for name in part}
+    return {name: [value for part in parts for value in _values(part, name)] for name in names}
 
 
-def _frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
-    """Columns -> contract frame (pydantic has checked each value's type)."""
-    data: dict[str, Any] = {}
-    for name, dtype in SNAPSHOT_DTYPES.items():
-        values = columns.get(name, [])
-        if dtype.startswith("datetime"):
-            data[name] = pd.to_datetime(values, utc=True).as_unit("ns")
-        elif dtype == "Int64":
-            data[name] = pd.array(values, dtype="Int64")
-        else:
-            data[name] = np.array(values, dtype=dtype)
-    return fill_period_end(pd.DataFrame(data))
+def _values(columns: dict[str, list[Any]], name: str) -> list[Any]:
+    return columns[name] if name in columns else [None] * len(columns[Col.HEXAGON])
 
 
 def _rejection(rejected: pd.DataFrame, offset: int, total: int, field: str) -> InvalidInput:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pulsar_core.contract import VALUE_RANGE, Col
+from pulsar_core.contract import DEFAULT_CITY_ID, VALUE_RANGE, Col
 
 HexagonRef = str | int
 
@@ -26,7 +26,7 @@ class HistoryRow(BaseModel):
 
     hexagon: HexagonRef = Field(description="H3 cell, as a string ('882c...fff') or an int.")
     service_type: int = Field(ge=0, description="Service type id (1 Eco, 2 Plus, ...).")
-    city_id: int = Field(1, ge=0)
+    city_id: int = Field(DEFAULT_CITY_ID, ge=0)
     period_start: datetime = Field(description="Start of the 7.5-minute period (UTC).")
     period_end: datetime | None = Field(None, description="Default: period_start + 7.5 min.")
     demand_signal: float = _ranged(Col.DEMAND_SIGNAL)
@@ -51,7 +51,8 @@ class HistoryColumns(BaseModel):
 
     hexagon: list[HexagonRef]
     service_type: list[int]
-    city_id: list[int] | None = Field(None, description="Default: 1 for every row.")
+    city_id: list[int] | None = Field(
+        None, description=f"Default: {DEFAULT_CITY_ID} for every row.")
     period_start: list[datetime]
     period_end: list[datetime | None] | None = Field(
         None, description="Default: period_start + 7.5 min.")

@@ -1,15 +1,15 @@
 import h3
 import pandas as pd
 from pulsar_predictor.buffer import LiveBuffer, rows_to_frame
-from pulsar_predictor.feed import _snapshot_rows
 
 from pulsar_core.contract import PERIOD, Col
+from pulsar_core.data.frames import snapshot_frame
 from pulsar_core.data.validation import validate_snapshots
 from tests.predictor.factories import cells, now_period, series_rows, snapshot_row
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
-    clean, rejected = validate_snapshots(_snapshot_rows(rows))
+    clean, rejected = validate_snapshots(snapshot_frame(rows, typed=False))
     assert rejected.empty
     return clean
 

@@ -23,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m mypy  # strict on pulsar_core; configured in pyproject.toml
+	$(BIN)/python -m mypy  # strict on pulsar_core, normal on the images and the CLI (pyproject.toml)
 	$(BIN)/python -m pytest -q
 
 # The real-control-plane tier alone (etcd + kube-apiserver + controllers; see docs/operator.md).

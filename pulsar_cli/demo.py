@@ -114,7 +114,7 @@ def demo_settings(args: argparse.Namespace, say: Callable[[str], None]) -> Train
     else:
         say(f"synthetic city: {args.hexagons} hexagons x 3 service types x {args.days} days")
         data = [str(synthetic_city(workdir, args.hexagons, args.days, args.seed))]
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         # absolute: the predictor subprocess and `mlflow ui` may run from another directory,
         # and MLflow caches stores by URI within a process
         "mlflow_tracking_uri": f"sqlite:///{(workdir / 'mlflow.db').resolve()}",
@@ -129,7 +129,7 @@ def demo_settings(args: argparse.Namespace, say: Callable[[str], None]) -> Train
         f"(default 30), {args.cnn_seeds} CNN seed(s) (default 3), {args.cnn_max_rows:,} CNN "
         f"rows per fold (default 250,000), the newest {args.backtest_folds} backtest fold(s) "
         "(default all)")
-    return TrainSettings(**values, run_key=run_key(data, values))
+    return TrainSettings.model_validate({**values, "run_key": run_key(data, values)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,8 @@ def set_condition(conditions: list[dict[str, Any]], kind: str, ok: bool | None, 
     entry = {
         "type": kind, "status": status, "reason": reason, "message": message[:1000],
         "observedGeneration": generation,
-        "lastTransitionTime": now_iso() if changed else previous.get("lastTransitionTime"),
+        "lastTransitionTime": (now_iso() if changed or previous is None
+                               else previous.get("lastTransitionTime")),
     }
     others = [c for c in conditions if c.get("type") != kind]
     return sorted([*others, entry], key=lambda c: CONDITION_TYPES.index(c["type"])

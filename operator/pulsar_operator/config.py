@@ -70,7 +70,7 @@ class SettingsError(RuntimeError):
 
 def load_settings() -> OperatorSettings:
     try:
-        return OperatorSettings()  # type: ignore[call-arg]
+        return OperatorSettings()
     except ValidationError as error:
         lines = [
             f"PULSAR_{str(issue['loc'][0]).upper()}: {issue['msg']}" for issue in error.errors()

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 def _settings(memo: kopf.Memo) -> OperatorSettings:
     if memo.get("settings") is None:
         memo["settings"] = load_settings()
-    return memo["settings"]
+    settings: OperatorSettings = memo["settings"]
+    return settings
 
 
 def _login(config: OperatorSettings, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
@@ -171,7 +172,7 @@ async def surgemodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
         return
     previous = runtime.catalog.bodies.get(key)
     runtime.catalog.put(copy.deepcopy(dict(body)))
-    if needs_reconcile(previous, body):
+    if needs_reconcile(previous, dict(body)):
         # a changed spec or annotation (approval!) re-reads the registry; a new model starts
         # its Job first and leaves the registry to the loop
         runtime.queue.add(key, registry=previous is not None, source="event")
@@ -196,8 +197,8 @@ def _what_matters(kind: str, body: dict[str, Any] | None) -> Any:
 
 def _enqueue_owner(event: kopf.RawEvent, memo: kopf.Memo) -> None:
     runtime: Runtime | None = memo.get("runtime")
-    body = event.get("object") or {}
-    meta = body.get("metadata") or {}
+    body: dict[str, Any] = dict(event.get("object") or {})
+    meta: dict[str, Any] = body.get("metadata") or {}
     if runtime is None or not meta.get("name"):
         return
     kind = str(body.get("kind"))
@@ -207,12 +208,13 @@ def _enqueue_owner(event: kopf.RawEvent, memo: kopf.Memo) -> None:
         runtime.children.pop(child, None)
         current = None
     else:  # a Job is read for its outcome only; a Deployment is compared with the manifest
-        current = copy.deepcopy(slim(dict(body), ("backoffLimit",) if kind == "Job" else None))
+        current = copy.deepcopy(slim(body, ("backoffLimit",) if kind == "Job" else None))
         runtime.children[child] = current
     if previous is not None and current is not None and \
             _what_matters(kind, previous) == _what_matters(kind, current):
         return
-    for owner in meta.get("ownerReferences") or []:
+    owners: list[dict[str, Any]] = meta.get("ownerReferences") or []
+    for owner in owners:
         if owner.get("kind") == "SurgeModel":
             finished = kind == "Job" and current is not None and \
                 job_outcome(current)[0] != "Running"

@@ -46,12 +46,14 @@ def next_cron_slot(schedule: str, now: datetime) -> datetime:
 
 @functools.lru_cache(maxsize=1024)
 def _next_after_minute(schedule: str, minute: datetime) -> datetime:
-    return croniter(schedule, minute + timedelta(seconds=59)).get_next(datetime).astimezone(UTC)
+    fired: datetime = croniter(schedule, minute + timedelta(seconds=59)).get_next(datetime)
+    return fired.astimezone(UTC)
 
 
 @functools.lru_cache(maxsize=1024)
 def _slot_at_minute(schedule: str, minute: datetime) -> datetime:
-    return croniter(schedule, minute + timedelta(seconds=59)).get_prev(datetime).astimezone(UTC)
+    fired: datetime = croniter(schedule, minute + timedelta(seconds=59)).get_prev(datetime)
+    return fired.astimezone(UTC)
 
 
 

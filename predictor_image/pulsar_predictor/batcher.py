@@ -104,7 +104,7 @@ class HistoryBatcher:
 
     def _take(self) -> _Batch:
         """The oldest request plus every queued one that fits beside it (in arrival order)."""
-        batch, waiting = _Batch(), []
+        batch, waiting = _Batch(), list[_Job]()
         for job in self._pending:
             if job.future.done():  # its caller gave up (timeout, disconnect)
                 continue
@@ -166,5 +166,5 @@ def _settle(job: _Job, *, result: ForecastOutput | None = None,
         return
     if error is not None:
         job.future.set_exception(error)
-    else:
+    elif result is not None:
         job.future.set_result(result)

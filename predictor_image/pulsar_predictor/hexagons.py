@@ -13,7 +13,7 @@ from pulsar_predictor.errors import InvalidInput
 
 @lru_cache(maxsize=65536)
 def to_str(cell: int) -> str:
-    return h3.int_to_str(cell)
+    return str(h3.int_to_str(cell))
 
 
 def parse_one(ref: str | int, field: str) -> int:

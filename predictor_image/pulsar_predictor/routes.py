@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -23,12 +23,13 @@ from pulsar_predictor.schemas import (
 
 JSON = "application/json"
 _bearer = HTTPBearer(auto_error=False, description="Required when PULSAR_AUTH_TOKEN is set.")
-_ERRORS = {status: {"model": ErrorResponse}
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse}
            for status in (401, 403, 408, 413, 415, 422, 503, 504)}
 
 
 def runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+    found: Runtime = request.app.state.runtime
+    return found
 
 
 def authorized(

@@ -128,7 +128,7 @@ class Runtime:
             log.error("live forecast refresh failed, retrying with backoff: %s", message,
                       exc_info=not isinstance(error, PredictorError))
         self.refresh_error = message
-        return min(60.0, LIVE_REFRESH_SECONDS * 2 ** min(self.refresh_failures, 8))
+        return float(min(60.0, LIVE_REFRESH_SECONDS * 2 ** min(self.refresh_failures, 8)))
 
     def _refresh_ok(self) -> None:
         if self.refresh_error is not None:

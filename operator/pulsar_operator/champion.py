@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pulsar_core.events import MODEL_PROMOTED, ModelPromoted, SurgeModelRef
@@ -94,13 +94,6 @@ async def set_champion(runtime: Runtime, model: SurgeModel, target: VersionInfo,
     await _call(runtime, "set_alias", model.registered_model, target.version)
     metrics.PROMOTIONS.labels(reason).inc()
     await announce(runtime, model, target.version, previous)
-
-
-async def move_champion(runtime: Runtime, model: SurgeModel, status: dict[str, Any],
-                        target: VersionInfo, previous: str | None, reason: str) -> None:
-    """set_champion, then champion_moved written into a status still kept as a dict."""
-    await set_champion(runtime, model, target, previous, reason)
-    status.update(champion_moved(target, previous, datetime.now(UTC)).dump())
 
 
 def promotion_step(model: SurgeModel, status: Status, plan: PromotionPlan,

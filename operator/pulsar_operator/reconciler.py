@@ -17,15 +17,22 @@ from pulsar_core.events import model_retrain_subject
 from pulsar_core.registry import RegistryUnavailable
 from pulsar_operator import metrics
 from pulsar_operator.builders import SurgeModel
-from pulsar_operator.champion import AliasNotMoved, _call, move_champion, sync_registry
-from pulsar_operator.conditions import iso, now_iso, set_condition
+from pulsar_operator.champion import (
+    AliasNotMoved,
+    _call,
+    champion_moved,
+    set_champion,
+    sync_registry,
+)
+from pulsar_operator.conditions import iso, set_condition
 from pulsar_operator.kube import SURGEMODELS, KubeError
 from pulsar_operator.recorder import Decision, post_event
-from pulsar_operator.rollout import LIVE_PHASES, sync_rollout
+from pulsar_operator.rollout import LIVE_PHASES, remove_challenger, sync_rollout
 from pulsar_operator.runtime import Key, Runtime
 from pulsar_operator.serving import sync_predictor, utcnow
 from pulsar_operator.spec import InvalidSpec, SurgeModelSpec, parse_spec
 from pulsar_operator.status import (
+    Challenger,
     Predictor,
     Promotion,
     Registry,
@@ -150,16 +157,18 @@ async def _registry_step(runtime: Runtime, model: SurgeModel, status: Status,
                 step.decisions + recovered), None
 
 
-async def _revert(runtime: Runtime, model: SurgeModel, status: dict[str, Any], to: str,
-                  decisions: list[Decision]) -> None:
-    bad = (status.get("champion") or {}).get("version")
+async def _revert(runtime: Runtime, model: SurgeModel, status: Status, to: str,
+                  now: datetime) -> Step[Status]:
+    """Move the alias back to `to`: the predictor of the champion never became ready."""
+    bad = status.champion.version if status.champion is not None else None
     target = await _call(runtime, "get_version", model.registered_model, to)
-    await move_champion(runtime, model, status, target, None, "RolloutReverted")
-    status["challenger"] = {**(status.get("challenger") or {}), "version": bad, "passed": False,
-                            "reason": f"predictor for version {bad} never became ready",
-                            "judgedAt": now_iso()}
-    decisions.append(Decision("RolloutReverted", f"predictor for version {bad} was not ready "
-                              f"within the deadline; reverted to version {to}", True))
+    await set_champion(runtime, model, target, None, "RolloutReverted")
+    challenger = (status.challenger or Challenger()).updated(
+        version=bad, passed=False, reason=f"predictor for version {bad} never became ready",
+        judged_at=iso(now))
+    return Step(champion_moved(target, None, now).updated(challenger=challenger), (
+        Decision("RolloutReverted", f"predictor for version {bad} was not ready within the "
+                 f"deadline; reverted to version {to}", True),))
 
 
 def degraded_by(mlflow_error: str | None, nats_error: str | None,
@@ -380,28 +389,32 @@ async def _steps(runtime: Runtime, key: Key, model: SurgeModel, run: _Pass,
         run.take(read)
     elif registry is not None and registry.error:
         run.error = registry.error
-    status = run.status.dump()  # the steps below still edit the status as a dict
-    run.error = await _serving_steps(runtime, model, status, now, forced, source, run)
-    run.status = Status.parse(status)
+    run.error = await _serving_steps(runtime, model, now, forced, source, run)
 
 
-async def _serving_steps(runtime: Runtime, model: SurgeModel, status: dict[str, Any],
-                         now: datetime, forced: bool, source: str, run: _Pass) -> str | None:
+async def _serving_steps(runtime: Runtime, model: SurgeModel, now: datetime, forced: bool,
+                         source: str, run: _Pass) -> str | None:
     """Live rollout and predictor; the MLflow error, if any (also the registry's, if any)."""
     error = run.error
-    decisions, rejected = run.decisions, run.rejected
-    if error is None and status.get("rollout") and (source == "loop" or forced):
+    if error is None and run.status.rollout is not None and (source == "loop" or forced):
         try:  # the live rollout reads NATS and MLflow: bounded loop only, like the registry
-            await _guarded(sync_rollout(runtime, model, status, now, decisions),
-                           "challenger", rejected)
+            run.take(await _guarded(sync_rollout(runtime, model, run.status, now),
+                                    "challenger", run.rejected))
         except RegistryUnavailable as failure:
             error = str(failure)
-    revert_to = await _guarded(sync_predictor(runtime.kube, model, status, now, decisions,
-                                              runtime.children), "predictor", rejected)
+        removed = await _guarded(remove_challenger(runtime, model, run.status.rollout),
+                                 "challenger", run.rejected)
+        if removed is not None:
+            run.status = run.status.updated(rollout=removed)
+    served = await _guarded(sync_predictor(runtime.kube, model, run.status, now,
+                                           runtime.children), "predictor", run.rejected)
+    revert_to = served[1] if served is not None else None
+    run.take(served[0] if served is not None else None)
     if revert_to and error is None:
         try:
-            await _revert(runtime, model, status, revert_to, decisions)
-            await sync_predictor(runtime.kube, model, status, now, decisions, runtime.children)
+            run.take(await _revert(runtime, model, run.status, revert_to, now))
+            run.take((await sync_predictor(runtime.kube, model, run.status, now,
+                                           runtime.children))[0])
         except RegistryUnavailable as failure:
             error = str(failure)
     return error

@@ -9,11 +9,11 @@ stream, registry), applies (challenger Deployment, alias) and reports (status, E
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pulsar_core.live_evidence import (
-    HorizonEvidence,
     ShadowVerdict,
     WatchVerdictResult,
     judge_shadow,
@@ -29,14 +29,25 @@ from pulsar_operator.builders import (
     build_predictor_deployment,
     labels,
 )
-from pulsar_operator.champion import _call, move_champion, version_summary
+from pulsar_operator.champion import _call, champion_moved, set_champion
 from pulsar_operator.children import holds
 from pulsar_operator.conditions import iso, set_condition
 from pulsar_operator.kube import DEPLOYMENTS, KubeError
 from pulsar_operator.recorder import Decision
 from pulsar_operator.runtime import Runtime
 from pulsar_operator.score_book import ScoresUnavailable
+from pulsar_operator.status import (
+    Challenger,
+    Condition,
+    Rollout,
+    ShadowHorizon,
+    Status,
+    Step,
+    WatchHorizon,
+)
 from pulsar_operator.triggers import parse_time
+
+H = TypeVar("H", ShadowHorizon, WatchHorizon)
 
 COMPONENT = "challenger"  # the Service selects component=predictor only: no client reaches it
 LIVE_PHASES = ("Shadowing", "Watching")  # judged again every rollout_check_seconds
@@ -65,21 +76,31 @@ def build_challenger_deployment(model: SurgeModel, version: str) -> dict[str, An
     return deployment
 
 
-async def sync_rollout(runtime: Runtime, model: SurgeModel, status: dict[str, Any],
-                       now: datetime, decisions: list[Decision]) -> None:
-    """Advance status.rollout one step; the challenger Deployment exists only while shadowing."""
-    rollout = status.get("rollout") or {}
-    phase = rollout.get("phase")
-    if phase == "Shadowing" and not model.spec.serving.model_version:
-        await _apply_challenger(runtime, model, str(rollout["challenger"]))
-        await _shadow(runtime, model, status, now, decisions)
-    elif phase == "Watching":
-        await _watch(runtime, model, status, now, decisions)
-    after = status.get("rollout") or {}
-    if after and after.get("phase") != "Shadowing" and not after.get("challengerRemoved"):
-        await _scale_down(runtime, model)
-        after["challengerRemoved"] = True  # once per shadow, not a GET per reconcile
-    _condition(status, model.generation)
+async def sync_rollout(runtime: Runtime, model: SurgeModel, status: Status,
+                       now: datetime) -> Step[Status]:
+    """One step of status.rollout (and the champion it moves), with the Rollout condition."""
+    rollout = status.rollout
+    step = Step[Status](Status())
+    if rollout is not None and rollout.phase == "Shadowing" \
+            and not model.spec.serving.model_version:
+        await _apply_challenger(runtime, model, str(rollout.challenger))
+        step = await _shadow(runtime, model, rollout, status.challenger, now)
+    elif rollout is not None and rollout.phase == "Watching":
+        step = await _watch(runtime, model, rollout, now)
+    after = status.merged(step.part)
+    conditions = _condition(after.rollout, after.conditions, model.generation)
+    part = step.part if conditions is None else step.part.updated(conditions=conditions)
+    return Step(part, step.decisions)
+
+
+async def remove_challenger(runtime: Runtime, model: SurgeModel,
+                            rollout: Rollout | None) -> Rollout | None:
+    """Once a shadow ends, scale its challenger down (once per shadow, not a GET per
+    reconcile); the rollout marked so, or None when there is nothing to do."""
+    if rollout is None or rollout.phase == "Shadowing" or rollout.challenger_removed:
+        return None
+    await _scale_down(runtime, model)
+    return rollout.updated(challenger_removed=True)
 
 
 async def _scale_down(runtime: Runtime, model: SurgeModel) -> None:
@@ -108,123 +129,119 @@ async def _errors(runtime: Runtime, model: SurgeModel, version: str) -> Any:
                              model.registered_model, version)
 
 
-def _horizon_rows(evidence: tuple[HorizonEvidence, ...]) -> list[dict[str, Any]]:
-    return [{"horizonMinutes": e.horizon_minutes, "scored": e.scored, "periods": e.periods,
-             "championLiveMae": _round(e.champion_mae),
-             "challengerLiveMae": _round(e.challenger_mae),
-             "periodsWon": e.wins, "pValue": _round(e.p_value, 6)} for e in evidence]
-
-
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-async def _shadow(runtime: Runtime, model: SurgeModel, status: dict[str, Any], now: datetime,
-                  decisions: list[Decision]) -> None:
-    rollout = status["rollout"]
-    challenger, champion = str(rollout["challenger"]), str(rollout["champion"])
+async def _shadow(runtime: Runtime, model: SurgeModel, rollout: Rollout,
+                  judged: Challenger | None, now: datetime) -> Step[Status]:
+    challenger, champion = str(rollout.challenger), str(rollout.champion)
     try:
         pairs = pair_periods(await _errors(runtime, model, champion),
                              await _errors(runtime, model, challenger))
     except ScoresUnavailable as error:
-        rollout.update(verdict="wait", reason=f"evidence kept, not judged: {error}")
-        return
-    started = parse_time(rollout.get("startedAt")) or now
+        return Step(Status(rollout=rollout.updated(
+            verdict="wait", reason=f"evidence kept, not judged: {error}")))
+    started = parse_time(rollout.started_at) or now
     verdict = judge_shadow(pairs, model.spec.training.horizons_minutes, started, now,
                            model.spec.rollout.to_policy())
-    _show(model, rollout, verdict)
+    rollout = _shown(model, rollout, verdict)
     if verdict.verdict == "wait":
-        return
+        return Step(Status(rollout=rollout))
     metrics.ROLLOUT_VERDICTS.labels(verdict.verdict).inc()
-    rollout.update(decidedAt=iso(now))
+    rollout = rollout.updated(decided_at=iso(now))
     if verdict.verdict == "promote":
         target = await _call(runtime, "get_version", model.registered_model, challenger)
-        await move_champion(runtime, model, status, target, champion, "ShadowPromoted")
+        await set_champion(runtime, model, target, champion, "ShadowPromoted")
         last = max(p.period_start for periods in pairs.values() for p in periods)
-        rollout.update(phase="Watching", promotedAt=iso(now), previous=champion,
-                       evidenceUntil=iso(last))
-        decisions.append(Decision("ShadowPromoted", f"version {challenger} promoted on live "
-                                  f"evidence: {verdict.reason}"))
-        return
-    status["challenger"] = {**(status.get("challenger") or {}), "version": challenger,
-                            "passed": False, "awaitingApproval": False,
-                            "reason": f"retired after shadow: {verdict.reason}",
-                            "judgedAt": iso(now)}
-    rollout.update(phase="Retired")
-    decisions.append(Decision("ShadowRetired", f"version {challenger} retired; champion "
-                              f"{champion} keeps serving: {verdict.reason}", True))
+        watching = rollout.updated(phase="Watching", promoted_at=iso(now), previous=champion,
+                                   evidence_until=iso(last))
+        return Step(champion_moved(target, champion, now).updated(rollout=watching), (
+            Decision("ShadowPromoted", f"version {challenger} promoted on live evidence: "
+                     f"{verdict.reason}"),))
+    retired = (judged or Challenger()).updated(
+        version=challenger, passed=False, awaiting_approval=False,
+        reason=f"retired after shadow: {verdict.reason}", judged_at=iso(now))
+    return Step(Status(challenger=retired, rollout=rollout.updated(phase="Retired")), (
+        Decision("ShadowRetired", f"version {challenger} retired; champion {champion} keeps "
+                 f"serving: {verdict.reason}", True),))
 
 
-def _show(model: SurgeModel, rollout: dict[str, Any], verdict: ShadowVerdict) -> None:
-    rows = _horizon_rows(verdict.horizons)
-    rollout.update(verdict=verdict.verdict, reason=verdict.reason, test=verdict.test,
-                   horizons=rows)
-    first = next((r for r in rows if r["horizonMinutes"] == 30.0), rows[0] if rows else {})
-    rollout["championLiveMae30m"] = first.get("championLiveMae")
-    rollout["challengerLiveMae30m"] = first.get("challengerLiveMae")
+def _shown(model: SurgeModel, rollout: Rollout, verdict: ShadowVerdict) -> Rollout:
+    rows = [ShadowHorizon(horizon_minutes=e.horizon_minutes, scored=e.scored, periods=e.periods,
+                          champion_live_mae=_round(e.champion_mae),
+                          challenger_live_mae=_round(e.challenger_mae), periods_won=e.wins,
+                          p_value=_round(e.p_value, 6)) for e in verdict.horizons]
+    first = _at_30m(rows) or ShadowHorizon(horizon_minutes=30.0)
     for row in rows:
-        for role, key in (("champion", "championLiveMae"), ("challenger", "challengerLiveMae")):
-            if row[key] is not None:
+        for role, mae in (("champion", row.champion_live_mae),
+                          ("challenger", row.challenger_live_mae)):
+            if mae is not None:
                 metrics.LIVE_MAE.labels(model.namespace, model.name, role,
-                                        f"{row['horizonMinutes']:g}").set(row[key])
+                                        f"{row.horizon_minutes:g}").set(mae)
+    return rollout.updated(verdict=verdict.verdict, reason=verdict.reason, test=verdict.test,
+                           horizons=rows, champion_live_mae30m=first.champion_live_mae,
+                           challenger_live_mae30m=first.challenger_live_mae)
 
 
-async def _watch(runtime: Runtime, model: SurgeModel, status: dict[str, Any], now: datetime,
-                 decisions: list[Decision]) -> None:
-    rollout = status["rollout"]
-    current, previous = str(rollout["challenger"]), str(rollout["previous"])
+def _at_30m(rows: Sequence[H]) -> H | None:
+    """The 30-minute row (the printer column's), else the first."""
+    return next((r for r in rows if r.horizon_minutes == 30.0), rows[0] if rows else None)
+
+
+async def _watch(runtime: Runtime, model: SurgeModel, rollout: Rollout,
+                 now: datetime) -> Step[Status]:
+    current, previous = str(rollout.challenger), str(rollout.previous)
     try:
         after = period_scores(await _errors(runtime, model, current))
         before = period_scores(await _errors(runtime, model, previous))
     except ScoresUnavailable as error:
-        rollout.update(watch=f"evidence kept, not judged: {error}")
-        return
-    promoted = parse_time(rollout.get("promotedAt")) or now
-    split = parse_time(rollout.get("evidenceUntil")) or promoted
+        return Step(Status(rollout=rollout.updated(watch=f"evidence kept, not judged: {error}")))
+    promoted = parse_time(rollout.promoted_at) or now
+    split = parse_time(rollout.evidence_until) or promoted
     result = judge_watch(after, before, model.spec.training.horizons_minutes, split, promoted,
                          now, model.spec.rollout.to_policy())
-    _show_watch(model, rollout, result)
+    rollout = _watch_shown(model, rollout, result)
     if result.verdict == "wait":
-        return
+        return Step(Status(rollout=rollout))
     if result.verdict == "keep":
-        rollout.update(phase="Promoted", watchedUntil=iso(now))
-        return
+        return Step(Status(rollout=rollout.updated(phase="Promoted", watched_until=iso(now))))
     target = await _call(runtime, "get_version", model.registered_model, previous)
-    await move_champion(runtime, model, status, target, None, "RolledBack")
-    status["lastGoodVersion"] = previous
-    status["challenger"] = {"version": current, "passed": False, "awaitingApproval": False,
-                            "reason": f"rolled back after promotion: {result.reason}",
-                            "judgedAt": iso(now)}
-    status["champion"] = {**version_summary(target), "promotedAt": iso(now)}
-    rollout.update(phase="RolledBack", rolledBackAt=iso(now))
+    await set_champion(runtime, model, target, None, "RolledBack")
     metrics.ROLLBACKS.inc()
-    decisions.append(Decision("RolledBack", f"version {current} rolled back to {previous}: "
-                              f"{result.reason}", True))
+    back = champion_moved(target, None, now).updated(
+        last_good_version=previous,
+        challenger=Challenger(version=current, passed=False, awaiting_approval=False,
+                              reason=f"rolled back after promotion: {result.reason}",
+                              judged_at=iso(now)),
+        rollout=rollout.updated(phase="RolledBack", rolled_back_at=iso(now)))
+    return Step(back, (Decision("RolledBack", f"version {current} rolled back to {previous}: "
+                                f"{result.reason}", True),))
 
 
-def _show_watch(model: SurgeModel, rollout: dict[str, Any], result: WatchVerdictResult) -> None:
-    rows = [{"horizonMinutes": r.horizon_minutes, "scored": r.scored,
-             "championLiveMae": _round(r.live_mae), "previousScored": r.previous_scored,
-             "previousLiveMae": _round(r.previous_mae),
-             "regressionPct": _round(r.regression_pct, 2)} for r in result.horizons]
-    rollout.update(watchVerdict=result.verdict, watchReason=result.reason, watchHorizons=rows)
-    first = next((r for r in rows if r["horizonMinutes"] == 30.0), rows[0] if rows else {})
-    rollout["championLiveMae30m"] = first.get("championLiveMae")
+def _watch_shown(model: SurgeModel, rollout: Rollout, result: WatchVerdictResult) -> Rollout:
+    rows = [WatchHorizon(horizon_minutes=r.horizon_minutes, scored=r.scored,
+                         champion_live_mae=_round(r.live_mae), previous_scored=r.previous_scored,
+                         previous_live_mae=_round(r.previous_mae),
+                         regression_pct=_round(r.regression_pct, 2)) for r in result.horizons]
+    first = _at_30m(rows) or WatchHorizon(horizon_minutes=30.0)
     for row in rows:
-        if row["championLiveMae"] is not None:
+        if row.champion_live_mae is not None:
             metrics.LIVE_MAE.labels(model.namespace, model.name, "champion",
-                                    f"{row['horizonMinutes']:g}").set(row["championLiveMae"])
+                                    f"{row.horizon_minutes:g}").set(row.champion_live_mae)
+    return rollout.updated(watch_verdict=result.verdict, watch_reason=result.reason,
+                           watch_horizons=rows, champion_live_mae30m=first.champion_live_mae)
 
 
-def _condition(status: dict[str, Any], generation: int) -> None:
+def _condition(rollout: Rollout | None, conditions: list[Condition] | None,
+               generation: int) -> list[dict[str, Any]] | None:
     """Rollout condition: Unknown while shadowing or watching, False after a rollback."""
-    rollout = status.get("rollout") or {}
-    phase = rollout.get("phase")
+    phase = rollout.phase if rollout is not None else None
     held = {"Shadowing": None, "Watching": None, "Promoted": True, "Retired": True,
             "RolledBack": False}  # the condition's reason is the phase, one of these
-    if phase not in held:
-        return
-    message = str(rollout.get("watchReason") if phase in ("RolledBack", "Watching", "Promoted")
-                  else rollout.get("reason") or "")
-    status["conditions"] = set_condition(status.get("conditions") or [], "Rollout", held[phase],
-                                         phase, message, generation)
+    if rollout is None or phase not in held:
+        return None
+    message = (rollout.watch_reason if phase in ("RolledBack", "Watching", "Promoted")
+               else rollout.reason) or ""
+    return set_condition([c.dump() for c in conditions or []], "Rollout", held[phase], phase,
+                         message, generation)

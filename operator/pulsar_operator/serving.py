@@ -27,6 +27,7 @@ from pulsar_operator.kube import (
     Ref,
 )
 from pulsar_operator.recorder import Decision
+from pulsar_operator.status import Predictor, Status, Step
 from pulsar_operator.triggers import parse_time
 
 REFS: dict[str, Ref] = {"Deployment": DEPLOYMENTS, "Service": SERVICES,
@@ -56,40 +57,39 @@ def wanted_replicas(model: SurgeModel, deployment: dict[str, Any] | None) -> int
     return max(int(scaled), scaling.min_replicas) if scaled is not None else scaling.min_replicas
 
 
-async def sync_predictor(kube: Kube, model: SurgeModel, status: dict[str, Any], now: datetime,
-                         decisions: list[Decision],
-                         watched: dict[tuple[str, str, str], dict[str, Any]]) -> str | None:
-    """Apply the predictor for status.champion; return a version to revert to, if any."""
-    version = (status.get("champion") or {}).get("version")
+async def sync_predictor(kube: Kube, model: SurgeModel, status: Status, now: datetime,
+                         watched: dict[tuple[str, str, str], dict[str, Any]]
+                         ) -> tuple[Step[Status], str | None]:
+    """Apply the predictor for status.champion: status.predictor and its Events, and a version
+    to revert to, if any."""
+    version = status.champion.version if status.champion is not None else None
     if not version:
-        return None
+        return Step(Status()), None
     deployment = build_predictor_deployment(model, version)
     applied = short_hash(json.dumps(deployment, sort_keys=True), 16)
-    previous = status.get("predictor") or {}
-    changed = previous.get("appliedHash") != applied
-    await _apply_children(kube, model, deployment, changed, watched, decisions)
-    predictor = dict(previous)
+    previous = status.predictor or Predictor()
+    changed = previous.applied_hash != applied
+    decisions = await _apply_children(kube, model, deployment, changed, watched)
+    predictor = previous
     if changed:
         predictor, rolled = applied_predictor(model, previous, version, applied, now)
-        if rolled is not None:
-            decisions.append(rolled)
+        decisions.extend([rolled] if rolled is not None else [])
     live = watched.get(("Deployment", model.namespace, predictor_name(model)))
-    if live is None or predictor.get("appliedHash") != previous.get("appliedHash"):
+    if live is None or predictor.applied_hash != previous.applied_hash:
         live = await kube.get(DEPLOYMENTS, model.namespace, predictor_name(model))
     replicas = wanted_replicas(model, live)
     ready, available, exceeded = deployment_health(live, replicas)
-    predictor.update(readyReplicas=ready, replicas=replicas, available=available)
-    status["predictor"], revert_to = rollout_progress(model, predictor, version,
-                                                      status.get("lastGoodVersion"),
-                                                      available, exceeded, now)
-    return revert_to
+    predictor, revert_to = rollout_progress(
+        model, predictor.updated(ready_replicas=ready, replicas=replicas, available=available),
+        version, status.last_good_version, available, exceeded, now)
+    return Step(Status(predictor=predictor), tuple(decisions)), revert_to
 
 
 async def _apply_children(kube: Kube, model: SurgeModel, deployment: dict[str, Any],
-                          changed: bool, watched: dict[tuple[str, str, str], dict[str, Any]],
-                          decisions: list[Decision]) -> None:
+                          changed: bool, watched: dict[tuple[str, str, str], dict[str, Any]]
+                          ) -> list[Decision]:
     """Apply the predictor's children when the template changed, else repair what drifted;
-    delete the optional ones the spec no longer asks for."""
+    delete the optional ones the spec no longer asks for. The repairs' Events."""
     wanted = [deployment, build_predictor_service(model)]
     optional = (("PodDisruptionBudget", model.spec.serving.fewest_replicas >= 2,
                  build_predictor_pdb),
@@ -100,51 +100,52 @@ async def _apply_children(kube: Kube, model: SurgeModel, deployment: dict[str, A
             wanted.append(build(model))
         elif (kind, model.namespace, predictor_name(model)) in watched:
             await kube.delete(REFS[kind], model.namespace, predictor_name(model))
+    repaired = []
     for manifest in wanted:
         repair = None if changed else await _repair_reason(kube, manifest, watched)
         if changed or repair:
             await kube.apply(REFS[manifest["kind"]], manifest)
         if repair:
-            decisions.append(Decision("PredictorRepaired", repair, True))
+            repaired.append(Decision("PredictorRepaired", repair, True))
+    return repaired
 
 
-def applied_predictor(model: SurgeModel, previous: dict[str, Any], version: str, applied: str,
-                      now: datetime) -> tuple[dict[str, Any], Decision | None]:
+def applied_predictor(model: SurgeModel, previous: Predictor, version: str, applied: str,
+                      now: datetime) -> tuple[Predictor, Decision | None]:
     """status.predictor once a new template is applied; the Event when the version changes."""
-    rolled = previous.get("version") != version
-    predictor = {"deployment": predictor_name(model), "version": version,
-                 "appliedHash": applied, "endpoint": predictor_endpoint(model),
-                 "rolloutStartedAt": iso(now) if rolled else
-                 previous.get("rolloutStartedAt") or iso(now),
-                 "rolledOutAt": None if rolled else previous.get("rolledOutAt")}
+    rolled = previous.version != version
+    predictor = Predictor(deployment=predictor_name(model), version=version,
+                          applied_hash=applied, endpoint=predictor_endpoint(model),
+                          rollout_started_at=iso(now) if rolled
+                          else previous.rollout_started_at or iso(now),
+                          rolled_out_at=None if rolled else previous.rolled_out_at)
     if not rolled:
         return predictor, None
     return predictor, Decision("PredictorRollout", f"predictor {predictor_name(model)} rolls to "
                                f"version {version}")
 
 
-def rollout_progress(model: SurgeModel, predictor: dict[str, Any], version: str,
+def rollout_progress(model: SurgeModel, predictor: Predictor, version: str,
                      last_good: str | None, available: bool, exceeded: bool,
-                     now: datetime) -> tuple[dict[str, Any], str | None]:
+                     now: datetime) -> tuple[Predictor, str | None]:
     """status.predictor after a look at the Deployment, and the version to revert to when the
     rollout failed (past the deadline, or Kubernetes gave up) and an earlier one exists."""
-    predictor = dict(predictor)
     if available:
-        predictor.pop("rolloutFailed", None)
-        predictor["rolledOutAt"] = predictor.get("rolledOutAt") or iso(now)
-        return predictor, None
-    if predictor.get("rolledOutAt") and not exceeded:
+        return predictor.without("rollout_failed").updated(
+            rolled_out_at=predictor.rolled_out_at or iso(now)), None
+    if predictor.rolled_out_at and not exceeded:
         return predictor, None  # ready once: a later dip is not a failed rollout unless K8s says so
-    started = parse_time(predictor.get("rolloutStartedAt")) or now
+    started = parse_time(predictor.rollout_started_at) or now
     late = (now - started).total_seconds() > model.spec.serving.rollout_deadline_seconds
     if (late or exceeded) and last_good and last_good != version \
             and not model.spec.serving.model_version:
         return predictor, str(last_good)
     if late or exceeded:  # nothing to go back to: say so instead of waiting for ever
-        predictor["rolloutFailed"] = (
+        return predictor.updated(rollout_failed=(
             f"predictor for version {version} not available within "
             f"{model.spec.serving.rollout_deadline_seconds}s and no earlier version to revert "
-            f"to; see `kubectl -n {model.namespace} describe deploy {predictor_name(model)}`")
+            f"to; see `kubectl -n {model.namespace} describe deploy {predictor_name(model)}`"
+        )), None
     return predictor, None
 
 

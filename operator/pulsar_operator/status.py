@@ -140,8 +140,32 @@ class Predictor(Part):
     rollout_failed: str | None = None
 
 
+class ShadowHorizon(Part):
+    """One horizon of a shadow's paired evidence (status.rollout.horizons)."""
+
+    horizon_minutes: float
+    scored: int | None = None
+    periods: int | None = None
+    champion_live_mae: float | None = None
+    challenger_live_mae: float | None = None
+    periods_won: int | None = None
+    p_value: float | None = None
+
+
+class WatchHorizon(Part):
+    """One horizon of a new champion's watch (status.rollout.watchHorizons)."""
+
+    horizon_minutes: float
+    scored: int | None = None
+    champion_live_mae: float | None = None
+    previous_scored: int | None = None
+    previous_live_mae: float | None = None
+    regression_pct: float | None = None
+
+
 class Rollout(Part):
-    """status.rollout: the live rollout (per-horizon evidence stays as extra keys)."""
+    """status.rollout: the live rollout, Shadowing -> Watching (promoted) | Retired;
+    Watching -> Promoted (kept) | RolledBack."""
 
     phase: str | None = None
     challenger: str | None = None
@@ -149,6 +173,21 @@ class Rollout(Part):
     started_at: str | None = None
     verdict: str | None = None
     reason: str | None = None
+    test: str | None = None
+    horizons: list[ShadowHorizon] | None = None
+    champion_live_mae30m: float | None = Field(None, alias="championLiveMae30m")
+    challenger_live_mae30m: float | None = Field(None, alias="challengerLiveMae30m")
+    decided_at: str | None = None
+    promoted_at: str | None = None
+    previous: str | None = None
+    evidence_until: str | None = None
+    watch: str | None = None
+    watch_verdict: str | None = None
+    watch_reason: str | None = None
+    watch_horizons: list[WatchHorizon] | None = None
+    watched_until: str | None = None
+    rolled_back_at: str | None = None
+    challenger_removed: bool | None = None
 
 
 class RejectedChild(Part):

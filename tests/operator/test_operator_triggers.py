@@ -137,6 +137,7 @@ async def test_a_subject_named_by_two_models_is_refused_for_the_younger(
                                    and _staging_ready(k8s), what="staging refused")
         assert "spec.retrainSubject" in refused["message"]
         assert "pulsar/tehran-eco" in refused["message"]
+        await eventually(lambda: status_of(k8s, "tehran-eco").get("lastTraining"))
         assert {j["metadata"]["namespace"] for j in objects(k8s, JOBS)} == {NS}
 
 

@@ -90,6 +90,41 @@ def _fmt(minutes: float) -> str:
     return f"{minutes:g}m"
 
 
+def _horizon_failures(horizon: float, score: HorizonScore, champion: Scores | None,
+                      policy: PromotionPolicy, paired: Paired | None) -> list[str]:
+    """Why the candidate fails at one horizon: persistence, the best baseline, then the
+    champion (paired on the same rows when both were scored on them, else by skill)."""
+    failures: list[str] = []
+    mae = float(score.mae)  # type: ignore[arg-type]
+    if score.persistence_mae:
+        needed = score.persistence_mae * (1 - policy.min_improvement_over_persistence_pct / 100)
+        if mae > needed:
+            gain = 100 * (1 - mae / score.persistence_mae)
+            failures.append(
+                f"{_fmt(horizon)}: {gain:.1f}% better than persistence, needs "
+                f"{policy.min_improvement_over_persistence_pct:g}%"
+            )
+    if score.baseline_mae is not None and mae > float(score.baseline_mae) * 1.000001:
+        failures.append(
+            f"{_fmt(horizon)}: MAE {mae:.2f} worse than the best baseline "
+            f"{score.baseline_mae:.2f}"
+        )
+    if paired is not None and (same_rows := paired.pooled(horizon)) is not None:
+        failure = _paired_failure(horizon, same_rows, paired, policy)
+        return [*failures, failure] if failure else failures
+    previous = (champion or {}).get(horizon)
+    if previous is not None and previous.skill is not None and score.skill is not None:
+        allowed = previous.skill * (1 + policy.max_regression_vs_champion_pct / 100)
+        if score.skill > allowed:
+            failures.append(
+                f"{_fmt(horizon)}: skill {score.skill:.3f} regresses on the champion's "
+                f"{previous.skill:.3f} by more than "
+                f"{policy.max_regression_vs_champion_pct:g}% (unpaired: each on its own "
+                "test day)"
+            )
+    return failures
+
+
 def decide(
     candidate: Scores,
     champion: Scores | None,
@@ -104,38 +139,8 @@ def decide(
     if not evaluable:
         return GateVerdict(False, "no horizon could be evaluated on the test split")
 
-    failures: list[str] = []
-    for horizon, score in sorted(evaluable.items()):
-        mae = float(score.mae)  # type: ignore[arg-type]
-        if score.persistence_mae:
-            needed = score.persistence_mae * (1 - policy.min_improvement_over_persistence_pct / 100)
-            if mae > needed:
-                gain = 100 * (1 - mae / score.persistence_mae)
-                failures.append(
-                    f"{_fmt(horizon)}: {gain:.1f}% better than persistence, needs "
-                    f"{policy.min_improvement_over_persistence_pct:g}%"
-                )
-        if score.baseline_mae is not None and mae > float(score.baseline_mae) * 1.000001:
-            failures.append(
-                f"{_fmt(horizon)}: MAE {mae:.2f} worse than the best baseline "
-                f"{score.baseline_mae:.2f}"
-            )
-        same_rows = paired.pooled(horizon) if paired is not None else None
-        if same_rows is not None:
-            failure = _paired_failure(horizon, same_rows, paired, policy)  # type: ignore[arg-type]
-            if failure:
-                failures.append(failure)
-            continue
-        previous = (champion or {}).get(horizon)
-        if previous is not None and previous.skill is not None and score.skill is not None:
-            allowed = previous.skill * (1 + policy.max_regression_vs_champion_pct / 100)
-            if score.skill > allowed:
-                failures.append(
-                    f"{_fmt(horizon)}: skill {score.skill:.3f} regresses on the champion's "
-                    f"{previous.skill:.3f} by more than "
-                    f"{policy.max_regression_vs_champion_pct:g}% (unpaired: each on its own "
-                    "test day)"
-                )
+    failures = [failure for horizon, score in sorted(evaluable.items())
+                for failure in _horizon_failures(horizon, score, champion, policy, paired)]
     if failures:
         return GateVerdict(False, "; ".join(failures), failures=failures)
     summary = ", ".join(

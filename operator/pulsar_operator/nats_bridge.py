@@ -68,44 +68,14 @@ async def _handle_batch(runtime: Runtime, messages: list[Any]) -> None:
     """Group by model; record the newest request per model as an annotation, then ack."""
     groups: dict[Key, list[tuple[Any, RetrainRequest]]] = defaultdict(list)
     for msg in messages:
-        owner = runtime.catalog.subject_owner(msg.subject)
-        keys = [owner] if owner is not None else []
-        try:
-            request = _parse(msg.data)
-        except ValidationError as error:
-            await msg.term()
-            metrics.RETRAIN_MESSAGES.labels("invalid").inc()
-            detail = f"invalid retrain request on {msg.subject}: {error.errors()[0]['msg']}"
-            log.warning(detail)
-            for key in keys:
-                await post_event(runtime.kube, *key, await _uid(runtime, key),
-                                 Decision("InvalidRetrainRequest", detail, True))
-            continue
-        if not keys:
-            if msg.metadata.num_delivered >= runtime.settings.retrain_max_deliver:
-                await msg.term()
-                metrics.RETRAIN_MESSAGES.labels("unmatched").inc()
-                log.warning("no SurgeModel for %s; request terminated", msg.subject)
-            else:
-                await msg.nak(delay=2)  # the catalog may still be filling after a start
-            continue
-        for key in keys:
-            groups[key].append((msg, request))
+        owned = await _owned_request(runtime, msg)
+        if owned is not None:
+            groups[owned[0]].append((msg, owned[1]))
     # A subject retrains one model; still, each message is acked exactly once (or nak'ed once
     # when its model could not be recorded), however the batch groups it.
     outcome: dict[int, tuple[Any, bool]] = {}
     for key, items in groups.items():
-        last_msg, last_request = items[-1]
-        annotations = {RETRAIN_ANNOTATION: _request_id(last_msg),
-                       RETRAIN_REASON_ANNOTATION: last_request.reason}
-        try:
-            await runtime.kube.patch(SURGEMODELS, key[0], key[1],
-                                     {"metadata": {"annotations": annotations}})
-            recorded = True
-            runtime.queue.add(key)
-        except KubeError as error:
-            log.warning("could not record retrain request on %s/%s: %s", *key, error)
-            recorded = False
+        recorded = await _record(runtime, key, *items[-1])
         for msg, _ in items:
             done = outcome.get(id(msg), (msg, True))[1]
             outcome[id(msg)] = (msg, done and recorded)
@@ -115,6 +85,46 @@ async def _handle_batch(runtime: Runtime, messages: list[Any]) -> None:
             metrics.RETRAIN_MESSAGES.labels("recorded").inc()
         else:
             await msg.nak(delay=5)
+
+
+async def _owned_request(runtime: Runtime, msg: Any) -> tuple[Key, RetrainRequest] | None:
+    """The message's model and request; None once the message is settled here (an invalid
+    request is terminated with an Event, a subject nobody owns is retried, then terminated)."""
+    owner = runtime.catalog.subject_owner(msg.subject)
+    try:
+        request = _parse(msg.data)
+    except ValidationError as error:
+        await msg.term()
+        metrics.RETRAIN_MESSAGES.labels("invalid").inc()
+        detail = f"invalid retrain request on {msg.subject}: {error.errors()[0]['msg']}"
+        log.warning(detail)
+        if owner is not None:
+            await post_event(runtime.kube, *owner, await _uid(runtime, owner),
+                             Decision("InvalidRetrainRequest", detail, True))
+        return None
+    if owner is not None:
+        return owner, request
+    if msg.metadata.num_delivered >= runtime.settings.retrain_max_deliver:
+        await msg.term()
+        metrics.RETRAIN_MESSAGES.labels("unmatched").inc()
+        log.warning("no SurgeModel for %s; request terminated", msg.subject)
+    else:
+        await msg.nak(delay=2)  # the catalog may still be filling after a start
+    return None
+
+
+async def _record(runtime: Runtime, key: Key, msg: Any, request: RetrainRequest) -> bool:
+    """The newest request as the model's retrain annotations; False when it could not be."""
+    annotations = {RETRAIN_ANNOTATION: _request_id(msg),
+                   RETRAIN_REASON_ANNOTATION: request.reason}
+    try:
+        await runtime.kube.patch(SURGEMODELS, key[0], key[1],
+                                 {"metadata": {"annotations": annotations}})
+    except KubeError as error:
+        log.warning("could not record retrain request on %s/%s: %s", *key, error)
+        return False
+    runtime.queue.add(key)
+    return True
 
 
 async def ensure_retrain_stream(js: Any) -> None:

@@ -115,30 +115,8 @@ class HistoryBatcher:
     async def _run(self, batch: _Batch) -> None:
         self.batches += 1
         self.batched_requests += len(batch.jobs)
-        loop = asyncio.get_running_loop()
         try:
-            snapshots, errors = await loop.run_in_executor(
-                self._executor, validate_inputs, [job.item for job in batch.jobs], self._window)
-            ready = []
-            for job, error in zip(batch.jobs, errors, strict=True):
-                if error is not None:
-                    _settle(job, error=error)
-                else:
-                    ready.append(job)
-            if not ready:
-                return
-            try:
-                output = await self._predict(batch.jobs[0].model, snapshots)
-            except Exception:
-                if len(ready) == 1:
-                    raise
-                # one request's rows must not fail its batch-mates: each is retried alone
-                log.warning("a batch of %d history requests failed; retrying them one by one",
-                            len(ready))
-                await asyncio.gather(*(self._alone(job) for job in ready))
-                return
-            for job in ready:
-                _settle(job, result=output)
+            await self._forecast(batch)
         except Exception as error:  # each caller turns it into its own error response
             for job in batch.jobs:
                 _settle(job, error=error)
@@ -146,6 +124,32 @@ class HistoryBatcher:
             for job in batch.jobs:
                 job.future.cancel()
             raise
+
+    async def _forecast(self, batch: _Batch) -> None:
+        """Validate the batch's rows as one frame and forecast once for every valid request."""
+        loop = asyncio.get_running_loop()
+        snapshots, errors = await loop.run_in_executor(
+            self._executor, validate_inputs, [job.item for job in batch.jobs], self._window)
+        ready = []
+        for job, error in zip(batch.jobs, errors, strict=True):
+            if error is not None:
+                _settle(job, error=error)
+            else:
+                ready.append(job)
+        if not ready:
+            return
+        try:
+            output = await self._predict(batch.jobs[0].model, snapshots)
+        except Exception:
+            if len(ready) == 1:
+                raise
+            # one request's rows must not fail its batch-mates: each is retried alone
+            log.warning("a batch of %d history requests failed; retrying them one by one",
+                        len(ready))
+            await asyncio.gather(*(self._alone(job) for job in ready))
+            return
+        for job in ready:
+            _settle(job, result=output)
 
     async def _alone(self, job: _Job) -> None:
         """Validate and forecast one request by itself; its outcome settles only its caller."""

@@ -94,26 +94,24 @@ def _registry_due(runtime: Runtime, key: Key, registry: Registry | None, forced:
     return forced or due is None or now >= due
 
 
-def next_due(runtime: Runtime, key: Key, spec: SurgeModelSpec | None,
-             status: dict[str, Any], now: datetime) -> datetime:
+def next_due(runtime: Runtime, key: Key, spec: SurgeModelSpec | None, status: Status,
+             now: datetime) -> datetime:
     """The next time this model needs a reconcile without any watch event: a cron slot, the
     registry poll or retry, a rollout deadline, a live rollout's re-check, else the slow
     safety resync."""
     times = [now + timedelta(seconds=_spread(key, runtime.settings.full_resync_seconds, 0.5))]
     if spec is not None and not spec.paused:
         times.append(next_cron_slot(spec.training.schedule, now))
-        registry = Registry.model_validate(status["registry"]) if status.get("registry") \
-            else None
-        times.append(_registry_next(runtime, key, registry, now) or now)
-        training = status.get("lastTraining") or {}
-        job_check = (parse_time(training.get("startedAt")) or now) + _start_grace(runtime)
-        if training.get("outcome") == "Running" and job_check > now:
+        times.append(_registry_next(runtime, key, status.registry, now) or now)
+        training = status.last_training or Training()
+        job_check = (parse_time(training.started_at) or now) + _start_grace(runtime)
+        if training.outcome == "Running" and job_check > now:
             times.append(job_check)  # a Job whose pods cannot start gets no watch event
-        predictor = status.get("predictor") or {}
-        started = parse_time(predictor.get("rolloutStartedAt"))
-        if started is not None and not predictor.get("rolledOutAt"):
+        predictor = status.predictor or Predictor()
+        started = parse_time(predictor.rollout_started_at)
+        if started is not None and not predictor.rolled_out_at:
             times.append(started + timedelta(seconds=spec.serving.rollout_deadline_seconds))
-        if (status.get("rollout") or {}).get("phase") in LIVE_PHASES:
+        if status.rollout is not None and status.rollout.phase in LIVE_PHASES:
             times.append(now + timedelta(seconds=_spread(
                 key, runtime.settings.rollout_check_seconds)))  # score events queue nothing
     return min(times)
@@ -337,11 +335,12 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: b
         else run.status.without("rejected_child")
     run.decisions.extend(kept.decisions)
     child_error = kept.part.message if kept.part is not None else None
-    status = finish(run.status, spec.paused, generation, run.error, runtime.nats_error,
-                    child_error).dump()
+    finished = finish(run.status, spec.paused, generation, run.error, runtime.nats_error,
+                      child_error)
+    status = finished.dump()
     await _write(runtime, key, meta, original, status, run.decisions)
-    runtime.next_due[key] = next_due(runtime, key, spec, status, utcnow())
-    return Outcome(status, _retry_after(runtime, status, run.error, kept.part), run.error or
+    runtime.next_due[key] = next_due(runtime, key, spec, finished, utcnow())
+    return Outcome(status, _retry_after(runtime, finished, run.error, kept.part), run.error or
                    child_error)
 
 
@@ -356,12 +355,12 @@ async def _refuse(runtime: Runtime, key: Key, meta: dict[str, Any], original: di
     await _write(runtime, key, meta, original, refused, decisions)
 
 
-def _retry_after(runtime: Runtime, status: dict[str, Any], error: str | None,
+def _retry_after(runtime: Runtime, status: Status, error: str | None,
                  rejected: RejectedChild | None) -> float | None:
     """How soon to try again: the registry's retryAt while MLflow is down, a backoff on the
     repeats of a refused child; None when nothing failed."""
     if error is not None:
-        retry_at = parse_time((status.get("registry") or {}).get("retryAt"))
+        retry_at = parse_time(status.registry.retry_at if status.registry else None)
         return max(1.0, (retry_at - utcnow()).total_seconds()) if retry_at else 5.0
     if rejected is not None:
         return float(min(runtime.settings.max_backoff_seconds,

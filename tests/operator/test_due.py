@@ -6,12 +6,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pulsar_operator.config import OperatorSettings
-from pulsar_operator.reconciler import _spread, next_due
+from pulsar_operator.reconciler import _spread
+from pulsar_operator.reconciler import next_due as _next_due
 from pulsar_operator.runtime import Catalog, Runtime, due_keys
 from pulsar_operator.spec import parse_spec
+from pulsar_operator.status import Status
 
 NOW = datetime(2026, 11, 29, 10, 7, 30, tzinfo=UTC)
 KEY = ("pulsar", "tehran-eco")
+
+
+def next_due(runtime: Runtime, key: tuple[str, str], spec: Any, status: dict[str, Any],
+             now: datetime) -> datetime:
+    """The operator's next_due on a status as the API holds it."""
+    return _next_due(runtime, key, spec, Status.parse(status), now)
 
 
 def _runtime(poll: float = 3600.0) -> Runtime:

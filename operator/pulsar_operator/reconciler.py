@@ -379,7 +379,8 @@ async def _steps(runtime: Runtime, key: Key, model: SurgeModel, run: _Pass,
     run.take(await _guarded(start_training(runtime.kube, model, run.status, annotations,
                                            parse_time(created_at) or now, now),
                             "trainer Job", run.rejected))
-    finished = ended is not None
+    finished = ended is not None and ended.part.last_training is not None and \
+        ended.part.last_training.outcome != "Running"
     registry = run.status.registry
     if source != "loop" and not forced and not finished:
         runtime.queue.add(key)  # registry work goes to the bounded loop: Jobs come first

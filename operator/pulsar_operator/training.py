@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,10 +65,29 @@ def unstartable_pod(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def unscheduled_pod(pods: list[dict[str, Any]]) -> str | None:
+    """The first pod the scheduler could not place, with its word (no node fits yet: a
+    cluster autoscaler may still add one, so this is a wait, not a failure)."""
+    for pod in pods:
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                return (f"pod {pod['metadata']['name']} waits for a node: "
+                        f"{condition.get('message') or condition.get('reason') or 'unscheduled'}")
+    return None
+
+
+@dataclass(frozen=True)
+class StartProblem:
+    """Why a Job's pods are not running: `fatal` when no retry can cure it."""
+
+    message: str
+    fatal: bool
+
+
 async def why_stuck(kube: Kube, job: dict[str, Any], started: datetime, now: datetime,
-                    grace: timedelta) -> str | None:
+                    grace: timedelta) -> StartProblem | None:
     """Why a Job that had `grace` since `started` to start its pods has none running; None
-    while it may yet."""
+    while it may yet, or when nothing is known to be wrong."""
     meta, status = job["metadata"], job.get("status") or {}
     if now - started < grace or status.get("ready") or status.get("succeeded") or \
             status.get("failed"):
@@ -75,10 +95,29 @@ async def why_stuck(kube: Kube, job: dict[str, Any], started: datetime, now: dat
     if not status.get("active"):
         events = await kube.items(EVENTS, meta["namespace"],
                                   fields=f"involvedObject.uid={meta.get('uid', '')}")
-        return refused_pods(events)
+        refused = refused_pods(events)
+        return StartProblem(refused, fatal=True) if refused else None
     pods = await kube.items(PODS, meta["namespace"],
                             labels=f"batch.kubernetes.io/job-name={meta['name']}")
-    return unstartable_pod(pods)
+    unstartable = unstartable_pod(pods)
+    if unstartable is not None:
+        return StartProblem(unstartable, fatal=True)
+    unscheduled = unscheduled_pod(pods)
+    return StartProblem(unscheduled, fatal=False) if unscheduled else None
+
+
+def still_waiting(training: Training, problem: StartProblem | None, checked: bool,
+                  job: dict[str, Any]) -> Step[Status] | None:
+    """lastTraining.message while a Job waits for a node (a Warning when the reason is new),
+    cleared once its pods run or a check finds nothing wrong; None when nothing changes."""
+    if problem is not None and problem.message != training.message:
+        return Step(Status(last_training=training.updated(message=problem.message)),
+                    (Decision("TrainingPending", f"Job {training.job}: {problem.message}",
+                              True),))
+    running = bool((job.get("status") or {}).get("ready"))
+    if training.message and problem is None and (running or checked):
+        return Step(Status(last_training=training.updated(message=None)))
+    return None
 
 
 def job_ended(training: Training, outcome: str, message: str, now: datetime) -> Step[Status]:
@@ -104,9 +143,10 @@ async def observe_job(kube: Kube, model: SurgeModel, training: Training | None,
                       watched: dict[tuple[str, str, str], dict[str, Any]],
                       now: datetime, start_grace: timedelta,
                       start_checks: dict[str, datetime]) -> Step[Status] | None:
-    """lastTraining from the Job (watch cache first, else GET) once it finished; None while it
-    runs. A Job whose pods cannot start is failed at once (and deleted, pods and all), instead
-    of waiting out activeDeadlineSeconds: its reason goes to status and a Warning Event."""
+    """lastTraining from the Job (watch cache first, else GET) once it finished, or while it
+    waits for a node; None while it runs. A Job whose pods cannot start is failed at once (and
+    deleted, pods and all), instead of waiting out activeDeadlineSeconds: its reason goes to
+    status and a Warning Event."""
     if training is None or training.outcome != "Running":
         return None
     name = str(training.job)
@@ -116,12 +156,13 @@ async def observe_job(kube: Kube, model: SurgeModel, training: Training | None,
     outcome, message = job_outcome(job)
     started = parse_time(training.started_at) or now
     check = f"{model.namespace}/{name}"
-    if outcome == "Running" and job is not None and \
-            start_check_due(start_checks, check, started, now, start_grace):
-        stuck = await why_stuck(kube, job, started, now, start_grace)
-        if stuck is not None:
-            await kube.delete(JOBS, model.namespace, name, "Background")
-            outcome, message = "Failed", stuck
+    if outcome == "Running" and job is not None:
+        checked = start_check_due(start_checks, check, started, now, start_grace)
+        problem = await why_stuck(kube, job, started, now, start_grace) if checked else None
+        if problem is None or not problem.fatal:
+            return still_waiting(training, problem, checked, job)
+        await kube.delete(JOBS, model.namespace, name, "Background")
+        outcome, message = "Failed", problem.message
     if outcome == "Running":
         return None
     start_checks.pop(check, None)

@@ -1,6 +1,9 @@
-"""A training Job whose pods the API refuses fails fast, with the API's reason, on a real
-control plane: the ResourceQuota admission plugin refuses the pods, the real Job controller
-records FailedCreate Events (and nothing in the Job's status), the operator reads them."""
+"""A training Job whose pods cannot run says why, on a real control plane.
+
+Refused: the ResourceQuota admission plugin refuses the pods, the real Job controller records
+FailedCreate Events (and nothing in the Job's status), the operator reads them and fails fast.
+Unschedulable: the real scheduler finds no node with room and says so on the pod; the training
+keeps waiting (an autoscaler may add a node) and status shows the scheduler's words."""
 
 from __future__ import annotations
 
@@ -42,4 +45,34 @@ def test_a_job_whose_pods_are_refused_fails_fast_with_the_reason(installed: Inst
     conditions = {c["type"]: c for c in api.get("SurgeModel", NAME, NS)["status"]["conditions"]}
     assert conditions["Training"]["status"] == "False"
     assert conditions["Training"]["reason"] == "Failed"
+    installed.assert_no_traceback()
+
+
+def test_a_job_no_node_can_run_waits_and_says_why(installed: Installed) -> None:
+    api, ns, name = installed.api, "pulsar-big", "too-big"
+    restricted_namespace(api, ns)
+    api.apply({"apiVersion": "forecasting.pulsar.dev/v1alpha1", "kind": "SurgeModel",
+               "metadata": {"name": name, "namespace": ns},
+               "spec": {"city": "tehran", "serviceType": "eco", "data": {"uris": ["s3://b/x/"]},
+                        "registeredModel": "pulsar-big-tehran-eco",
+                        "training": {"resources": {"requests": {"cpu": "1000"}}}}})
+
+    def waiting() -> dict[str, Any] | None:
+        status = (api.get("SurgeModel", name, ns) or {}).get("status") or {}
+        training = status.get("lastTraining") or {}
+        return training if "waits for a node" in (training.get("message") or "") else None
+
+    training = wait_for(waiting, 60, "lastTraining saying it waits", installed.diagnose)
+    assert training["outcome"] == "Running"
+    assert "Insufficient cpu" in training["message"], training["message"]
+    assert api.list("Job", ns), "a Job that may yet run is kept"
+    conditions = {c["type"]: c for c in api.get("SurgeModel", name, ns)["status"]["conditions"]}
+    assert conditions["Training"]["status"] == "True"
+    assert "Insufficient cpu" in conditions["Training"]["message"]
+    events = wait_for(lambda: [e for e in api.list("Event", ns,
+                                                   fieldSelector=f"involvedObject.name={name}")
+                               if e["reason"] == "TrainingPending"] or None, 30,
+                      "the TrainingPending Event", installed.diagnose)
+    assert len(events) == 1 and events[0]["type"] == "Warning"
+    api.delete("SurgeModel", name, ns)
     installed.assert_no_traceback()

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pulsar_operator.training import refused_pods, start_check_due, unstartable_pod
+from pulsar_operator.status import Training
+from pulsar_operator.training import (
+    StartProblem,
+    refused_pods,
+    start_check_due,
+    still_waiting,
+    unscheduled_pod,
+    unstartable_pod,
+)
 
 from tests.operator.conftest import (
     JOBS,
@@ -50,6 +58,39 @@ def test_only_waiting_reasons_no_retry_cures_count() -> None:
     found = unstartable_pod([_pod(None), _pod("InvalidImageName")])
     assert found == "pod job-pod cannot start: InvalidImageName: InvalidImageName detail"
     assert unstartable_pod([_pod("CreateContainerConfigError", init=True)]) is not None
+
+
+NO_NODE = "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available"
+
+
+def _unscheduled(name: str = "job-pod") -> dict[str, Any]:
+    return {"metadata": {"name": name}, "status": {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "message": NO_NODE}]}}
+
+
+def test_a_pod_no_node_fits_is_a_wait_with_the_schedulers_word() -> None:
+    scheduled = {"metadata": {"name": "ok"}, "status": {"conditions": [
+        {"type": "PodScheduled", "status": "True"}]}}
+    assert unscheduled_pod([scheduled]) is None
+    found = unscheduled_pod([scheduled, _unscheduled()])
+    assert found == f"pod job-pod waits for a node: {NO_NODE}"
+
+
+def test_a_wait_is_shown_once_and_cleared_when_the_pods_run() -> None:
+    running = Training(job="j", outcome="Running")
+    wait = StartProblem(f"pod p waits for a node: {NO_NODE}", fatal=False)
+    shown = still_waiting(running, wait, True, {"status": {"active": 1}})
+    assert shown is not None and shown.part.last_training is not None
+    waiting = shown.part.last_training
+    assert waiting.outcome == "Running" and waiting.message == wait.message
+    assert [(d.reason, d.warning) for d in shown.decisions] == [("TrainingPending", True)]
+    assert still_waiting(waiting, wait, True, {"status": {"active": 1}}) is None  # once
+    assert still_waiting(waiting, None, False, {"status": {"active": 1}}) is None  # not checked
+    cleared = still_waiting(waiting, None, False, {"status": {"active": 1, "ready": 1}})
+    assert cleared is not None and cleared.part.last_training is not None
+    assert cleared.part.last_training.message is None and not cleared.decisions
+    assert still_waiting(running, None, True, {"status": {"active": 1}}) is None
 
 
 async def test_a_job_whose_pods_are_refused_fails_fast_and_is_deleted(k8s: Any,

@@ -100,6 +100,14 @@ class FeatureSet:
 
 _VALUE_COLUMNS = (Col.DEMAND_SIGNAL, Col.SURGE_PERCENT, Col.CUMULATIVE_SURGE_PERCENT,
                   Col.SURGE_ABSOLUTE, Col.CUMULATIVE_SURGE_ABSOLUTE, *sorted(LEAKY_SAME_PERIOD))
+# The neighbour means: these columns of each H3 neighbour at these lags of the anchor's period.
+_NEIGHBOUR_COLUMNS = {"demand": Col.DEMAND_SIGNAL, "surge": Col.SURGE_PERCENT}
+_NEIGHBOUR_LAGS = (0, 1)
+# The only columns read of a row more than `Lookback.recent` periods older than its series'
+# last row: demand (history means, seasonal values) and what a neighbour's mean reads (the
+# anchor of a series whose last row is older than its neighbour's may fall on any period).
+HISTORY_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys((Col.DEMAND_SIGNAL,
+                                                        *_NEIGHBOUR_COLUMNS.values())))
 _CHUNK_ROWS = 1 << 13  # a chunk's (rows x features) block stays in the L2 cache
 
 
@@ -220,8 +228,9 @@ def _tabular(grid: SeriesGrid, context: _Context, chunk: Chunk,
     for h in spec.horizons:
         feats[f"seasonal_h{h}"] = _seasonal(grid, demand, chunk, h, spec.history_days)
         feats[f"seasonal_h{h}_missing"] = np.isnan(feats[f"seasonal_h{h}"]).astype(np.float64)
-    feats |= neighbour_means(grid, context.neighbours, {"demand": demand, "surge": surge},
-                              chunk, (0, 1))
+    feats |= neighbour_means(grid, context.neighbours,
+                              {name: values[column] for name, column in _NEIGHBOUR_COLUMNS.items()},
+                              chunk, _NEIGHBOUR_LAGS)
     feats["nb_delta_1"] = feats["nb_demand_l0"] - feats["nb_demand_l1"]
     return feats
 
@@ -270,9 +279,31 @@ class _Context:
     neighbours: np.ndarray
 
 
+@dataclass(frozen=True)
+class Lookback:
+    """How far back from an anchor, in periods with the anchor's own included, the features
+    read its series (its H3 neighbours: at the anchor's period and the one before).
+
+    `recent`: every value column (lags, rolling windows, surge, the CNN window); `history`:
+    HISTORY_COLUMNS alone (history means, seasonal values; history >= recent). A serving
+    buffer that keeps, per series, every column of its last `recent` periods and
+    HISTORY_COLUMNS of its last `history` gives the features of the full history at each
+    series' last period (serving parity), unless that period lies more than `history` periods
+    behind a neighbour's last one (the neighbour's rows there are gone); keeping less does not.
+    """
+
+    recent: int
+    history: int
+
+
+def lookback(spec: FeatureSpec) -> Lookback:
+    """What build_features reads back from an anchor with this spec (see Lookback)."""
+    recent = max(spec.window, spec.tabular_lags + 1, max(_NEIGHBOUR_LAGS) + 1)
+    return Lookback(recent, max(spec.history_days * PERIODS_PER_DAY, recent))
+
+
 def _chunk(grid: SeriesGrid, anchors: np.ndarray, spec: FeatureSpec) -> Chunk:
-    back = max(spec.history_days * PERIODS_PER_DAY, spec.window, spec.tabular_lags + 1)
-    return grid.chunk(anchors, back, max(spec.horizons))
+    return grid.chunk(anchors, lookback(spec).history, max(spec.horizons))
 
 
 def build_features(snapshots: pd.DataFrame, spec: FeatureSpec, *, targets: bool = True,

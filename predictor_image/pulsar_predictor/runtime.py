@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from pulsar_core.events import ModelPromoted
+from pulsar_core.features import FeatureSpec, lookback
 from pulsar_core.redact import redact
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor.breaker import CircuitBreaker
@@ -35,9 +36,6 @@ from pulsar_predictor.slot import LoadedModel, ModelLoader, ModelSlot
 
 log = logging.getLogger(__name__)
 
-# Periods kept per series at least (raised to twice the model's window when larger): the real
-# data has ~10 periods a day per series, so 128 covers the 7 days the seasonal features read.
-LIVE_PERIODS = 128
 LIVE_MAX_SERIES = 50_000
 LIVE_REFRESH_SECONDS = 0.25
 
@@ -54,7 +52,10 @@ class Runtime:
                  drift: DriftPolicy | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.buffer = LiveBuffer(LIVE_PERIODS, LIVE_MAX_SERIES)
+        # Keeps what the features read back (full rows for the lags, demand and surge for the
+        # history_days of the history means and seasonal values): the default spec's until a
+        # model loads, then raised to each loaded model's own (see _swapped).
+        self.buffer = LiveBuffer.reading(lookback(FeatureSpec()), LIVE_MAX_SERIES)
         self.breaker = CircuitBreaker(settings.breaker_failures,
                                       settings.breaker_cooldown_seconds)
         self.slot = ModelSlot(loader or RegistryLoader(settings), on_swap=self._swapped,
@@ -161,8 +162,7 @@ class Runtime:
         self.metrics.model_info.labels(model.name, model.version, model.run_id or "").set(1)
         self.metrics.model_loads.labels("ok").inc()
         self.metrics.model_load_failed.set(0)
-        spec = model.forecaster.spec
-        self.buffer.ensure_history(spec.window * 2, pd.Timedelta(days=spec.history_days))
+        self.buffer.ensure_lookback(lookback(model.forecaster.spec))
 
     def _load_failed(self, version: str | None, message: str) -> None:
         self.metrics.model_loads.labels("failed").inc()

@@ -80,7 +80,8 @@ class BodyLimits:
             if state["done"]:  # the body is in: later receives wait for a disconnect
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
             except TimeoutError:
                 raise BodyTimeout(
                     f"the request body did not arrive within {self.read_timeout:g}s "

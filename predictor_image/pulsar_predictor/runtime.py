@@ -6,7 +6,6 @@ Started and stopped by the app's lifespan; routes reach it through `app.state.ru
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -80,11 +79,12 @@ class Runtime:
 
     async def stop(self) -> None:
         for task in (self._poller, self._refresher):
-            if task is not None:
-                task.cancel()
-                # a task that died must not skip the NATS drain below
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            while task is not None and not task.done():
+                task.cancel()  # again if a library swallowed the last cancel
+                await asyncio.wait({task}, timeout=1.0)
+            if task is not None and not task.cancelled() and task.exception() is not None:
+                log.warning("background task %s had died: %s", task.get_name(),
+                            task.exception())  # logged; the NATS drain below still runs
         await self.feed.stop()
         self.slot.close()
         self.executor.shutdown(wait=True, cancel_futures=True)

@@ -236,7 +236,10 @@ class ForecastService:
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(self.executor, self._predict_sync, model, snapshots, use_cnn)
         try:
-            output = await asyncio.wait_for(job, timeout or self.settings.request_timeout_seconds)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as
+            # the forecast completes, and the live-refresh loop then never stops
+            async with asyncio.timeout(timeout or self.settings.request_timeout_seconds):
+                output = await job
         except TimeoutError:
             raise Timeout(f"the forecast took longer than {self.settings.request_timeout_seconds}"
                           "s (PULSAR_REQUEST_TIMEOUT_SECONDS); ask for fewer hexagons") from None

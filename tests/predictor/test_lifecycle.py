@@ -179,3 +179,34 @@ async def test_fallback_policy_decides_who_answers_for_a_failed_cnn(
             assert all(f["value"] == f["current"] and f["direction"] == "flat"
                        and f["low_confidence"] for f in forecasts)
             assert reason in forecasts[0]["explanation"]
+
+
+async def test_shutdown_ends_a_background_task_that_swallowed_its_cancel(mlflow_uri,
+                                                                       tiny_bundle) -> None:
+    """Python 3.11's wait_for can lose a cancel that lands as its future completes; the
+    live-refresh loop then kept running and shutdown waited for it forever."""
+    registry = Registry(mlflow_uri)
+    registry.set_alias(MODEL, register(mlflow_uri, tiny_bundle))
+    cancels = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancels.append(1)
+                if len(cancels) > 1:
+                    raise  # the second cancel is honoured
+
+    async with serving(create_app(_settings(mlflow_uri))) as client:
+        runtime = _runtime(client)
+        runtime._refresher.cancel()
+        runtime._refresher = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        stopping = asyncio.create_task(runtime.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=30)
+        stubborn_task = runtime._refresher
+        while not stubborn_task.done():  # a failed stop must not hang this test's own exit
+            stubborn_task.cancel()
+            await asyncio.sleep(0)
+        assert done == {stopping} and len(cancels) == 2

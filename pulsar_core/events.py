@@ -10,6 +10,8 @@ MODEL_REGISTERED = "pulsar.events.model.registered"
 MODEL_PROMOTED = "pulsar.events.model.promoted"
 RETRAIN_STREAM = "PULSAR_RETRAIN"
 RETRAIN_SUBJECTS = "pulsar.retrain.>"
+SIGNALS_STREAM = "PULSAR_SIGNALS"  # keeps the live signals for a predictor's warm start
+SIGNALS_SUBJECTS = "pulsar.signals.>"
 
 
 def retrain_subject(city: str, service: str) -> str:

@@ -141,12 +141,16 @@ def subjects() -> list[Subject]:
 
     return [
         Subject(
-            events.signals_subject("<city>", "<service>"), "signals_subject", "core NATS",
+            events.signals_subject("<city>", "<service>"), "signals_subject",
+            f"core NATS, kept by JetStream stream `{events.SIGNALS_STREAM}` "
+            f"(`{events.SIGNALS_SUBJECTS}`, 192 h) for warm starts",
             {"pulsar_cli/demo.py": "your signal bridge (`pulsar demo` replays data here)"},
             {"predictor_image/pulsar_predictor/feed.py": "every predictor replica (plain "
              "subscription, no queue group: each replica keeps the whole live buffer)"},
             "No message id. A later row for the same hexagon, service type and period replaces "
-            "the earlier one, so re-sending is harmless.", HistoryRow,
+            "the earlier one, so re-sending is harmless. A predictor that starts replays what "
+            "the stream kept of its subject over its live window before the live subscription "
+            "(warm start), so its buffer holds the history its features read.", HistoryRow,
             [{"hexagon": "882cf30a19fffff", "service_type": 1, "city_id": 1,
               "period_start": "2025-11-26T08:00:00Z", "demand_signal": 412.0,
               "supply_signal": 180.0, "acceptance_rate": 0.82, "price_conversion": 0.64,

@@ -2,7 +2,9 @@
 
 `pulsar.signals.<city>.<service>` carries JSON snapshot rows or raw kandoo records (one object or
 a list); they are validated by the core and stored in the live buffer. A bad message is counted
-and logged, never raised. `pulsar.events.model.promoted` triggers a background model reload.
+and logged, never raised. On connecting, the feed first replays what the PULSAR_SIGNALS stream
+kept of its subject over the live window (warm start). `pulsar.events.model.promoted` triggers
+a background model reload.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats
@@ -25,13 +28,14 @@ from pulsar_core.contract import RawCol
 from pulsar_core.data.frames import snapshot_frame
 from pulsar_core.data.validation import REASON, validate_snapshots
 from pulsar_core.data.window import TimeWindow
-from pulsar_core.events import MODEL_PROMOTED, ModelPromoted, signals_subject
+from pulsar_core.events import MODEL_PROMOTED, SIGNALS_STREAM, ModelPromoted, signals_subject
 from pulsar_core.redact import redact
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor.buffer import LiveBuffer
 from pulsar_predictor.errors import InvalidInput
 from pulsar_predictor.metrics import Metrics
 from pulsar_predictor.raw import RawRecords
+from pulsar_predictor.warm import replay_signals, signals_end
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +111,45 @@ class SignalFeed:
         return stored
 
     async def _on_signal(self, msg: Msg) -> None:
+        await self._take(msg.data, "ok")
+
+    async def _take(self, data: bytes, outcome: str) -> None:
+        """Ingest one message off the event loop; count it as `outcome`, or as bad."""
         try:
-            await asyncio.to_thread(self.ingest, msg.data)
+            await asyncio.to_thread(self.ingest, data)
         except BadMessage as error:
             self.metrics.live_messages.labels("bad").inc()
-            log.warning("live feed: bad message on %s: %s", msg.subject, error)
+            log.warning("live feed: bad message on %s: %s", self.subject, error)
             return
         except Exception:  # the subscriber must survive anything a message can trigger
             self.metrics.live_messages.labels("bad").inc()
-            log.exception("live feed: message on %s could not be stored", msg.subject)
+            log.exception("live feed: message on %s could not be stored", self.subject)
             return
-        self.metrics.live_messages.labels("ok").inc()
+        self.metrics.live_messages.labels(outcome).inc()
+
+    async def _kept_until(self, client: Client) -> int | None:
+        """The signals stream's end before the live subscription; None: no warm start."""
+        try:
+            return await signals_end(client)
+        except (nats.errors.Error, OSError, TimeoutError) as error:
+            log.warning("warm start skipped (%s): the live buffer fills from new signals only; "
+                        "it needs JetStream on the NATS server", error or type(error).__name__)
+            return None
+
+    async def _warm_start(self, client: Client, upto: int) -> None:
+        """Replay the signals the stream kept over the live window (pulsar_core.live_signals),
+        so the buffer holds the history the features read from the start; live messages that
+        arrive meanwhile are stored as usual."""
+        since = datetime.now(UTC) - timedelta(hours=self.settings.live_max_past_hours)
+        try:
+            count = await replay_signals(client, self.subject, since, upto,
+                                         lambda data: self._take(data, "replayed"))
+        except (nats.errors.Error, OSError, TimeoutError) as error:
+            log.warning("warm start stopped (%s): the live buffer fills from new signals",
+                        error or type(error).__name__)
+            return
+        log.info("warm start: %d messages replayed from %s since %s", count, SIGNALS_STREAM,
+                 since.isoformat(timespec="seconds"))
 
     async def _on_promoted(self, msg: Msg) -> None:
         try:
@@ -150,11 +182,14 @@ class SignalFeed:
                             redact(url), redact(str(error)), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+        upto = await self._kept_until(self.client)  # before subscribing: see warm.py
         await self.client.subscribe(self.subject, cb=self._on_signal)
         await self.client.subscribe(MODEL_PROMOTED, cb=self._on_promoted)
         await self.client.flush()
         self.metrics.nats_connected.set(1)
         log.info("subscribed to %s and %s", self.subject, MODEL_PROMOTED)
+        if upto is not None:
+            await self._warm_start(self.client, upto)
 
     async def _disconnected(self) -> None:
         self.metrics.nats_connected.set(0)

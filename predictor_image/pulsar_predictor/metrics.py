@@ -52,7 +52,8 @@ class Metrics:
             "pulsar_live_age_seconds", "Seconds since the last live message was stored.",
             registry=r)
         self.live_messages = Counter(
-            "pulsar_live_messages_total", "Live messages by outcome (ok / bad).", ["outcome"],
+            "pulsar_live_messages_total",
+            "Live messages by outcome (ok / bad / replayed: warm start).", ["outcome"],
             registry=r)
         self.live_rows_in = Counter(
             "pulsar_live_ingested_rows_total", "Live rows by outcome (stored / rejected).",

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pulsar_core.contract import PERIOD_MINUTES
@@ -19,6 +19,12 @@ from pulsar_core.gate import PromotionPolicy
 from pulsar_core.models.config import CNNConfig, ElasticNetConfig
 
 DataFormat = Literal["auto", "kandoo-csv", "snapshot-parquet"]
+CLICKHOUSE_DATABASE = "snapp_raw_log"
+CLICKHOUSE_TABLE = "kandoo_parameter_nats"
+# Settings that hold a credential: read from the environment (a Secret) only, never a flag,
+# never rendered by to_env() (the operator passes them as secretKeyRef).
+SECRET_FIELDS = frozenset({"clickhouse_user", "clickhouse_password", "nats_password",
+                           "auth_token"})
 MAX_HORIZON_MINUTES = 1440.0
 _ELASTICNET, _CNN = ElasticNetConfig(), CNNConfig()  # the hyper-parameters' owners
 
@@ -43,10 +49,11 @@ class _EnvContract(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PULSAR_", extra="ignore")
 
     def to_env(self) -> dict[str, str]:
-        """The `PULSAR_*` variables that reproduce this object (lists/dicts as JSON)."""
+        """The `PULSAR_*` variables that reproduce this object (lists/dicts as JSON), less the
+        credentials (SECRET_FIELDS): those reach a pod as secretKeyRef, never as a value."""
         env: dict[str, str] = {}
         for name, value in self.model_dump(mode="json").items():
-            if value is None:
+            if value is None or name in SECRET_FIELDS:
                 continue
             key = f"PULSAR_{name.upper()}"
             env[key] = json.dumps(value) if isinstance(value, list | dict) else str(value)
@@ -70,6 +77,15 @@ class TrainSettings(_EnvContract):
         default_factory=list, description="Files, directories, globs or pyarrow URIs (s3://)."
     )
     data_format: DataFormat = Field("auto", description="kandoo-csv | snapshot-parquet | auto.")
+    clickhouse_url: str | None = Field(
+        None, description="Read raw kandoo records from this ClickHouse HTTP endpoint "
+        "(http[s]://host:8123) instead of --data; needs --city-id.")
+    clickhouse_database: str = Field(CLICKHOUSE_DATABASE, description="ClickHouse database.")
+    clickhouse_table: str = Field(CLICKHOUSE_TABLE, description="Table of raw kandoo records.")
+    clickhouse_user: str | None = Field(
+        None, description="ClickHouse user (from a Secret; unset: the server's default user).")
+    clickhouse_password: SecretStr | None = Field(
+        None, description="ClickHouse password: environment only (a Secret), never a flag.")
     data_max_future_minutes: float = Field(
         15.0, ge=0, description="Rows dated further ahead of now are rejected (in_future:...); "
         "rows before 2000-01-01 always are (too_early:...).")
@@ -200,3 +216,31 @@ class ServeSettings(_EnvContract):
             raise ValueError("has leading or trailing whitespace (a newline echoed into the "
                              "Secret?): strip it")
         return value
+
+
+class BridgeSettings(_EnvContract):
+    """What a signal bridge Deployment needs; `pulsar bridge` flags map onto the same fields.
+
+    The bridge keeps `pulsar.signals.<city>.<service>` fed from the ClickHouse table of raw
+    kandoo records (or relays a raw-record NATS subject), aggregated by pulsar_core.data.kandoo.
+    """
+
+    clickhouse_url: str | None = Field(
+        None, description="ClickHouse HTTP endpoint (http[s]://host:8123) polled for new rows.")
+    clickhouse_database: str = Field(CLICKHOUSE_DATABASE, description="ClickHouse database.")
+    clickhouse_table: str = Field(CLICKHOUSE_TABLE, description="Table of raw kandoo records.")
+    clickhouse_user: str | None = Field(
+        None, description="ClickHouse user (from a Secret; unset: the server's default user).")
+    clickhouse_password: SecretStr | None = Field(
+        None, description="ClickHouse password: environment only (a Secret), never a flag.")
+    relay_subject: str | None = Field(
+        None, description="Relay raw kandoo records from this NATS subject instead of polling "
+        "ClickHouse (the table's upstream, where a city's records are on NATS already).")
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS with JetStream.")
+    city: str = Field("tehran", description="City slug of pulsar.signals.<city>.<service>.")
+    city_id: int = Field(1, ge=1, le=2**31 - 1, description="Rows of this city id only.")
+    service_type: str = Field("all", description="Service slug of the signals subject.")
+    service_type_id: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="Rows of this service type id only; unset: all.")
+    host: str = Field("0.0.0.0", description="Address of /readyz, /healthz and /metrics.")
+    port: int = Field(8080, ge=1, le=65535, description="HTTP port of /readyz and /metrics.")

@@ -7,7 +7,7 @@ chunk and aggregated into snapshots (see `pulsar_core.data.kandoo`), so memory s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -103,10 +103,16 @@ def _load_kandoo(source: Source, agg: SnapshotAggregator, tally: _Tally, chunk_b
                  city_id: int | None, service_type_id: int | None) -> None:
     chunks = (iter_csv_chunks(source, chunk_bytes) if source.container == "csv"
               else iter_parquet_chunks(source, max(1, chunk_bytes // 256)))
+    _aggregate_records(chunks, source.uri, agg, tally, city_id, service_type_id)
+
+
+def _aggregate_records(chunks: Iterable[pd.DataFrame], label: str, agg: SnapshotAggregator,
+                       tally: _Tally, city_id: int | None, service_type_id: int | None) -> None:
+    """Validate raw record chunks (rejections counted under `label`) and fold in the rest."""
     for chunk in chunks:
         tally.rows_read += len(chunk)
         clean, rejected = validate_raw_records(chunk, tally.window)
-        tally.reject(rejected, source.uri)
+        tally.reject(rejected, label)
         keep = _scope(clean, RawCol.CITY_ID, RawCol.SERVICE_TYPE, city_id, service_type_id)
         tally.out_of_scope += int((~keep).sum())
         agg.add(clean[keep])
@@ -197,6 +203,29 @@ def load_snapshots(
         names = ", ".join(source.uri for source in sources[:5])
         raise DataContractError(f"no data rows in {names}: only a header (or nothing); "
                                 "export the rows, or check the data URI")
+    return _finish(agg, frames, tally, lookback_days, rejected_dir)
+
+
+def load_raw_records(
+    chunks: Iterable[pd.DataFrame],
+    *,
+    label: str,
+    city_id: int | None = None,
+    service_type_id: int | None = None,
+    lookback_days: float | None = None,
+    rejected_dir: Path | str | None = None,
+    window: TimeWindow | None = None,
+) -> LoadResult:
+    """`load_snapshots` for a stream of raw kandoo record chunks (text columns, as a CSV export
+    reads) from anywhere, e.g. a ClickHouse query: the same validation, rejection reasons and
+    aggregation; rejected rows carry `label` as their source."""
+    tally, agg = _Tally(window or TimeWindow()), SnapshotAggregator()
+    _aggregate_records(chunks, label, agg, tally, city_id, service_type_id)
+    return _finish(agg, [], tally, lookback_days, rejected_dir)
+
+
+def _finish(agg: SnapshotAggregator, frames: list[pd.DataFrame], tally: _Tally,
+            lookback_days: float | None, rejected_dir: Path | str | None) -> LoadResult:
     aggregated = agg.snapshots(keep_counts=True)
     if len(aggregated) or not frames:
         weight = aggregated.pop(RECORDS)

@@ -12,6 +12,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("pulsar_predictor.cli", "serve a registered model over HTTP"),
     "operator": ("pulsar_operator.cli", "run the Kubernetes operator"),
     "data": ("pulsar_core.data.cli", "generate synthetic data, validate and convert exports"),
+    "bridge": ("pulsar_bridge.cli", "keep pulsar.signals.<city>.<service> fed from ClickHouse"),
+    "deadletters": ("pulsar_core.dead_letters_cli", "list messages and rows set aside as invalid"),
 }
 
 

@@ -33,6 +33,8 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 CONSTRAINTS = "docker/constraints.txt"
 TORCH = "torch==2.13.0"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+BASE_ARG = "BASE_IMAGE"  # tests/images builds pass a local base and torch index as build args
+TORCH_INDEX_ARG = "TORCH_INDEX"
 BASE = re.compile(r"^python:3\.11\.\d+-slim-bookworm$")  # exact patch, Debian pinned
 BUILD_TOOLS = re.compile(r"apt-get install|apk add|build-essential|\bgcc\b|\bg\+\+|\bmake\b|"
                          r"pip install|python3?-dev")
@@ -77,6 +79,31 @@ def instructions(text: str) -> list[tuple[str, str]]:
     return found
 
 
+def build_args(text: str) -> dict[str, str]:
+    """The global ARGs (before the first FROM) with their defaults: what a plain build uses."""
+    found: dict[str, str] = {}
+    for keyword, args in instructions(text):
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = args.partition("=")
+            found[name] = default
+    return found
+
+
+def expand(value: str, args: dict[str, str]) -> str:
+    """`${NAME}` / `$NAME` replaced by the ARG defaults, as a build without --build-arg does."""
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)",
+                  lambda match: args.get(match.group(1) or match.group(2), match.group(0)), value)
+
+
+def bases(text: str) -> list[str]:
+    """Every stage's base image as a plain build resolves it (ARG defaults applied)."""
+    args = build_args(text)
+    return [expand(args_.split()[0], args) for keyword, args_ in instructions(text)
+            if keyword == "FROM"]
+
+
 def stages(text: str) -> list[list[tuple[str, str]]]:
     """Instructions split per FROM (each stage starts with its FROM)."""
     split: list[list[tuple[str, str]]] = []
@@ -94,9 +121,10 @@ def env_of(stage: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def pip_installs(text: str) -> list[str]:
-    """Every `pip ... install ...` command of every RUN (split on &&)."""
-    commands = [command.strip() for keyword, args in instructions(text) if keyword == "RUN"
-                for command in args.split("&&")]
+    """Every `pip ... install ...` command of every RUN (split on &&), ARG defaults applied."""
+    defaults = build_args(text)
+    commands = [expand(command.strip(), defaults) for keyword, args in instructions(text)
+                if keyword == "RUN" for command in args.split("&&")]
     return [command for command in commands if re.search(r"\bpip\b.*\binstall\b", command)]
 
 
@@ -111,14 +139,19 @@ def package_dir_problems(text: str) -> list[str]:
 
 def base_problems(text: str) -> list[str]:
     problems = []
-    bases = [args.split()[0] for keyword, args in instructions(text) if keyword == "FROM"]
-    for base in bases:
+    written = [args.split()[0] for keyword, args in instructions(text) if keyword == "FROM"]
+    for base in written:
+        if base != f"${{{BASE_ARG}}}":
+            problems.append(f"FROM {base}: take the base from ARG {BASE_ARG} (declared before "
+                            "the first FROM), so a test build can substitute a local one")
+    resolved = bases(text)
+    for base in resolved:
         if not BASE.match(base):
             problems.append(f"FROM {base}: pin python:3.11.<patch>-slim-bookworm")
-    if len(bases) < 2:
+    if len(resolved) < 2:
         problems.append("single stage: build in a builder stage, copy the venv to a final one")
-    elif len(set(bases)) != 1:
-        problems.append(f"stages use different bases {bases}: the copied venv links to the "
+    elif len(set(written)) != 1 or len(set(resolved)) != 1:
+        problems.append(f"stages use different bases {written}: the copied venv links to the "
                         "builder's interpreter")
     return problems
 
@@ -219,9 +252,27 @@ def test_dockerfile_follows_the_shared_layout(image: Image) -> None:
 
 
 def test_all_images_share_one_base() -> None:
-    bases = {args.split()[0] for image in IMAGES
-             for keyword, args in instructions(image.text) if keyword == "FROM"}
-    assert len(bases) == 1, bases
+    resolved = {base for image in IMAGES for base in bases(image.text)}
+    assert len(resolved) == 1, resolved
+
+
+def test_torch_index_is_a_build_arg_defaulting_to_the_cpu_index() -> None:
+    """A test build swaps the index for a local one; a plain build gets the CPU wheels."""
+    for image in IMAGES:
+        torch = [command for command in instructions(image.text)
+                 if command[0] == "RUN" and TORCH in command[1].split()]
+        if not torch:
+            assert TORCH_INDEX_ARG not in build_args(image.text), image.dockerfile
+            continue
+        assert build_args(image.text).get(TORCH_INDEX_ARG) == CPU_INDEX, image.dockerfile
+        assert f"--index-url ${{{TORCH_INDEX_ARG}}}" in torch[0][1], image.dockerfile
+
+
+def test_build_args_and_their_expansion() -> None:
+    text = "ARG A=x:1\nARG B\nFROM ${A} AS b\nARG C=late\nFROM $A\n"
+    assert build_args(text) == {"A": "x:1", "B": ""}
+    assert bases(text) == ["x:1", "x:1"]
+    assert expand("${B}-${Z}", {"B": "b"}) == "b-${Z}"
 
 
 def test_the_rules_catch_a_careless_dockerfile() -> None:
@@ -235,7 +286,8 @@ USER root
 ENTRYPOINT ["pulsar", "training"]
 """
     found = "\n".join(all_problems(careless, IMAGES[1]))
-    for expected in ("FROM python:latest", "single stage", "final USER 'root'",
+    for expected in ("FROM python:latest", "take the base from ARG BASE_IMAGE", "single stage",
+                     "final USER 'root'",
                      "build tools belong in the builder", "copy only the builder's venv",
                      "PYTHONDONTWRITEBYTECODE", "HOME=None", f"install with -c {CONSTRAINTS}",
                      f"install {TORCH} from {CPU_INDEX}", "installs extras ['trainr']",

@@ -10,7 +10,12 @@ from typing import Any, Literal, TypeVar
 from pydantic_settings import BaseSettings
 
 from pulsar_core.events import model_retrain_subject
-from pulsar_core.settings import ServeSettings, TrainSettings, registered_model_name
+from pulsar_core.settings import (
+    BridgeSettings,
+    ServeSettings,
+    TrainSettings,
+    registered_model_name,
+)
 from pulsar_operator.spec import GROUP, KIND, VERSION, SurgeModelSpec
 
 MANAGER = "pulsar-operator"
@@ -21,6 +26,7 @@ SCRATCH = "/tmp"
 # The per-pod request rate an autoscaler reads from the custom-metrics API: an adapter (e.g.
 # prometheus-adapter) derives it from the predictor's pulsar_requests_total counter.
 REQUEST_RATE_METRIC = "pulsar_requests_per_second"
+BRIDGE = "signal-bridge"  # the bridge's app.kubernetes.io/component
 TriggerKind = Literal["spec", "schedule", "retrain", "manual"]
 C = TypeVar("C", bound=BaseSettings)
 
@@ -119,8 +125,32 @@ def _metadata(model: SurgeModel, name: str, component: str,
     return meta
 
 
-def _env(values: dict[str, str]) -> list[dict[str, str]]:
-    return [{"name": key, "value": value} for key, value in sorted(values.items())]
+def _env(values: dict[str, str],
+         secrets: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Plain values and secretKeyRef entries, one list sorted by name."""
+    plain: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in values.items()]
+    return sorted(plain + (secrets or []), key=lambda item: str(item["name"]))
+
+
+def clickhouse_secret_env(model: SurgeModel) -> list[dict[str, Any]]:
+    """PULSAR_CLICKHOUSE_USER/PASSWORD as secretKeyRef env: the kubelet reads the Secret, the
+    operator never does, and no value is ever written into a manifest."""
+    clickhouse = model.spec.data.clickhouse
+    secret = clickhouse.credentials_secret if clickhouse is not None else None
+    if secret is None:
+        return []
+    return [{"name": env, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}}
+            for env, key in (("PULSAR_CLICKHOUSE_PASSWORD", secret.password_key),
+                             ("PULSAR_CLICKHOUSE_USER", secret.user_key))]
+
+
+def _clickhouse_values(model: SurgeModel) -> dict[str, Any]:
+    """The ClickHouse fields of a settings contract (none without spec.data.clickhouse)."""
+    clickhouse = model.spec.data.clickhouse
+    if clickhouse is None:
+        return {}
+    return {"clickhouse_url": clickhouse.url, "clickhouse_database": clickhouse.database,
+            "clickhouse_table": clickhouse.table}
 
 
 def _container_security() -> dict[str, Any]:
@@ -151,7 +181,8 @@ def train_settings(model: SurgeModel, run_key: str) -> TrainSettings:
         registered_model_name=model.registered_model,
         city=spec.city, city_id=spec.city_id,
         service_type=spec.service_type, service_type_id=spec.service_type_id,
-        data_uri=list(spec.data.uris), data_format=spec.data.format,
+        data_uri=list(spec.data.uris or []), data_format=spec.data.format,
+        **_clickhouse_values(model),
         lookback_days=spec.data.lookback_days, holdout_days=spec.data.holdout_days,
         horizons_minutes=list(training.horizons_minutes), window=training.window,
         elasticnet_alpha=training.elastic_net.alpha,
@@ -187,7 +218,8 @@ def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
             "name": "trainer",
             "image": training.image,
             "command": ["pulsar", "train"],  # the image's ENTRYPOINT, explicit
-            "env": _env(train_settings(model, run_key=name).to_env()),
+            "env": _env(train_settings(model, run_key=name).to_env(),
+                        clickhouse_secret_env(model)),
             "resources": training.resources.manifest(),
             "securityContext": _container_security(),
             "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
@@ -317,3 +349,62 @@ def build_predictor_autoscaler(model: SurgeModel) -> dict[str, Any]:
 
 def predictor_endpoint(model: SurgeModel) -> str:
     return f"http://{predictor_name(model)}.{model.namespace}.svc"
+
+
+def bridge_name(model: SurgeModel) -> str:
+    """`<model>-bridge`: the signal bridge Deployment of the model that owns its scope."""
+    return _dns_name(model.name, "-bridge")
+
+
+def bridge_settings(model: SurgeModel) -> BridgeSettings:
+    """The bridge's env contract: poll spec.data.clickhouse (source bridge) or relay
+    spec.signals.natsSubject (source nats) into pulsar.signals.<city>.<serviceType>."""
+    spec = model.spec
+    ids = {name: value for name, value in (("city_id", spec.city_id),
+                                           ("service_type_id", spec.service_type_id))
+           if value is not None}
+    relay = {"relay_subject": spec.signals.nats_subject} if spec.signals.source == "nats" else {}
+    platform = {"nats_url": model.platform.nats_url} if model.platform.nats_url else {}
+    return _exact(BridgeSettings, city=spec.city, service_type=spec.service_type,
+                  **ids, **relay, **platform, **_clickhouse_values(model))
+
+
+def bridge_selector(model: SurgeModel) -> dict[str, str]:
+    return {key: value for key, value in labels(model, BRIDGE).items()
+            if key in ("app.kubernetes.io/instance", "app.kubernetes.io/component")}
+
+
+def build_bridge_deployment(model: SurgeModel) -> dict[str, Any]:
+    """The signal bridge (apps/v1 Deployment): one replica, and Recreate so that a rollout
+    never runs two pollers of one scope side by side."""
+    settings = bridge_settings(model)
+    bridge = model.spec.signals.bridge
+    container = {
+        "name": "bridge",
+        "image": bridge.image,
+        "command": ["pulsar", "bridge"],
+        "ports": [{"name": "http", "containerPort": settings.port}],
+        "env": _env(settings.to_env(), clickhouse_secret_env(model)),
+        "resources": bridge.resources.manifest(),
+        "securityContext": _container_security(),
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                          "periodSeconds": 20},
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(model, bridge_name(model), BRIDGE),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": bridge_selector(model)},
+            "template": {
+                "metadata": {"labels": labels(model, BRIDGE)},
+                "spec": {"automountServiceAccountToken": False,
+                         "securityContext": _pod_security(), "containers": [container],
+                         "volumes": [{"name": "scratch", "emptyDir": {}}]},
+            },
+        },
+    }

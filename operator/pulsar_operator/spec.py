@@ -19,6 +19,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
+from pulsar_core.events import signals_subject
 from pulsar_core.fallback import Fallback
 from pulsar_core.gate import PromotionPolicy
 from pulsar_core.live_evidence import RolloutPolicy
@@ -36,6 +37,12 @@ QUANTITY = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][
 STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 _EXTENDED = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _QUANTITY = re.compile(QUANTITY)
+# The CRD's patterns for the ClickHouse source and the signals (a test keeps them equal).
+CLICKHOUSE_URL = r"^https?://[^\s/?#@]+(:[0-9]+)?/?$"
+SQL_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+SECRET_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+NATS_SUBJECT = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 _EXAMPLES = "such as 250m, 1.5, 512Mi, 1.5Gi or 2e3"
 
 
@@ -94,11 +101,65 @@ class ResourcesSpec(_Camel):
                                                     ("limits", self.limits)) if value}
 
 
+class CredentialsSecretSpec(_Camel):
+    """A Secret (in the model's namespace) the ClickHouse user and password are read from by
+    the pods themselves (secretKeyRef): the operator never reads it."""
+
+    name: str = Field(max_length=253, pattern=SECRET_NAME)
+    user_key: str = Field("username", max_length=253, pattern=SECRET_KEY)
+    password_key: str = Field("password", max_length=253, pattern=SECRET_KEY)
+
+
+class ClickHouseSpec(_Camel):
+    """The table of raw kandoo records: training reads its window, a bridge polls it."""
+
+    url: str = Field(max_length=512, pattern=CLICKHOUSE_URL)
+    database: str = Field("snapp_raw_log", pattern=SQL_NAME)
+    table: str = Field("kandoo_parameter_nats", pattern=SQL_NAME)
+    credentials_secret: CredentialsSecretSpec | None = None
+
+
 class DataSpec(_Camel):
-    uris: list[str] = Field(min_length=1, max_length=64)
+    uris: list[str] | None = Field(None, min_length=1, max_length=64)
+    clickhouse: ClickHouseSpec | None = None
     format: Literal["kandoo-csv", "snapshot-parquet"] = "kandoo-csv"
     lookback_days: float = Field(28, ge=1, le=365)
     holdout_days: float = Field(1, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if (self.uris is None) == (self.clickhouse is None):
+            raise ValueError("set exactly one of uris (exported files) and clickhouse (the "
+                             "table of raw kandoo records)")
+        return self
+
+
+class BridgeSpec(_Camel):
+    """The signal bridge Deployment: `pulsar bridge`, shipped in the predictor image."""
+
+    image: str = Field("ghcr.io/pulsar-dev/pulsar-predictor:0.1.0", min_length=1)
+    resources: ResourcesSpec = Field(
+        default_factory=lambda: ResourcesSpec(requests={"cpu": "100m", "memory": "256Mi"},
+                                              limits={"memory": "512Mi"}))
+
+
+class SignalsSpec(_Camel):
+    """Where the predictors' live signals come from (see the CRD's description)."""
+
+    source: Literal["external", "bridge", "nats"] = "external"
+    nats_subject: str | None = Field(None, min_length=1, max_length=200, pattern=NATS_SUBJECT)
+    bridge: BridgeSpec = Field(default_factory=BridgeSpec)
+
+    @model_validator(mode="after")
+    def _subject_with_nats(self) -> SignalsSpec:
+        if (self.source == "nats") != (self.nats_subject is not None):
+            raise ValueError("natsSubject is required with source nats and only with it")
+        return self
+
+    @property
+    def needs_bridge(self) -> bool:
+        """Whether this model asks for a bridge Deployment (polling ClickHouse or relaying)."""
+        return self.source != "external"
 
 
 class ElasticNetSpec(_Camel):
@@ -243,11 +304,35 @@ class SurgeModelSpec(_Camel):
     retrain_subject: str | None = Field(
         None, max_length=200, pattern=r"^pulsar\.retrain\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
     data: DataSpec
+    signals: SignalsSpec = Field(default_factory=SignalsSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
     paused: bool = False
+
+    @model_validator(mode="after")
+    def _scope_of_the_table(self) -> SurgeModelSpec:
+        if self.data.clickhouse is not None and self.city_id is None:
+            raise ValueError("spec.cityId: spec.data.clickhouse needs it (the table holds "
+                             "every city's records and the model reads only its own); set it")
+        if self.signals.source == "bridge" and (self.data.clickhouse is None
+                                                or self.city_id is None):
+            raise ValueError("spec.signals.source: bridge polls the table of "
+                             "spec.data.clickhouse for rows of spec.cityId; set both, or use "
+                             "source nats or external")
+        if self.signals.needs_bridge and not self.city_id:
+            raise ValueError("spec.cityId: a signal bridge (spec.signals.source bridge or nats) "
+                             "keeps only the records of spec.cityId; set it (1 or more)")
+        if self.signals.needs_bridge and self.service_type_id == 0:
+            raise ValueError("spec.serviceTypeId: a signal bridge filters on ids from 1; set "
+                             "1 or more, or leave it unset for every service type")
+        return self
+
+    @property
+    def signals_subject(self) -> str:
+        """The subject the predictors read and a bridge feeds: one bridge per subject."""
+        return signals_subject(self.city, self.service_type)
 
 
 def parse_spec(raw: dict[str, Any]) -> SurgeModelSpec:
@@ -255,7 +340,8 @@ def parse_spec(raw: dict[str, Any]) -> SurgeModelSpec:
     try:
         return SurgeModelSpec.model_validate(raw)
     except ValidationError as error:
-        problems = [f"spec.{_where(issue)}: {_message(issue)}" for issue in error.errors()]
+        problems = [f"spec.{where}: {_message(issue)}" if (where := _where(issue))
+                    else _message(issue) for issue in error.errors()]
         raise InvalidSpec("; ".join(problems)) from error
 
 

@@ -190,6 +190,18 @@ class Rollout(Part):
     challenger_removed: bool | None = None
 
 
+class Signals(Part):
+    """status.signals: where the live signals come from; the bridge this model runs
+    (deployment, ready) or the SurgeModel whose bridge feeds its subject (fedBy)."""
+
+    source: str | None = None
+    subject: str | None = None
+    deployment: str | None = None
+    ready: bool | None = None
+    fed_by: str | None = None
+    message: str | None = None
+
+
 class RejectedChild(Part):
     """status.rejectedChild: a child the API refused (4xx) and how often in a row."""
 
@@ -216,6 +228,7 @@ class Status(Part):
     last_good_version: str | None = None
     rollout: Rollout | None = None
     predictor: Predictor | None = None
+    signals: Signals | None = None
     rejected_child: RejectedChild | None = None
 
     @classmethod

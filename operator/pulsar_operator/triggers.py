@@ -24,6 +24,11 @@ def training_hash(spec: SurgeModelSpec) -> str:
                                                       "service_type_id", "data", "training"})
     relevant["training"].pop("schedule", None)
     relevant["training"].pop("resources", None)
+    # unset sources stay out (a model of before spec.data.clickhouse keeps its hash: no retrain
+    # on upgrade), and so does the Secret's name: rotating credentials is not new data
+    relevant["data"] = {key: value for key, value in relevant["data"].items() if value is not None}
+    if isinstance(relevant["data"].get("clickhouse"), dict):
+        relevant["data"]["clickhouse"].pop("credentials_secret", None)
     return short_hash(json.dumps(relevant, sort_keys=True), 12)
 
 

@@ -109,6 +109,7 @@ def _with(change: dict[str, Any]) -> dict[str, Any]:
 
 
 _DROP = object()
+CLICKHOUSE = "http://clickhouse.data.svc:8123"
 INVALID: list[tuple[str, dict[str, Any]]] = [
     ("missing city", {"city": _DROP}),
     ("missing serviceType", {"serviceType": _DROP}),
@@ -175,13 +176,41 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
     ("quantity as an unquoted float", {"serving.resources": {"requests": {"cpu": 1.5}}}),
     ("quantity as a boolean", {"serving.resources": {"requests": {"cpu": True}}}),
     ("nested object as a quantity", {"training.resources": {"limits": {"memory": {"gi": 4}}}}),
+    ("uris and clickhouse both", {"cityId": 1, "data.clickhouse": {"url": CLICKHOUSE}}),
+    ("neither uris nor clickhouse", {"data.uris": _DROP}),
+    ("clickhouse without cityId", {"data.uris": _DROP, "data.clickhouse": {"url": CLICKHOUSE}}),
+    ("clickhouse url not http", {"cityId": 1, "data.uris": _DROP,
+                                 "data.clickhouse": {"url": "tcp://clickhouse:9000"}}),
+    ("clickhouse url with a password in it", {
+        "cityId": 1, "data.uris": _DROP,
+        "data.clickhouse": {"url": "http://reader:s3cret@clickhouse:8123"}}),
+    ("clickhouse table with a quote", {"cityId": 1, "data.uris": _DROP, "data.clickhouse": {
+        "url": CLICKHOUSE, "table": "t'; DROP TABLE x"}}),
+    ("credentials secret without a name", {"cityId": 1, "data.uris": _DROP, "data.clickhouse": {
+        "url": CLICKHOUSE, "credentialsSecret": {"userKey": "user"}}}),
+    ("credentials secret name upper-case", {"cityId": 1, "data.uris": _DROP, "data.clickhouse": {
+        "url": CLICKHOUSE, "credentialsSecret": {"name": "ClickHouse"}}}),
+    ("unknown signals source", {"signals.source": "kafka"}),
+    ("bridge without clickhouse", {"cityId": 1, "signals.source": "bridge"}),
+    ("bridge without cityId", {"data.uris": _DROP, "signals.source": "bridge",
+                               "data.clickhouse": {"url": CLICKHOUSE}}),
+    ("nats without natsSubject", {"cityId": 1, "signals.source": "nats"}),
+    ("nats without cityId", {"signals.source": "nats", "signals.natsSubject": "kandoo.tehran"}),
+    ("natsSubject without source nats", {"signals.natsSubject": "kandoo.raw.tehran"}),
+    ("natsSubject with a wildcard", {"cityId": 1, "signals.source": "nats",
+                                     "signals.natsSubject": "kandoo.raw.>"}),
+    ("bridge resources typo", {"signals.bridge.resources": {"limts": {"memory": "1Gi"}}}),
 ]
 
 
 # Rules the CRD states as CEL (x-kubernetes-validations): jsonschema cannot evaluate them, the
 # real API server does (tests/e2e/test_install.py runs this whole table against it).
 CEL_ONLY = {"horizon not multiple of 7.5", "autoscaling max below min",
-            "autoscaling with no target", "autoscaling on CPU without a CPU request"}
+            "autoscaling with no target", "autoscaling on CPU without a CPU request",
+            "uris and clickhouse both", "neither uris nor clickhouse", "clickhouse without cityId",
+            "bridge without clickhouse", "bridge without cityId", "nats without natsSubject",
+            "nats without cityId",
+            "natsSubject without source nats"}
 
 
 @pytest.mark.parametrize(("case", "change"), INVALID, ids=[c for c, _ in INVALID])
@@ -207,7 +236,8 @@ def test_strict_field_validation_names_unknown_fields_only() -> None:
 
 def _resource_schemas() -> list[dict[str, Any]]:
     spec = spec_schema()["properties"]
-    return [spec[part]["properties"]["resources"] for part in ("training", "serving")]
+    return [spec[part]["properties"]["resources"] for part in ("training", "serving")] + \
+        [spec["signals"]["properties"]["bridge"]["properties"]["resources"]]
 
 
 def test_resources_are_a_structural_resource_requirements() -> None:
@@ -282,3 +312,49 @@ def test_an_unknown_time_zone_is_named_by_the_model() -> None:
         parse_spec(_with({"training.timezone": "Europe/Narnia"}))
     assert parse_spec(_with({"training.timezone": "Asia/Tehran"})).training.timezone \
         == "Asia/Tehran"
+
+
+def test_clickhouse_and_signal_patterns_are_the_models() -> None:
+    """The model checks what the CRD's patterns do, with the same expressions."""
+    from pulsar_operator import spec as model
+
+    data = spec_schema()["properties"]["data"]["properties"]["clickhouse"]["properties"]
+    secret = data["credentialsSecret"]["properties"]
+    signals = spec_schema()["properties"]["signals"]["properties"]
+    assert data["url"]["pattern"] == model.CLICKHOUSE_URL
+    assert data["database"]["pattern"] == data["table"]["pattern"] == model.SQL_NAME
+    assert secret["name"]["pattern"] == model.SECRET_NAME
+    assert secret["userKey"]["pattern"] == secret["passwordKey"]["pattern"] == model.SECRET_KEY
+    assert signals["natsSubject"]["pattern"] == model.NATS_SUBJECT
+
+
+def test_a_clickhouse_source_with_a_bridge_defaults_like_the_model() -> None:
+    spec = _with({"cityId": 1, "serviceTypeId": 3, "data.uris": _DROP,
+                  "data.clickhouse": {"url": CLICKHOUSE, "credentialsSecret": {"name": "ch"}},
+                  "signals.source": "bridge"})
+    defaulted = validate_strict(spec)
+    clickhouse = defaulted["data"]["clickhouse"]
+    assert (clickhouse["database"], clickhouse["table"]) == ("snapp_raw_log",
+                                                             "kandoo_parameter_nats")
+    assert clickhouse["credentialsSecret"] == {"name": "ch", "userKey": "username",
+                                               "passwordKey": "password"}
+    parsed = parse_spec(defaulted)
+    assert parsed.model_dump(by_alias=True, exclude_none=True) == defaulted
+    assert parse_spec(spec).model_dump(by_alias=True, exclude_none=True) == defaulted
+    assert parsed.signals.needs_bridge and parsed.signals_subject == "pulsar.signals.tehran.eco"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"data.clickhouse": {"url": CLICKHOUSE}},
+     "spec.data: set exactly one of uris (exported files) and clickhouse"),
+    ({"data.uris": _DROP, "data.clickhouse": {"url": CLICKHOUSE}},
+     "spec.cityId: spec.data.clickhouse needs it"),
+    ({"signals.source": "bridge"}, "spec.signals.source: bridge polls the table"),
+    ({"cityId": 1, "signals.source": "nats"},
+     "spec.signals: natsSubject is required with source nats"),
+    ({"cityId": 0, "signals.source": "nats", "signals.natsSubject": "kandoo.raw"},
+     "spec.cityId: a signal bridge (spec.signals.source bridge or nats) keeps only"),
+])
+def test_source_errors_name_the_field(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidSpec, match=re.escape(message)):
+        parse_spec(_with(change))

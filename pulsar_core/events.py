@@ -12,6 +12,8 @@ RETRAIN_STREAM = "PULSAR_RETRAIN"
 RETRAIN_SUBJECTS = "pulsar.retrain.>"
 SIGNALS_STREAM = "PULSAR_SIGNALS"  # keeps the live signals for a predictor's warm start
 SIGNALS_SUBJECTS = "pulsar.signals.>"
+DEAD_LETTER_STREAM = "PULSAR_DEAD_LETTERS"  # bounded: what a Pulsar component set aside as invalid
+DEAD_LETTER_SUBJECTS = "pulsar.deadletter.>"
 
 
 def retrain_subject(city: str, service: str) -> str:
@@ -31,6 +33,11 @@ def model_retrain_subject(registered_model: str, city: str, service: str) -> str
 
 def signals_subject(city: str, service: str) -> str:
     return f"pulsar.signals.{city}.{service}"
+
+
+def dead_letter_subject(source: str) -> str:
+    """Where `source` (a component: `operator`, `bridge`, ...) sets aside what it rejects."""
+    return f"pulsar.deadletter.{source}"
 
 
 def _now() -> datetime:

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pulsar_core.contract import PERIOD_MINUTES
@@ -134,6 +134,17 @@ class TrainSettings(_EnvContract):
                 raise ValueError(f"horizons_minutes: {problem}")
         return sorted(set(value))
 
+    @model_validator(mode="after")
+    def _one_source(self) -> TrainSettings:
+        if self.clickhouse_url and self.data_uri:
+            raise ValueError("data_uri and clickhouse_url are both set: train from files "
+                             "(--data / PULSAR_DATA_URI) or from ClickHouse "
+                             "(--clickhouse-url / PULSAR_CLICKHOUSE_URL), not both")
+        if self.clickhouse_url and self.city_id is None:
+            raise ValueError("clickhouse_url needs city_id (--city-id / PULSAR_CITY_ID): the "
+                             "table holds every city's records")
+        return self
+
     @property
     def registered_model(self) -> str:
         return self.registered_model_name or registered_model_name(self.city, self.service_type)
@@ -244,3 +255,32 @@ class BridgeSettings(_EnvContract):
         None, ge=1, le=2**31 - 1, description="Rows of this service type id only; unset: all.")
     host: str = Field("0.0.0.0", description="Address of /readyz, /healthz and /metrics.")
     port: int = Field(8080, ge=1, le=65535, description="HTTP port of /readyz and /metrics.")
+    poll_seconds: float = Field(
+        15.0, gt=0, description="How often ClickHouse is asked for rows newer than the watermark.")
+    close_after_seconds: float = Field(
+        60.0, ge=0, description="A period is closed (aggregated and published) this long after "
+        "its end, so its last rows have landed.")
+    lateness_seconds: float = Field(
+        900.0, ge=0, description="Closed periods this far behind the watermark are re-checked; "
+        "a late row there re-publishes its period once. Later rows are ignored.")
+    backfill_hours: float = Field(
+        192.0, ge=0, description="On first start (no watermark) publish this much history, the "
+        "predictors' live window (PULSAR_LIVE_MAX_PAST_HOURS), for their warm start.")
+    slice_hours: float = Field(
+        6.0, gt=0, description="At most this many hours of new periods per query (a backfill or "
+        "a backlog after an outage is read in slices: bounded memory).")
+    backoff_max_seconds: float = Field(
+        60.0, gt=0, description="Cap of the exponential backoff while ClickHouse fails.")
+    ready_max_age_seconds: float = Field(
+        120.0, gt=0, description="/readyz fails when the last successful poll is older.")
+    dedupe_window_seconds: float = Field(
+        3600.0, gt=0, description="JetStream duplicate window the bridge sets on PULSAR_SIGNALS "
+        "(at least lateness + 4 polls): a second replica's copies are dropped by the server.")
+
+    @model_validator(mode="after")
+    def _window_covers_lateness(self) -> BridgeSettings:
+        needed = self.lateness_seconds + 4 * self.poll_seconds
+        if self.dedupe_window_seconds < needed:
+            raise ValueError(f"dedupe_window_seconds ({self.dedupe_window_seconds:g}) must be at "
+                             f"least lateness_seconds + 4 x poll_seconds ({needed:g})")
+        return self

@@ -128,8 +128,12 @@ class ClickHouseServer:
         request = urllib.request.Request(self.url, data=body, method="POST")
         auth = base64.b64encode(b"default:").decode()
         request.add_header("Authorization", f"Basic {auth}")
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.read().decode()
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.read().decode()
+        except urllib.error.HTTPError as error:
+            raise RuntimeError(f"ClickHouse refused {sql[:80]!r}: "
+                               f"{error.read(2000).decode(errors='replace')}") from None
 
     def create_kandoo_table(self, database: str = "snapp_raw_log",
                             table: str = "kandoo_parameter_nats",
@@ -167,6 +171,9 @@ def export_csv(records: pd.DataFrame) -> bytes:
         if pd.api.types.is_datetime64_any_dtype(out[column]):
             out[column] = pd.to_datetime(out[column], utc=True).dt.tz_convert(
                 "Asia/Tehran").dt.strftime("%Y-%m-%d %H:%M:%S")
+        elif pd.api.types.is_float_dtype(out[column]) and not str(column).endswith("_id"):
+            # a float NaN is a value ClickHouse stores ("nan"); \N is NULL, for Nullable only
+            out[column] = out[column].astype(object).where(out[column].notna(), "nan")
     return out.to_csv(index=False, na_rep="\\N").encode()
 
 

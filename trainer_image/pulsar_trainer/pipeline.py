@@ -31,7 +31,9 @@ from pulsar_trainer import tracking
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pulsar_core.data.clickhouse_window import TrainingQuery
     from pulsar_core.data.loading import LoadResult
+    from pulsar_core.data.window import TimeWindow
     from pulsar_core.evaluation import EvaluationReport
     from pulsar_core.forecaster import Forecaster
 
@@ -57,6 +59,14 @@ class TrainOutcome:
     rejected: RejectionReport | None = None
     published: str | None = None  # "core" | "jetstream:<stream>" | None
     publish_error: str | None = None
+
+
+@dataclass
+class Loaded:
+    """The training data, and the ClickHouse query that read it (None for files)."""
+
+    result: LoadResult
+    query: TrainingQuery | None = None
 
 
 @dataclass
@@ -88,31 +98,58 @@ def train_run(settings: TrainSettings, *, progress: Progress | None = None) -> L
     with tracking.fluent_store(uri), mlflow.start_run(
             run_id=previous.info.run_id if previous else None, experiment_id=experiment) as run:
         tracking.log_settings(settings)
-        tracking.log_load_report(loaded.rejected)
-        return _train_in_run(settings, loaded, run.info.run_id, reused, say)
+        if loaded.query is not None:
+            tracking.log_query(loaded.query)
+        tracking.log_load_report(loaded.result.rejected)
+        return _train_in_run(settings, loaded.result, run.info.run_id, reused, say)
 
 
-def _load(settings: TrainSettings, say: Progress) -> LoadResult:
+def _load(settings: TrainSettings, say: Progress) -> Loaded:
     import pandas as pd
 
     from pulsar_core.data.loading import load_snapshots
     from pulsar_core.data.scope import require_one_city
     from pulsar_core.data.window import TimeWindow
 
-    if not settings.data_uri:
-        raise DataContractError("no input data: pass --data or set PULSAR_DATA_URI")
-    say(f"loading {', '.join(settings.data_uri)}")
     window = TimeWindow(max_future=pd.Timedelta(minutes=settings.data_max_future_minutes))
-    loaded = load_snapshots(
-        settings.data_uri, data_format=settings.data_format, city_id=settings.city_id,
-        service_type_id=settings.service_type_id, lookback_days=settings.lookback_days,
-        rejected_dir=settings.rejected_dir, window=window,
-    )
+    query = None
+    if settings.clickhouse_url:
+        loaded, query = _load_clickhouse(settings, window, say)
+    else:
+        if not settings.data_uri:
+            raise DataContractError("no input data: pass --data (PULSAR_DATA_URI) or "
+                                    "--clickhouse-url (PULSAR_CLICKHOUSE_URL)")
+        say(f"loading {', '.join(settings.data_uri)}")
+        loaded = load_snapshots(
+            settings.data_uri, data_format=settings.data_format, city_id=settings.city_id,
+            service_type_id=settings.service_type_id, lookback_days=settings.lookback_days,
+            rejected_dir=settings.rejected_dir, window=window,
+        )
     say(loaded.rejected.summary())
     if loaded.snapshots.empty:
         raise DataContractError(f"no valid rows left to train on: {loaded.rejected.summary()}")
     require_one_city(loaded.snapshots, settings.city_id)
-    return loaded
+    return Loaded(loaded, query)
+
+
+def _load_clickhouse(settings: TrainSettings, window: TimeWindow, say: Progress
+                     ) -> tuple[LoadResult, TrainingQuery]:
+    from pulsar_core.data.clickhouse import ClickHouseTable
+    from pulsar_core.data.clickhouse_window import load_clickhouse
+
+    password = settings.clickhouse_password
+    table = ClickHouseTable(
+        str(settings.clickhouse_url), settings.clickhouse_database, settings.clickhouse_table,
+        user=settings.clickhouse_user,
+        password=password.get_secret_value() if password is not None else None)
+    say(f"loading {table.describe()} (city_id {settings.city_id}, last "
+        f"{settings.lookback_days or 'all'} days)")
+    loaded, query = load_clickhouse(
+        table, city_id=settings.city_id, service_type_id=settings.service_type_id,
+        lookback_days=settings.lookback_days, rejected_dir=settings.rejected_dir,
+        window=window)
+    say(f"read window [{query.start.isoformat()}, {query.end.isoformat()}) of {query.source}")
+    return loaded, query
 
 
 def _train_in_run(settings: TrainSettings, loaded: LoadResult, run_id: str, reused: Reuse,

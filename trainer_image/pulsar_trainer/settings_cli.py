@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 
-from pulsar_core.settings import TrainSettings
+from pulsar_core.settings import SECRET_FIELDS, TrainSettings
 
 ALIASES: dict[str, tuple[str, ...]] = {
     "mlflow_tracking_uri": ("--mlflow-uri",),
@@ -81,9 +81,12 @@ def type_name(field: FieldInfo) -> str:
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainSettings field; absent flags stay absent (env/defaults apply)."""
+    """One flag per TrainSettings field but the credentials (environment only: a flag would
+    show in `ps` and shell history); absent flags stay absent (env/defaults apply)."""
     group = parser.add_argument_group("settings (each defaults to its PULSAR_* variable)")
     for name, field in TrainSettings.model_fields.items():
+        if name in SECRET_FIELDS:
+            continue
         help_text = f"{describe(name)} [{env_var(name)}]"
         group.add_argument(flag(name), *ALIASES.get(name, ()), dest=name,
                            default=argparse.SUPPRESS, help=help_text, **_argument(field))
@@ -103,7 +106,10 @@ def describe_error(error: Exception) -> str:
         return str(error)
     parts = []
     for item in error.errors():
-        name = str(item["loc"][0]) if item["loc"] else "?"
+        if not item["loc"]:  # a rule across fields: its message names them
+            parts.append(item["msg"].removeprefix("Value error, "))
+            continue
+        name = str(item["loc"][0])
         where = f"{flag(name)} / {env_var(name)}" if name in TrainSettings.model_fields else name
         parts.append(f"{where}: {item['msg']} (got {item.get('input')!r})")
     return "invalid settings: " + "; ".join(parts)
@@ -115,7 +121,8 @@ def env_contract_markdown() -> str:
     for name, field in TrainSettings.model_fields.items():
         default = field.get_default(call_default_factory=True)
         shown = "—" if default is None else f"`{default}`"
-        flags = ", ".join(f"`{f}`" for f in (flag(name), *ALIASES.get(name, ())))
+        flags = "env only" if name in SECRET_FIELDS else ", ".join(
+            f"`{f}`" for f in (flag(name), *ALIASES.get(name, ())))
         meaning = describe(name).replace("|", "\\|")
         rows.append(f"| `{env_var(name)}` | {flags} | {type_name(field)} | {shown} | {meaning} |")
     return "\n".join(rows)

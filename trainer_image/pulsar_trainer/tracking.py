@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from pulsar_core.redact import redact, split_credentials
 from pulsar_core.registry import RUN_KEY_TAG
-from pulsar_core.settings import TrainSettings
+from pulsar_core.settings import SECRET_FIELDS, TrainSettings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
+    from pulsar_core.data.clickhouse_window import TrainingQuery
     from pulsar_core.data.report import RejectionReport
     from pulsar_core.evaluation import EvaluationReport
     from pulsar_core.gate import Paired
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
 BUNDLE_TAG = "pulsar.bundle_uri"  # set last: a run carrying it has a complete bundle
 SURGE_MODEL_TAG = "pulsar.surge_model"
 TABLE_ARTIFACT = "evaluation/table.txt"
-# Connection settings are not parameters of the model.
-NOT_PARAMS = {"mlflow_tracking_uri", "nats_url"}
+# Connection settings and credentials are not parameters of the model.
+NOT_PARAMS = {"mlflow_tracking_uri", "nats_url"} | SECRET_FIELDS
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
@@ -126,6 +127,15 @@ def log_settings(settings: TrainSettings) -> None:
 
 def _metric_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-/ ]+", "_", text).strip("_") or "unknown"
+
+
+def log_query(query: TrainingQuery) -> None:
+    """Exactly which rows a ClickHouse-fed run read: the window and scope as params, the SQL
+    as an artifact (no credentials: they travel in a header, never in the query)."""
+    import mlflow
+
+    mlflow.log_params(query.as_params())
+    mlflow.log_text(query.sql + "\n", "data/query.sql")
 
 
 def log_load_report(report: RejectionReport) -> None:

@@ -120,3 +120,112 @@ def test_the_trainer_judges_with_the_surgemodels_own_promotion_policy(monkeypatc
     env = _env(job["spec"]["template"]["spec"]["containers"][0])
     assert _from_env(TrainSettings, env, monkeypatch).promotion() == \
         model.spec.promotion.to_policy()
+
+
+CLICKHOUSE = {"url": "https://clickhouse.data.svc:8443", "database": "raw", "table": "kandoo",
+              "credentialsSecret": {"name": "clickhouse-reader", "userKey": "user",
+                                    "passwordKey": "pass"}}
+SECRET_VALUES = ("reader-7f3a", "pw-Zq9!x")  # what the Secret would hold: never in a manifest
+
+
+def _clickhouse_model(name: str = "tehran-eco", **spec: Any) -> SurgeModel:
+    return _model(name, data={"clickhouse": CLICKHOUSE}, serviceTypeId=3, **spec)
+
+
+def _secret_refs(container: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return {item["name"]: item["valueFrom"]["secretKeyRef"] for item in container["env"]
+            if "valueFrom" in item}
+
+
+def _values(container: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container["env"] if "value" in item}
+
+
+def test_a_clickhouse_trainer_gets_the_table_and_credentials_by_reference(monkeypatch) -> None:
+    job = build_training_job(_clickhouse_model(), Trigger("spec", "spec-g1-abc"))
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert _secret_refs(container) == {
+        "PULSAR_CLICKHOUSE_USER": {"name": "clickhouse-reader", "key": "user"},
+        "PULSAR_CLICKHOUSE_PASSWORD": {"name": "clickhouse-reader", "key": "pass"}}
+    names = [item["name"] for item in container["env"]]
+    assert names == sorted(names) and len(names) == len(set(names))
+    values = _values(container)
+    parsed = _from_env(TrainSettings, values, monkeypatch)
+    assert (parsed.clickhouse_url, parsed.clickhouse_database, parsed.clickhouse_table) == (
+        "https://clickhouse.data.svc:8443", "raw", "kandoo")
+    assert parsed.data_uri == [] and parsed.city_id == 1 and parsed.service_type_id == 3
+    assert parsed.clickhouse_user is None and parsed.clickhouse_password is None
+
+
+def test_files_and_a_secretless_clickhouse_get_no_credential_env() -> None:
+    for model in (_model(), _model(data={"clickhouse": {"url": "http://ch:8123"}})):
+        job = build_training_job(model, Trigger("spec", "s"))
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert _secret_refs(container) == {}
+        assert not any("CLICKHOUSE_USER" in n or "PASSWORD" in n for n in _values(container))
+
+
+def test_the_bridge_deployment_polls_the_table_with_the_predictors_security(monkeypatch) -> None:
+    from pulsar_operator.builders import BRIDGE, bridge_name, build_bridge_deployment
+
+    from pulsar_core.settings import BridgeSettings
+
+    model = _clickhouse_model(signals={"source": "bridge"})
+    deployment = build_bridge_deployment(model)
+    predictor = build_predictor_deployment(model, "1")
+    meta, spec = deployment["metadata"], deployment["spec"]
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    assert meta["name"] == bridge_name(model) == "tehran-eco-bridge"
+    assert meta["labels"]["app.kubernetes.io/component"] == BRIDGE == "signal-bridge"
+    assert meta["ownerReferences"] == predictor["metadata"]["ownerReferences"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert spec["selector"]["matchLabels"] != predictor["spec"]["selector"]["matchLabels"]
+    served = predictor["spec"]["template"]["spec"]
+    assert pod["securityContext"] == served["securityContext"]
+    assert pod["automountServiceAccountToken"] is False
+    assert container["securityContext"] == served["containers"][0]["securityContext"]
+    assert container["command"] == ["pulsar", "bridge"]
+    assert container["image"] == "ghcr.io/pulsar-dev/pulsar-predictor:0.1.0"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"},
+                                      "limits": {"memory": "512Mi"}}
+    assert set(_secret_refs(container)) == {"PULSAR_CLICKHOUSE_USER",
+                                            "PULSAR_CLICKHOUSE_PASSWORD"}
+    settings = _from_env(BridgeSettings, _values(container), monkeypatch)
+    assert settings.clickhouse_url == "https://clickhouse.data.svc:8443"
+    assert (settings.city, settings.city_id, settings.service_type,
+            settings.service_type_id) == ("tehran", 1, "eco", 3)
+    assert settings.nats_url == PLATFORM.nats_url and settings.relay_subject is None
+    assert container["ports"] == [{"name": "http", "containerPort": settings.port}]
+
+
+def test_source_nats_runs_the_same_bridge_as_a_relay(monkeypatch) -> None:
+    from pulsar_operator.builders import build_bridge_deployment
+
+    from pulsar_core.settings import BridgeSettings
+
+    model = _model(signals={"source": "nats", "natsSubject": "kandoo.raw.tehran",
+                            "bridge": {"image": "registry.local/pulsar-predictor:9"}})
+    container = build_bridge_deployment(model)["spec"]["template"]["spec"]["containers"][0]
+    settings = _from_env(BridgeSettings, _values(container), monkeypatch)
+    assert settings.relay_subject == "kandoo.raw.tehran" and settings.clickhouse_url is None
+    assert container["image"] == "registry.local/pulsar-predictor:9"
+    assert _secret_refs(container) == {}
+
+
+def test_no_credential_value_reaches_a_manifest_even_from_the_operators_env(monkeypatch) -> None:
+    """The operator's own PULSAR_CLICKHOUSE_* (or a Secret it could read) never flows into a
+    child: only the Secret's name and keys are written."""
+    from pulsar_operator.builders import build_bridge_deployment
+
+    monkeypatch.setenv("PULSAR_CLICKHOUSE_USER", SECRET_VALUES[0])
+    monkeypatch.setenv("PULSAR_CLICKHOUSE_PASSWORD", SECRET_VALUES[1])
+    model = _clickhouse_model(signals={"source": "bridge"})
+    manifests = [build_bridge_deployment(model), build_training_job(model, Trigger("spec", "s")),
+                 build_predictor_deployment(model, "2"), build_predictor_service(model)]
+    text = repr(manifests)
+    assert not any(value in text for value in SECRET_VALUES)
+    assert "clickhouse-reader" in text

@@ -19,6 +19,7 @@ from pulsar_operator.builders import (
     Platform,
     SurgeModel,
     Trigger,
+    build_bridge_deployment,
     build_predictor_autoscaler,
     build_predictor_deployment,
     build_predictor_service,
@@ -80,6 +81,12 @@ def _variants() -> list[tuple[str, str, dict[str, Any], Platform]]:
         ("autoscaled-on-cpu-and-requests", "tehran-hpa",
          {**MINIMAL, "serving": {"autoscaling": {"maxReplicas": 10,
                                                  "targetRequestsPerSecond": 7.5}}}, PLATFORM),
+        ("clickhouse-bridge-long-name", "b" * 200,
+         {**MINIMAL, "cityId": 1, "signals": {"source": "bridge"}, "data": {"clickhouse": {
+             "url": "https://ch:8443", "credentialsSecret": {"name": "ch.reader"}}}}, PLATFORM),
+        ("nats-relay-no-platform-nats", "tehran-relay",
+         {**MINIMAL, "cityId": 1, "signals": {"source": "nats", "natsSubject": "kandoo.raw"}},
+         BARE),
         ("autoscaled-on-requests-only", "tehran-rps",
          {**MINIMAL, "serving": {"resources": {}, "autoscaling": {
              "minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercent": 0,
@@ -115,11 +122,19 @@ def test_predictor_deployment_and_service_validate(name: str, raw: dict[str, Any
         assert_valid(build_predictor_autoscaler(model))
 
 
-@pytest.mark.parametrize("builder", ["job", "deployment"])
+@pytest.mark.parametrize(("name", "raw", "platform"), [v[1:] for v in VARIANTS
+                                                      if v[2].get("signals")],
+                         ids=[v[0] for v in VARIANTS if v[2].get("signals")])
+def test_bridge_deployments_validate(name: str, raw: dict[str, Any], platform: Platform) -> None:
+    assert_valid(build_bridge_deployment(_model(name, raw, platform)))
+
+
+@pytest.mark.parametrize("builder", ["job", "deployment", "bridge"])
 def test_pods_mount_a_writable_tmp_for_a_read_only_root(builder: str) -> None:
     """The images point HOME/TMPDIR at /tmp: the pod must provide it as an emptyDir."""
     model = _model("tehran-eco", MINIMAL, PLATFORM)
     manifest = (build_training_job(model, Trigger("spec", "s")) if builder == "job"
+                else build_bridge_deployment(model) if builder == "bridge"
                 else build_predictor_deployment(model, "1"))
     pod = manifest["spec"]["template"]["spec"]
     container = pod["containers"][0]

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from pulsar_core.contract import PERIOD, RawCol
-from pulsar_core.data.errors import DataContractError, DataUnavailable
+from pulsar_core.data.errors import AccessDenied, DataContractError, DataUnavailable
 from pulsar_core.data.sources import NULL_TEXT
 from pulsar_core.data.validation import RAW_REQUIRED
 
@@ -126,7 +126,7 @@ class ClickHouseClient:
         first = body.strip().splitlines()[0][:300] if body.strip() else f"HTTP {status}"
         if status in (401, 403) or code in _AUTH_CODES:
             who = self.table.user or "default"
-            return DataUnavailable(
+            return AccessDenied(
                 f"ClickHouse at {self.table.endpoint} refused the credentials of user {who!r} "
                 f"(code {code or status}); check the Secret behind credentialsSecret "
                 "(PULSAR_CLICKHOUSE_USER / PULSAR_CLICKHOUSE_PASSWORD)")

@@ -9,3 +9,7 @@ class DataContractError(ValueError):
 
 class DataUnavailable(RuntimeError):
     """A remote data source (s3://, gs://, ...) did not answer: retrying later may help."""
+
+
+class AccessDenied(DataUnavailable):
+    """The source refused the credentials: retrying will not help until the Secret changes."""

@@ -6,6 +6,8 @@ import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from pulsar_core import dead_letters
+
 REGISTRY = CollectorRegistry()
 RECONCILES = Counter("pulsar_operator_reconciles", "Reconciles by source.", ["source"],
                      registry=REGISTRY)
@@ -40,6 +42,8 @@ LEADER = Gauge("pulsar_operator_leader", "1 while this replica holds the leader 
 TASKS = Gauge("pulsar_operator_asyncio_tasks", "Asyncio tasks alive in the operator's loop "
               "(flat in the number of SurgeModels: there is no task per object).",
               registry=REGISTRY)
+
+dead_letters.register_metrics(REGISTRY)  # pulsar_dead_letters_total{source,outcome}
 
 
 def count_tasks_of(loop: asyncio.AbstractEventLoop) -> None:

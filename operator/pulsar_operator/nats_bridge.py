@@ -13,6 +13,7 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from pydantic import ValidationError
 
+from pulsar_core.dead_letters import dead_letter, ensure_dead_letter_stream
 from pulsar_core.events import (
     MODEL_REGISTERED,
     RETRAIN_STREAM,
@@ -64,11 +65,19 @@ async def _uid(runtime: Runtime, key: Key) -> str:
     return str((body.get("metadata") or {}).get("uid", ""))
 
 
-async def _handle_batch(runtime: Runtime, messages: list[Any]) -> None:
+async def _terminate(js: Any, msg: Any, reason: str) -> None:
+    """Settle `msg` for good: set aside with `reason` in the dead letters, then terminated
+    (a crash in between redelivers it: a duplicate dead letter, never a lost one)."""
+    await dead_letter(js, source="operator", subject=msg.subject, payload=msg.data,
+                      reason=reason)
+    await msg.term()
+
+
+async def _handle_batch(runtime: Runtime, messages: list[Any], js: Any) -> None:
     """Group by model; record the newest request per model as an annotation, then ack."""
     groups: dict[Key, list[tuple[Any, RetrainRequest]]] = defaultdict(list)
     for msg in messages:
-        owned = await _owned_request(runtime, msg)
+        owned = await _owned_request(runtime, msg, js)
         if owned is not None:
             groups[owned[0]].append((msg, owned[1]))
     # A subject retrains one model; still, each message is acked exactly once (or nak'ed once
@@ -87,16 +96,18 @@ async def _handle_batch(runtime: Runtime, messages: list[Any]) -> None:
             await msg.nak(delay=5)
 
 
-async def _owned_request(runtime: Runtime, msg: Any) -> tuple[Key, RetrainRequest] | None:
+async def _owned_request(runtime: Runtime, msg: Any,
+                         js: Any) -> tuple[Key, RetrainRequest] | None:
     """The message's model and request; None once the message is settled here (an invalid
-    request is terminated with an Event, a subject nobody owns is retried, then terminated)."""
+    request is terminated with an Event, a subject nobody owns is retried, then terminated;
+    both are dead-lettered with their reason)."""
     owner = runtime.catalog.subject_owner(msg.subject)
     try:
         request = _parse(msg.data)
     except ValidationError as error:
-        await msg.term()
         metrics.RETRAIN_MESSAGES.labels("invalid").inc()
         detail = f"invalid retrain request on {msg.subject}: {error.errors()[0]['msg']}"
+        await _terminate(js, msg, detail)
         log.warning(detail)
         if owner is not None:
             await post_event(runtime.kube, *owner, await _uid(runtime, owner),
@@ -105,7 +116,8 @@ async def _owned_request(runtime: Runtime, msg: Any) -> tuple[Key, RetrainReques
     if owner is not None:
         return owner, request
     if msg.metadata.num_delivered >= runtime.settings.retrain_max_deliver:
-        await msg.term()
+        await _terminate(js, msg, f"no SurgeModel owns {msg.subject} after "
+                         f"{msg.metadata.num_delivered} deliveries")
         metrics.RETRAIN_MESSAGES.labels("unmatched").inc()
         log.warning("no SurgeModel for %s; request terminated", msg.subject)
     else:
@@ -140,6 +152,7 @@ async def _subscribe(runtime: Runtime, client: Client) -> Any:
     """The retrain stream and the one durable pull consumer (both created when missing)."""
     js = client.jetstream()
     await ensure_retrain_stream(js)
+    await ensure_dead_letter_stream(js)  # never raises: dead letters recreate it when missing
     config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30,
                             max_deliver=runtime.settings.retrain_max_deliver + 1)
     return await js.pull_subscribe(
@@ -173,7 +186,7 @@ async def consume_retrain(runtime: Runtime, client: Client, link: Session) -> No
                 log.warning("retrain consumer: %s; retrying", error)
                 await asyncio.sleep(1)
                 continue
-            await _handle_batch(runtime, messages)
+            await _handle_batch(runtime, messages, client.jetstream())
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
 

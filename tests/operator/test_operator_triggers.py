@@ -15,6 +15,7 @@ import pytest
 from pulsar_operator import metrics
 from pulsar_operator.nats_bridge import ensure_retrain_stream
 
+from pulsar_core.dead_letters import list_dead_letters
 from pulsar_core.events import retrain_subject
 from tests.operator.conftest import (
     JOBS,
@@ -194,6 +195,23 @@ async def test_invalid_retrain_payload_is_terminated_and_reported(
         await client.close()
         assert info.num_pending == 0 and info.num_ack_pending == 0
     assert len(objects(k8s, JOBS)) == 1
+
+
+async def test_an_invalid_retrain_payload_lands_in_the_dead_letters_with_its_reason(
+        k8s: Any, mlflow_uri: str, nats_server: Any) -> None:
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    subject = retrain_subject("tehran", "eco")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri, nats_url=nats_server.url):
+        await _trained_once(k8s)
+        await _publish(nats_server.url, subject, [("bad-json", b"not json")])
+        await eventually(lambda: [e for e in events_of(k8s, "tehran-eco")
+                                  if e["reason"] == "InvalidRetrainRequest"])
+    letters = await list_dead_letters(nats_server.url, limit=10, source="operator")
+    assert [(d.subject, d.payload) for d in letters] == [(subject, b"not json")]
+    assert letters[0].reason.startswith(f"invalid retrain request on {subject}: ")
+    assert "JSON" in letters[0].reason
+    assert metrics.REGISTRY.get_sample_value(
+        "pulsar_dead_letters_total", {"source": "operator", "outcome": "published"}) >= 1
 
 
 @pytest.fixture

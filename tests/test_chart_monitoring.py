@@ -44,7 +44,7 @@ def _run(*args: str) -> str:
 
 def _dashboard_queries() -> list[str]:
     panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [target["expr"] for panel in panels for target in panel["targets"]]
+    return [target["expr"] for panel in panels for target in panel.get("targets", [])]
 
 
 def _rule_exprs() -> list[str]:
@@ -55,6 +55,7 @@ def _rule_exprs() -> list[str]:
 def _exported_series() -> set[str]:
     """Sample names the operator and predictor registries and the KSM config can produce."""
     from prometheus_client import CollectorRegistry
+    from pulsar_bridge.metrics import BridgeMetrics
     from pulsar_operator import metrics as operator_metrics
     from pulsar_predictor.metrics import Metrics
 
@@ -62,7 +63,7 @@ def _exported_series() -> set[str]:
                 "gauge": [""]}
     names: set[str] = set()
     registry: CollectorRegistry
-    for registry in (operator_metrics.REGISTRY, Metrics().registry):
+    for registry in (operator_metrics.REGISTRY, Metrics().registry, BridgeMetrics().registry):
         for family in registry.collect():
             names |= {family.name + suffix for suffix in suffixes.get(family.type, [""])}
     ksm = yaml.safe_load((MONITORING / "kube-state-metrics-surgemodel.yaml").read_text())
@@ -72,7 +73,7 @@ def _exported_series() -> set[str]:
 
 
 def test_rule_file_passes_promtool_check() -> None:
-    assert "SUCCESS: 6 rules found" in _run(_promtool(), "check", "rules", str(RULES))
+    assert "SUCCESS: 9 rules found" in _run(_promtool(), "check", "rules", str(RULES))
 
 
 def test_every_alert_fires_when_it_should_and_only_then() -> None:
@@ -82,7 +83,9 @@ def test_every_alert_fires_when_it_should_and_only_then() -> None:
               for case in test["alert_rule_test"]}
     assert tested == alerts == {"PulsarModelDegraded", "PulsarTrainingFailed",
                                 "PulsarOperatorNatsDown", "PulsarBreakerOpen",
-                                "PulsarLiveDrift", "PulsarLiveDataStale"}
+                                "PulsarLiveDrift", "PulsarLiveDataStale",
+                                "PulsarSignalBridgeStalled", "PulsarSignalBridgeRejecting",
+                                "PulsarDeadLettersLost"}
     _run(_promtool(), "test", "rules", str(RULES_TEST))
 
 
@@ -111,7 +114,9 @@ def test_dashboard_covers_what_ops_ask_for() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     titles = " | ".join(panel["title"] for panel in dashboard["panels"]).lower()
     for topic in ("phase", "training duration", "failures", "promotions and rollbacks",
-                  "forecast latency", "fallbacks", "breaker", "live mae vs evaluation mae"):
+                  "forecast latency", "fallbacks", "breaker", "live mae vs evaluation mae",
+                  "signal bridge lag", "rows read", "periods published",
+                  "rejected rows by reason", "signal bridge errors", "dead letters"):
         assert topic in titles, topic
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids)) and dashboard["uid"] == "pulsar-overview"

@@ -165,13 +165,17 @@ async def surgemodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
     if event.get("type") == "DELETED":
         catalog = runtime.catalog
         sharing = ([*catalog.by_registered_model(catalog.registered_name(key)),
-                    *catalog.by_retrain_subject(catalog.retrain_subject(key))]
+                    *catalog.by_retrain_subject(catalog.retrain_subject(key)),
+                    *catalog.bridge_peers(key)]
                    if key in catalog.bodies else [])
         runtime.forget(key)
         runtime.queue.add_all(k for k in sharing if k != key)  # a refused one may own it now
         return
     previous = runtime.catalog.bodies.get(key)
+    peers = runtime.catalog.bridge_peers(key)
     runtime.catalog.put(copy.deepcopy(dict(body)))
+    if peers != runtime.catalog.bridge_peers(key):  # a bridge's scope gained or lost a model:
+        runtime.queue.add_all(set(peers + runtime.catalog.bridge_peers(key)) - {key})  # re-own
     if needs_reconcile(previous, dict(body)):
         # a changed spec or annotation (approval!) re-reads the registry; a new model starts
         # its Job first and leaves the registry to the loop

@@ -30,6 +30,7 @@ from pulsar_operator.recorder import Decision, post_event
 from pulsar_operator.rollout import LIVE_PHASES, remove_challenger, sync_rollout
 from pulsar_operator.runtime import Key, Runtime
 from pulsar_operator.serving import sync_predictor, utcnow
+from pulsar_operator.signals import sync_signals
 from pulsar_operator.spec import InvalidSpec, SurgeModelSpec, parse_spec
 from pulsar_operator.status import (
     Challenger,
@@ -390,6 +391,10 @@ async def _steps(runtime: Runtime, key: Key, model: SurgeModel, run: _Pass,
     elif registry is not None and registry.error:
         run.error = registry.error
     run.error = await _serving_steps(runtime, model, now, forced, source, run)
+    run.take(await _guarded(sync_signals(
+        runtime.kube, model, run.status.signals,
+        runtime.catalog.bridge_owner(model.spec.signals_subject), runtime.children),
+        "signal bridge", run.rejected))
 
 
 async def _serving_steps(runtime: Runtime, model: SurgeModel, now: datetime, forced: bool,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pulsar_core.events import model_retrain_subject
+from pulsar_core.events import model_retrain_subject, signals_subject
 from pulsar_core.registry import Registry
 from pulsar_core.settings import registered_model_name
 from pulsar_operator import metrics
@@ -41,13 +41,16 @@ def slim(body: dict[str, Any], keep_spec: tuple[str, ...] | None = None) -> dict
 
 class Catalog:
     """The latest body of every SurgeModel, kept by kopf's watch events (no extra API lists),
-    indexed by the names a model must own alone: its MLflow model and its retrain subject."""
+    indexed by the names a model must own alone: its MLflow model, its retrain subject and,
+    when it asks for a signal bridge, the signals subject the bridge feeds."""
 
     def __init__(self) -> None:
         self.bodies: dict[Key, dict[str, Any]] = {}
         self._names: dict[Key, tuple[str, str]] = {}
         self._by_name: dict[str, set[Key]] = defaultdict(set)
         self._by_subject: dict[str, set[Key]] = defaultdict(set)
+        self._bridged: dict[Key, str] = {}
+        self._by_bridged: dict[str, set[Key]] = defaultdict(set)
 
     def put(self, body: dict[str, Any]) -> None:
         meta = body.get("metadata", {})
@@ -61,12 +64,24 @@ class Catalog:
         self._names[key] = (name, subject)
         self._by_name[name].add(key)
         self._by_subject[subject].add(key)
+        if (spec.get("signals") or {}).get("source", "external") != "external":
+            self._bridged[key] = signals_subject(city, service)
+            self._by_bridged[self._bridged[key]].add(key)
 
     def drop(self, key: Key) -> None:
         self.bodies.pop(key, None)
         name, subject = self._names.pop(key, ("", ""))
         self._by_name.get(name, set()).discard(key)
         self._by_subject.get(subject, set()).discard(key)
+        self._by_bridged.get(self._bridged.pop(key, ""), set()).discard(key)
+
+    def bridge_peers(self, key: Key) -> list[Key]:
+        """Every model asking for a bridge of the same signals subject as `key` (itself too)."""
+        return sorted(self._by_bridged.get(self._bridged.get(key, ""), ()))
+
+    def bridge_owner(self, subject: str) -> Key | None:
+        """The one SurgeModel whose bridge feeds a signals subject: the oldest one asking."""
+        return self._oldest(sorted(self._by_bridged.get(subject, ())))
 
     def registered_name(self, key: Key) -> str:
         return self._names[key][0]

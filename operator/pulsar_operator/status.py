@@ -197,6 +197,7 @@ class Signals(Part):
     source: str | None = None
     subject: str | None = None
     deployment: str | None = None
+    applied_hash: str | None = None
     ready: bool | None = None
     fed_by: str | None = None
     message: str | None = None

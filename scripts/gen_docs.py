@@ -138,6 +138,19 @@ def subjects() -> list[Subject]:
     from pulsar_predictor.schemas import HistoryRow
 
     from pulsar_core import events
+    from pulsar_core.dead_letters import (
+        MAX_PAYLOAD_BYTES,
+        REASON,
+        SIZE,
+        SOURCE,
+        SUBJECT,
+        TIME,
+        TRUNCATED,
+        DeadLetter,
+        DeadLetterBounds,
+    )
+
+    bounds = DeadLetterBounds()
 
     return [
         Subject(
@@ -208,6 +221,35 @@ def subjects() -> list[Subject]:
             [{"model_name": "pulsar-tehran-eco", "version": "7", "previous_version": "6",
               "surge_model": {"namespace": "pulsar", "name": "tehran-eco"},
               "promoted_at": "2025-11-26T08:04:02Z"}]),
+        Subject(
+            events.dead_letter_subject("<source>"), "dead_letter_subject",
+            f"JetStream: stream `{events.DEAD_LETTER_STREAM}` (`{events.DEAD_LETTER_SUBJECTS}`; "
+            f"bounded: {bounds.max_msgs:,} letters, {bounds.max_bytes // 2**20} MiB, "
+            f"{bounds.max_age_seconds / 86400:g} days, {bounds.max_msgs_per_source:,} per "
+            "source; the oldest go first)",
+            {"pulsar_core/dead_letters.py": "`dead_letter()`, called by the operator (source "
+             "`operator`: retrain requests it terminates as invalid or unowned) and the signal "
+             "bridge (source `bridge`: rows it rejects)"},
+            {"pulsar_core/dead_letters.py": "`pulsar deadletters` (`list_dead_letters()`: "
+             "short-lived consumers that read the newest N and remove nothing)"},
+            "No message id: each rejection is kept (the bridge sets a row aside once, however "
+            "often it re-reads it). Nothing consumes them automatically; they age out within "
+            "the bounds above.",
+            DeadLetter,
+            [{"sequence": 42, "time": "2025-11-26T08:04:02.117+00:00", "source": "operator",
+              "subject": "pulsar.retrain.tehran.eco",
+              "reason": "invalid retrain request on pulsar.retrain.tehran.eco: Invalid JSON: "
+                        "expected value at line 1 column 1",
+              "size": 8, "truncated": False, "payload": "not json"}],
+            "The message body is the rejected payload itself, cut to its first "
+            f"{MAX_PAYLOAD_BYTES // 1024} KiB; the headers say the rest: `{REASON}` (why), "
+            f"`{SUBJECT}` (where it was first received), `{SOURCE}`, `{TIME}` (UTC, ISO 8601), "
+            f"`{SIZE}` (the original bytes) and `{TRUNCATED}`. Header values are single lines "
+            "(control characters become spaces) of bounded length. `pulsar deadletters --json` "
+            "shows each letter as the model below (the payload as `payload_base64`, with a "
+            "one-line `payload_preview`). A letter that cannot be published (NATS "
+            "down) is logged (`dead letter ... LOST`) and counted in "
+            "`pulsar_dead_letters_total{outcome=\"failed\"}`; the caller is never stopped by it."),
     ]
 
 

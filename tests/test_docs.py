@@ -120,7 +120,8 @@ def test_every_subject_is_defined_once_and_documented():
     defined = [value for name, value in vars(events).items()
                if name.isupper() and isinstance(value, str) and value.startswith("pulsar.")]
     defined += [events.signals_subject("<city>", "<service>"),
-                events.retrain_subject("<city>", "<service>")]
+                events.retrain_subject("<city>", "<service>"),
+                events.dead_letter_subject("<source>")]
     documented = {item.subject for item in gen_docs.subjects()}
     for subject in defined:
         assert f"`{subject}`" in page, subject

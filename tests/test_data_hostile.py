@@ -112,3 +112,37 @@ def test_data_validate_exit_codes_tell_rejections_from_crashes(
     assert main(["data", "validate", str(data)]) == 4
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("pulsar data validate: internal error: KeyError")
+
+
+def test_a_uint64_hexagon_above_the_int64_range_rejects_its_rows_not_the_run(
+        tmp_path: Path, snapshots: pd.DataFrame, capsys) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(snapshots, preserve_index=False)
+    hexagons = snapshots[Col.HEXAGON].to_numpy().astype("uint64")
+    hexagons[:3] = np.uint64(2**64 - 5)  # no int64 holds it
+    column = table.schema.get_field_index(Col.HEXAGON)
+    table = table.set_column(column, Col.HEXAGON, pa.array(hexagons, pa.uint64()))
+    data = tmp_path / "uint64.parquet"
+    pq.write_table(table, data)
+    rejected = tmp_path / "rejected"
+    assert main(["data", "validate", str(data), "--rejected-dir", str(rejected)]) == 1
+    out = capsys.readouterr()
+    assert "internal error" not in out.err
+    assert f"kept {len(snapshots) - 3:,}, rejected 3" in out.out + out.err
+    assert "bad_type:hexagon" in out.out + out.err
+
+
+def test_a_csv_with_a_utf8_bom_reads_like_one_without(tmp_path: Path, snapshots: pd.DataFrame,
+                                                      capsys) -> None:
+    plain, bom = tmp_path / "plain.csv", tmp_path / "bom.csv"
+    snapshots.head(50).to_csv(plain, index=False)
+    snapshots.head(50).to_csv(bom, index=False, encoding="utf-8-sig")
+    assert bom.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert main(["data", "validate", str(bom), "--rejected-dir", str(tmp_path)]) == 0
+    assert "kept 50, rejected 0" in capsys.readouterr().out
+    from pulsar_core.data.loading import load_snapshots
+
+    pd.testing.assert_frame_equal(load_snapshots(bom).snapshots, load_snapshots(plain).snapshots)

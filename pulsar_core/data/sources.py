@@ -66,7 +66,8 @@ class Source:
                     raise DataContractError(
                         f"{self.uri!r} has no line break in its first {MAX_HEADER_BYTES:,} "
                         "bytes: it is not a CSV export (or not this file); check the data URI")
-                text = first.rstrip(b"\r").decode("utf-8")
+                # utf-8-sig: a BOM (Excel, PowerShell exports) is not part of the first name
+                text = first.rstrip(b"\r").decode("utf-8-sig")
             except (pa.ArrowInvalid, UnicodeDecodeError) as err:
                 raise DataContractError(f"cannot read {self.uri!r}: {err}") from err
         return next(csv.reader([text]), [])

@@ -73,36 +73,69 @@ def _is_text(series: pd.Series) -> bool:
 
 
 def _text_to_int(text: pd.Series, col: str) -> pd.Series:
-    """Parse integer text without a float round trip (H3 ids exceed float precision)."""
-    out = pd.Series(pd.NA, index=text.index, dtype="Int64")
-    digits = text.str.fullmatch(r"[+-]?\d{1,18}").fillna(False).astype(bool)
-    out[digits] = text[digits].astype("int64")
-    floats = pd.to_numeric(text.where(~digits), errors="coerce")
-    small_whole = floats.notna() & (floats == np.floor(floats)) & (floats.abs() < 2**53)
-    out[small_whole] = floats[small_whole].astype("int64")
-    todo = out.isna() & text.notna()
+    """Parse integer text without a float round trip (H3 ids exceed float precision).
+
+    Values no int64 holds (`2**70`, a list's text) come out NA, so their row is rejected
+    (`bad_type:<col>`) and every other row keeps its exact value. Positions are assigned as
+    numpy arrays: pandas' masked Series assignment into Int64 goes through float64 when the
+    mask is partial, which would corrupt every other row's 18-digit id.
+    """
+    values = np.zeros(len(text), dtype="int64")
+    found = np.zeros(len(text), dtype=bool)
+    digits = text.str.fullmatch(r"[+-]?\d{1,18}").fillna(False).to_numpy(dtype=bool)
+    values[digits] = text[digits].astype("int64").to_numpy()
+    found |= digits
+    floats = pd.to_numeric(text.where(~digits), errors="coerce").astype("float64").to_numpy()
+    with np.errstate(invalid="ignore"):
+        small_whole = ~np.isnan(floats) & (floats == np.floor(floats)) & (np.abs(floats) < 2**53)
+    values[small_whole] = floats[small_whole].astype("int64")
+    found |= small_whole
+    todo = ~found & text.notna().to_numpy(dtype=bool)
     if col in (Col.HEXAGON, RawCol.HEX_ID) and bool(todo.any()):
         # The H3 string form ("882d...") is accepted too; converted once per unique value.
-        names = {s: h3.str_to_int(s) for s in text[todo].unique() if h3.is_valid_cell(s)}
-        # Looked up as Python ints: Series.map would go through float64 when a value is
-        # unknown, and H3 ids do not survive float precision.
-        found = [(index, names[s]) for index, s in text[todo].items() if s in names]
-        if found:
-            index, values = zip(*found, strict=True)
-            out[list(index)] = pd.array(values, dtype="Int64")
-    return out
+        names = {s: cell for s in text[todo].unique() if (cell := _h3_name(s)) is not None}
+        for position in np.flatnonzero(todo):
+            cell = names.get(text.iat[position])
+            if cell is not None:
+                values[position], found[position] = cell, True
+    return pd.Series(pd.arrays.IntegerArray(values, ~found), index=text.index)
+
+
+def _h3_name(text: str) -> int | None:
+    """The id of an H3 cell written in its string form, None for anything else (h3 raises
+    OverflowError on hex text longer than 64 bits)."""
+    if len(text) > 16:
+        return None
+    try:
+        return int(h3.str_to_int(text)) if h3.is_valid_cell(text) else None
+    except (ValueError, OverflowError, TypeError):
+        return None
+
+
+def _unsigned_to_int(series: pd.Series) -> pd.Series:
+    """uint64 (a Parquet column written unsigned) -> Int64; values above the int64 range are
+    NA, so their rows are rejected (`bad_type:<col>`) instead of failing the whole read."""
+    present = series.notna().to_numpy(dtype=bool)
+    raw = series.to_numpy(dtype="uint64", na_value=0)
+    fits = present & (raw <= np.uint64(np.iinfo(np.int64).max))
+    values = np.where(fits, raw, 0).astype("int64")
+    return pd.Series(pd.arrays.IntegerArray(values, ~fits), index=series.index)
 
 
 def _coerce_int(series: pd.Series, col: str) -> pd.Series:
     if series.dtype == np.int64:
         return series  # cannot hold nulls: nothing to coerce (the common, fast case)
+    if pd.api.types.is_unsigned_integer_dtype(series.dtype):
+        return _unsigned_to_int(series)
     if pd.api.types.is_integer_dtype(series.dtype):
         return series.astype("Int64")
     if _is_text(series):
         return _text_to_int(series.astype("string").str.strip(), col)
-    numeric = pd.to_numeric(series, errors="coerce").astype("float64")
-    whole = numeric.notna() & (numeric == np.floor(numeric))
-    return numeric.where(whole).astype("Int64")
+    numeric = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
+    with np.errstate(invalid="ignore"):  # 2**63 itself does not fit: strictly below it
+        whole = ~np.isnan(numeric) & (numeric == np.floor(numeric)) & (np.abs(numeric) < 2**63)
+    values = np.where(whole, numeric, 0).astype("int64")
+    return pd.Series(pd.arrays.IntegerArray(values, ~whole), index=series.index)
 
 
 def _coerce_time(series: pd.Series) -> pd.Series:

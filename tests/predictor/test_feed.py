@@ -159,3 +159,28 @@ def test_raw_records_outside_the_time_window_are_rejected_before_they_evict_real
     assert live.buffer.frame()[Col.PERIOD_START].tolist() == [start]
     for reason in ("in_future:clickhouse_time", "too_early:clickhouse_time"):
         assert _value(live.metrics, "pulsar_live_rejected_rows_total", reason=reason) == 1
+
+
+@pytest.mark.parametrize("hexagon", [2**70, -(2**70), 2**63, [1, 2], {"cell": 1}, "9" * 30])
+@pytest.mark.parametrize("form", ["snapshot", "raw"])
+def test_an_overflowing_or_list_hexagon_rejects_only_its_own_row(hexagon: object,
+                                                                  form: str) -> None:
+    """50 good rows and one with a hexagon no int64 holds (or a list): the 50 are stored, the
+    one is rejected with its reason and counted, in both message forms."""
+    settings = ServeSettings(city="tehran", service_type="eco")
+    live = SignalFeed(settings, LiveBuffer(periods=80, max_series=100), Metrics(), print)
+    good_cells = cells(10)
+    if form == "snapshot":
+        good = series_rows(good_cells, 5)  # 50 rows
+        bad = snapshot_row(cells(11)[10], now_period(), 50.0) | {Col.HEXAGON: hexagon}
+    else:  # 50 raw records: one period of each of 50 cells
+        good = [raw_record(cell, now_period() + pd.Timedelta(seconds=10), 4.0)
+                for cell in cells(50, ring=4)]
+        bad = raw_record(good_cells[0], now_period(), 4.0) | {"hex_id": hexagon}
+    assert live.ingest(json.dumps([*good, bad]).encode()) == 50
+    assert len(live.buffer.frame()) == 50
+    assert _value(live.metrics, "pulsar_live_ingested_rows_total", outcome="rejected") == 1
+    field = Col.HEXAGON if form == "snapshot" else "hex_id"
+    rejected = (_value(live.metrics, "pulsar_live_rejected_rows_total", reason=f"bad_type:{field}")
+                + _value(live.metrics, "pulsar_live_rejected_rows_total", reason="invalid_hexagon"))
+    assert rejected == 1

@@ -176,29 +176,32 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
     ("quantity as an unquoted float", {"serving.resources": {"requests": {"cpu": 1.5}}}),
     ("quantity as a boolean", {"serving.resources": {"requests": {"cpu": True}}}),
     ("nested object as a quantity", {"training.resources": {"limits": {"memory": {"gi": 4}}}}),
-    ("uris and clickhouse both", {"cityId": 1, "data.clickhouse": {"url": CLICKHOUSE}}),
+    # the first key is the field the API server's message must name (tests/e2e/test_install.py)
+    ("uris and clickhouse both", {"data.clickhouse": {"url": CLICKHOUSE}, "cityId": 1}),
     ("neither uris nor clickhouse", {"data.uris": _DROP}),
-    ("clickhouse without cityId", {"data.uris": _DROP, "data.clickhouse": {"url": CLICKHOUSE}}),
-    ("clickhouse url not http", {"cityId": 1, "data.uris": _DROP,
-                                 "data.clickhouse": {"url": "tcp://clickhouse:9000"}}),
+    ("clickhouse without cityId", {"data.clickhouse": {"url": CLICKHOUSE}, "data.uris": _DROP}),
+    ("clickhouse url not http", {"data.clickhouse": {"url": "tcp://clickhouse:9000"},
+                                 "data.uris": _DROP, "cityId": 1}),
     ("clickhouse url with a password in it", {
-        "cityId": 1, "data.uris": _DROP,
-        "data.clickhouse": {"url": "http://reader:s3cret@clickhouse:8123"}}),
-    ("clickhouse table with a quote", {"cityId": 1, "data.uris": _DROP, "data.clickhouse": {
-        "url": CLICKHOUSE, "table": "t'; DROP TABLE x"}}),
-    ("credentials secret without a name", {"cityId": 1, "data.uris": _DROP, "data.clickhouse": {
-        "url": CLICKHOUSE, "credentialsSecret": {"userKey": "user"}}}),
-    ("credentials secret name upper-case", {"cityId": 1, "data.uris": _DROP, "data.clickhouse": {
-        "url": CLICKHOUSE, "credentialsSecret": {"name": "ClickHouse"}}}),
+        "data.clickhouse": {"url": "http://reader:s3cret@clickhouse:8123"},
+        "data.uris": _DROP, "cityId": 1}),
+    ("clickhouse table with a quote", {"data.clickhouse": {
+        "url": CLICKHOUSE, "table": "t'; DROP TABLE x"}, "data.uris": _DROP, "cityId": 1}),
+    ("credentials secret without a name", {"data.clickhouse": {
+        "url": CLICKHOUSE, "credentialsSecret": {"userKey": "user"}},
+        "data.uris": _DROP, "cityId": 1}),
+    ("credentials secret name upper-case", {"data.clickhouse": {
+        "url": CLICKHOUSE, "credentialsSecret": {"name": "ClickHouse"}},
+        "data.uris": _DROP, "cityId": 1}),
     ("unknown signals source", {"signals.source": "kafka"}),
-    ("bridge without clickhouse", {"cityId": 1, "signals.source": "bridge"}),
-    ("bridge without cityId", {"data.uris": _DROP, "signals.source": "bridge",
+    ("bridge without clickhouse", {"signals.source": "bridge", "cityId": 1}),
+    ("bridge without cityId", {"signals.source": "bridge", "data.uris": _DROP,
                                "data.clickhouse": {"url": CLICKHOUSE}}),
-    ("nats without natsSubject", {"cityId": 1, "signals.source": "nats"}),
+    ("nats without natsSubject", {"signals.source": "nats", "cityId": 1}),
     ("nats without cityId", {"signals.source": "nats", "signals.natsSubject": "kandoo.tehran"}),
     ("natsSubject without source nats", {"signals.natsSubject": "kandoo.raw.tehran"}),
-    ("natsSubject with a wildcard", {"cityId": 1, "signals.source": "nats",
-                                     "signals.natsSubject": "kandoo.raw.>"}),
+    ("natsSubject with a wildcard", {"signals.natsSubject": "kandoo.raw.>",
+                                     "signals.source": "nats", "cityId": 1}),
     ("bridge resources typo", {"signals.bridge.resources": {"limts": {"memory": "1Gi"}}}),
 ]
 

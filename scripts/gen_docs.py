@@ -322,11 +322,12 @@ def parser_flags(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
 
 
 def env_markdown() -> str:
+    from pulsar_bridge.cli import build_parser as build_bridge_parser
     from pulsar_operator.config import OperatorSettings
     from pulsar_predictor.cli import build_parser
     from pulsar_trainer.settings_cli import env_contract_markdown
 
-    from pulsar_core.settings import ServeSettings
+    from pulsar_core.settings import BridgeSettings, ServeSettings
 
     return "\n".join([
         HEADER.format(source="pulsar_core/settings.py and pulsar_operator/config.py"),
@@ -341,6 +342,10 @@ def env_markdown() -> str:
         env_contract_markdown() + "\n",
         "## Predictor (`pulsar serve`, `pulsar_core.settings.ServeSettings`)\n",
         settings_table(ServeSettings, parser_flags(build_parser())) + "\n",
+        "## Signal bridge (`pulsar bridge`, `pulsar_core.settings.BridgeSettings`)\n",
+        "What each setting does to polling, dedupe and backfill: [../bridge.md](../bridge.md). "
+        "The ClickHouse credentials have no flag (environment only, from a Secret).\n",
+        settings_table(BridgeSettings, parser_flags(build_bridge_parser())) + "\n",
         "## Operator (`pulsar operator`, `pulsar_operator.config.OperatorSettings`)\n",
         "Environment only (`pulsar operator --standalone` is the one flag).\n",
         settings_table(OperatorSettings, None) + "\n",

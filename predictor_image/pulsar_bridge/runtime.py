@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 _NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
 
 
+DEAD_LETTER_SOURCE = "bridge"  # pulsar deadletters --source bridge (docs/operator.md)
+
+
 class NatsUnavailable(RuntimeError):
     """NATS (with JetStream) could not be reached at start."""
 
@@ -148,7 +151,7 @@ async def run(settings: BridgeSettings, stop: asyncio.Event,
                         polling=client is not None)
         origin = (client.table.describe() if client is not None
                   else str(settings.relay_subject))
-        rejects = Rejects(metrics, f"bridge-{settings.city}-{settings.service_type}", origin)
+        rejects = Rejects(metrics, DEAD_LETTER_SOURCE, origin)
         if client is None:
             await Relay(nc, js, str(settings.relay_subject), subject, scope, metrics, rejects,
                         health).start()

@@ -57,7 +57,7 @@ async def test_relay_keeps_the_scope_and_sets_bad_records_aside(
             return len(await signal_messages(nats_server.url, "pulsar.signals.relay.eco")) > 0
 
         await _eventually(relayed)
-        letters = await list_dead_letters(nats_server.url, source="bridge-relay-eco")
+        letters = await list_dead_letters(nats_server.url, source="bridge")
     finally:
         await nc.close()
         stop.set()

@@ -13,7 +13,7 @@ from typing import Any
 
 from pulsar_operator.builders import SurgeModel, bridge_name, build_bridge_deployment, short_hash
 from pulsar_operator.children import holds
-from pulsar_operator.kube import DEPLOYMENTS, Kube
+from pulsar_operator.kube import DEPLOYMENTS, Kube, KubeError
 from pulsar_operator.recorder import Decision
 from pulsar_operator.runtime import Key
 from pulsar_operator.status import Signals, Status, Step
@@ -81,9 +81,19 @@ async def _run(kube: Kube, model: SurgeModel, base: Signals, previous: Signals |
 
 async def _remove(kube: Kube, model: SurgeModel, previous: Signals | None,
                   watched: Watched) -> None:
-    """Delete this model's bridge when the spec no longer asks for it (or another model of
-    the scope owns it): a follower never polls beside the owner."""
+    """Stop this model's bridge when the spec no longer asks for it (or another model of the
+    scope owns it): scaled to zero, so no second poller runs; the owned Deployment stays until
+    the model goes (like a retired challenger), so the operator needs no delete permission on
+    Deployments (operator/pulsar_operator/rbac.py)."""
     name = bridge_name(model)
-    if ("Deployment", model.namespace, name) in watched or \
-            (previous is not None and previous.deployment):
-        await kube.delete(DEPLOYMENTS, model.namespace, name)
+    live = watched.get(("Deployment", model.namespace, name))
+    if live is not None:
+        if (live.get("spec") or {}).get("replicas") == 0:
+            return
+    elif previous is None or not previous.deployment:
+        return
+    try:
+        await kube.patch(DEPLOYMENTS, model.namespace, name, {"spec": {"replicas": 0}})
+    except KubeError as error:
+        if error.status != 404:
+            raise

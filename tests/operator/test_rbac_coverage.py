@@ -17,6 +17,7 @@ from pulsar_operator.rbac import RULES
 
 from pulsar_core.events import retrain_subject
 from tests.operator.conftest import (
+    DEPLOYMENTS,
     GOOD,
     JOBS,
     NS,
@@ -165,6 +166,23 @@ def _operator_calls(server: Any) -> set[Call]:
     return calls
 
 
+async def _bridge_on_and_off(server: Any) -> None:
+    """A signal bridge started from ClickHouse, then stopped: scaled to zero, no delete."""
+    await _drive(server, "PATCH", f"{SM_PATH}/tehran-eco", {"spec": {
+        "cityId": 1, "signals": {"source": "bridge"},
+        "data": {"uris": None, "clickhouse": {"url": "http://ch:8123",
+                                              "credentialsSecret": {"name": "ch"}}}}})
+    await eventually(lambda: (status_of(server, "tehran-eco").get("signals") or {})
+                     .get("deployment"), what="the bridge Deployment")
+    await _drive(server, "PATCH", f"{SM_PATH}/tehran-eco",
+                 {"spec": {"signals": {"source": "external"}}})
+    await eventually(lambda: "signals" not in status_of(server, "tehran-eco"),
+                     what="the bridge stopped")
+    await eventually(lambda: [d["spec"]["replicas"] for d in objects(server, DEPLOYMENTS)
+                              if d["metadata"]["name"] == "tehran-eco-bridge"] == [0],
+                     what="the bridge scaled to zero")
+
+
 async def _lifecycle(server: Any, mlflow_uri: str, nats_url: str) -> dict[str, Any]:
     """Create -> Job -> Job done -> gate -> predictor ready -> new version rolled -> retrain
     over NATS -> spec edit -> delete."""
@@ -189,6 +207,7 @@ async def _lifecycle(server: Any, mlflow_uri: str, nats_url: str) -> dict[str, A
         await _publish(nats_url, retrain_subject("tehran", "eco"),
                        [("rbac-1", json.dumps({"reason": "drift"}).encode())])
         await eventually(lambda: len(objects(server, JOBS)) == 2, what="the retrain Job")
+        await _bridge_on_and_off(server)
         await _drive(server, "PATCH", f"{SM_PATH}/tehran-eco", {"spec": {"paused": True}})
         await eventually(lambda: status_of(server, "tehran-eco").get("phase") == "Paused")
         final = dict(server.objects[SM, NS, "tehran-eco"].raw)

@@ -79,3 +79,28 @@ def test_no_credential_value_in_anything_pulsar_writes(installed: Installed) -> 
     assert not leaks, f"credential values in objects Pulsar wrote: {leaks}"
     assert USER not in installed.operator_log() and PASSWORD not in installed.operator_log()
     installed.assert_no_traceback()
+
+
+def test_a_bridge_no_longer_asked_for_stops_under_the_charts_rbac(installed: Installed) -> None:
+    """The chart grants no delete on Deployments: the bridge is scaled to zero instead (and
+    goes with its model through the garbage collector)."""
+    api = installed.api
+    restricted_namespace(api, NS)
+    api.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+               "metadata": {"name": "clickhouse-reader", "namespace": NS},
+               "data": {"username": base64.b64encode(USER.encode()).decode(),
+                        "password": base64.b64encode(PASSWORD.encode()).decode()}})
+    api.apply(_model("stopping", cityId=2, city="mashhad",
+                     data={"clickhouse": CLICKHOUSE}, signals={"source": "bridge"}))
+    wait_for(lambda: api.get("Deployment", "stopping-bridge", NS), 60, "the bridge",
+             installed.diagnose)
+    api.patch("SurgeModel", "stopping", {"spec": {"signals": {"source": "external"}}}, NS)
+
+    def stopped() -> bool:
+        bridge = api.get("Deployment", "stopping-bridge", NS) or {}
+        status = (api.get("SurgeModel", "stopping", NS) or {}).get("status") or {}
+        return bridge.get("spec", {}).get("replicas") == 0 and "signals" not in status
+
+    wait_for(stopped, 60, "the bridge scaled to zero", installed.diagnose)
+    status = api.get("SurgeModel", "stopping", NS)["status"]
+    assert "rejectedChild" not in status, status.get("rejectedChild")

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test e2e lint bench clean
+.PHONY: install demo test e2e images lint bench clean
 
 $(STAMP): pyproject.toml docker/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(STAMP)
 # The real-control-plane tier alone (etcd + kube-apiserver + controllers; see docs/operator.md).
 e2e: $(STAMP)
 	$(BIN)/python -m pytest -q -m e2e
+
+# Build the three images on a local Debian base (buildah, mmdebstrap; root) and start each
+# entrypoint under podman with its pod's security settings (tests/images; `make test` runs it too).
+images: $(STAMP)
+	$(BIN)/python -m pytest -q -m images tests/images
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

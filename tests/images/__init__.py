@@ -1,0 +1,1 @@
+"""Images built (buildah) and started (podman) for real."""

@@ -26,6 +26,7 @@ from pulsar_core.live_signals import ensure_signals_stream
 log = logging.getLogger(__name__)
 Published = dict[int, dict[Key, str]]  # period -> (hexagon, service type) -> digest
 _BATCH = 512
+_SKEW_SECONDS = 600
 
 
 async def ensure_dedupe_window(js: Any, seconds: float) -> None:
@@ -73,8 +74,9 @@ async def read_back(client: Any, subject: str, since_period: int, wait: float = 
     """The digests this subject's bridge published for periods >= `since_period` (epoch s).
 
     A period's rows are published only once it has closed, so every such message was stored
-    at or after `since_period` by the wall clock: the replay starts there, not at the
-    stream's beginning."""
+    at or after `since_period` by the wall clock: the replay starts there (less a margin for
+    clock skew between this host and the NATS server), not at the stream's beginning. Memory
+    holds only the digests of those periods, however many messages the replay passes."""
     js = client.jetstream(timeout=5)
     info = await js.stream_info(SIGNALS_STREAM)
     last = int(info.state.last_seq or 0)
@@ -83,7 +85,8 @@ async def read_back(client: Any, subject: str, since_period: int, wait: float = 
         return found
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_TIME, ack_policy=AckPolicy.NONE,
-        opt_start_time=datetime.fromtimestamp(since_period, UTC), inactive_threshold=60.0,
+        opt_start_time=datetime.fromtimestamp(since_period - _SKEW_SECONDS, UTC),
+        inactive_threshold=60.0,
         headers_only=True)
     pull = await js.pull_subscribe(subject, stream=SIGNALS_STREAM, config=config)
     try:

@@ -48,6 +48,8 @@ SNAPSHOT_DTYPES: dict[str, str] = {
 
 # A snapshot without a city (a live message, an API row, a pyfunc frame) belongs to city 1.
 DEFAULT_CITY_ID = 1
+# Largest city / service type id (int32, as the CRD, ClickHouse and the bridge bound them).
+MAX_ID = 2**31 - 1
 
 # Plausible values (inclusive): generous multiples of what real exports show (demand <= ~1,100,
 # surge -28..30 %, cumulative clipped at -50/200 %), tight enough to catch unit mistakes. Row

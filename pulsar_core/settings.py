@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pulsar_core.contract import PERIOD_MINUTES
+from pulsar_core.contract import MAX_ID, PERIOD_MINUTES
 from pulsar_core.fallback import Fallback
 from pulsar_core.gate import PromotionPolicy
 from pulsar_core.models.config import CNNConfig, ElasticNetConfig
@@ -27,6 +27,18 @@ SECRET_FIELDS = frozenset({"clickhouse_user", "clickhouse_password", "nats_passw
                            "auth_token"})
 MAX_HORIZON_MINUTES = 1440.0
 _ELASTICNET, _CNN = ElasticNetConfig(), CNNConfig()  # the hyper-parameters' owners
+# One token of a NATS subject: no wildcard (* >), no separator (.), no whitespace.
+_SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def subject_token_problem(value: str) -> str | None:
+    """Why `value` cannot be one token of a NATS subject (None when it can): `*` or `>` would
+    subscribe to other scopes' subjects, a dot or a space makes another subject."""
+    if _SUBJECT_TOKEN.fullmatch(value):
+        return None
+    return (f"{value[:40]!r} cannot be a NATS subject token (a wildcard '*' or '>', a dot, "
+            "whitespace or an empty slug would subscribe to or publish on another scope's "
+            "subject); use 1-128 ASCII letters, digits, '-' or '_', e.g. 'tehran'")
 
 
 def horizon_problem(minutes: float) -> str | None:
@@ -70,9 +82,11 @@ class TrainSettings(_EnvContract):
     registered_model_name: str | None = Field(
         None, description="MLflow registered model; default pulsar-<city>-<service_type>.")
     city: str = Field("tehran", description="City slug, part of the registered model name.")
-    city_id: int | None = Field(None, description="Keep only rows of this city id.")
+    city_id: int | None = Field(
+        None, ge=0, le=MAX_ID, description="Keep only rows of this city id.")
     service_type: str = Field("all", description="Service slug, part of the model name.")
-    service_type_id: int | None = Field(None, description="Keep only this service type id.")
+    service_type_id: int | None = Field(
+        None, ge=0, le=MAX_ID, description="Keep only this service type id.")
     data_uri: list[str] = Field(
         default_factory=list, description="Files, directories, globs or pyarrow URIs (s3://)."
     )
@@ -213,6 +227,24 @@ class ServeSettings(_EnvContract):
     role: Literal["champion", "shadow"] = Field(
         "champion", description="champion serves clients; shadow (a challenger beside it) "
         "forecasts the same live signals only to be scored, and never asks for a retrain.")
+
+    @field_validator("city", "service_type")
+    @classmethod
+    def _one_subject_token(cls, value: str) -> str:
+        if problem := subject_token_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("retrain_subject")
+    @classmethod
+    def _one_concrete_subject(cls, value: str | None) -> str | None:
+        """Drift requests are published there: a wildcard is no subject to publish on."""
+        if value is None:
+            return None
+        for token in value.split("."):
+            if problem := subject_token_problem(token):
+                raise ValueError(f"retrain_subject {value[:80]!r}: {problem}")
+        return value
 
     @field_validator("auth_token")
     @classmethod

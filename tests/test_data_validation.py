@@ -123,3 +123,21 @@ def test_records_to_snapshots_refuses_bad_rows_instead_of_dropping_them() -> Non
         records_to_snapshots(_raw())
     with pytest.raises(DataContractError, match="missing column 'hex_id'"):
         records_to_snapshots(_raw().drop(columns=[RawCol.HEX_ID]))
+
+
+def test_ids_beyond_int32_are_out_of_range_row_by_row() -> None:
+    frame = _snapshots().head(4).copy()
+    frame[Col.SERVICE_TYPE] = [1, 2**62, 2**31, 2**31 - 1]
+    frame.loc[0, Col.CITY_ID] = 2**40
+    clean, rejected = validate_snapshots(frame)
+    assert rejected["reason"].tolist() == ["out_of_range:city_id", "out_of_range:service_type",
+                                           "out_of_range:service_type"]
+    assert clean[Col.SERVICE_TYPE].tolist() == [2**31 - 1]
+    raw = pd.DataFrame([{RawCol.HEX_ID: int(frame[Col.HEXAGON].iloc[0]), RawCol.SERVICE_TYPE: s,
+                         RawCol.CITY_ID: 1, RawCol.CLICKHOUSE_TIME: "2025-11-19T10:00:00Z",
+                         RawCol.SURGE_PERCENT: 1.0, RawCol.SURGE_ABSOLUTE: 1.0,
+                         RawCol.CUMULATIVE_SURGE_PERCENT: 1.0,
+                         RawCol.CUMULATIVE_SURGE_ABSOLUTE: 1.0, RawCol.RULE_SHEET_ID: 1}
+                        for s in (1, 2**62)])
+    clean, rejected = validate_raw_records(raw)
+    assert rejected["reason"].tolist() == ["out_of_range:service_type"] and len(clean) == 1

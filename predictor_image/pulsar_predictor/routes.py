@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import ClientDisconnect
 
+from pulsar_core.contract import MAX_ID
 from pulsar_predictor.errors import ClientGone, Forbidden, Unauthorized
 from pulsar_predictor.runtime import Runtime
 from pulsar_predictor.schemas import (
@@ -83,7 +84,7 @@ async def forecast_top(
     request: Request,
     horizon: Annotated[float, Query(gt=0, le=1440, description="Minutes ahead.")] = 30.0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-    service_type: Annotated[int | None, Query(ge=0)] = None,
+    service_type: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
 ) -> Response:
     """From the live buffer: where demand is expected to rise most (where drivers should go)."""
     body = await runtime(request).service.top(horizon, limit, service_type)

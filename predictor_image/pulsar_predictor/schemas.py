@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pulsar_core.contract import DEFAULT_CITY_ID, VALUE_RANGE, Col
+from pulsar_core.contract import DEFAULT_CITY_ID, MAX_ID, VALUE_RANGE, Col
 
 HexagonRef = str | int
+# A city or service type id: an int32, as the CRD and the data contract bound it.
+Id = Annotated[int, Field(ge=0, le=MAX_ID)]
 
 
 def _ranged(column: str) -> Any:
@@ -25,8 +27,8 @@ class HistoryRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hexagon: HexagonRef = Field(description="H3 cell, as a string ('882c...fff') or an int.")
-    service_type: int = Field(ge=0, description="Service type id (1 Eco, 2 Plus, ...).")
-    city_id: int = Field(DEFAULT_CITY_ID, ge=0)
+    service_type: int = Field(ge=0, le=MAX_ID, description="Service type id (1 Eco, 2 Plus, ...).")
+    city_id: int = Field(DEFAULT_CITY_ID, ge=0, le=MAX_ID)
     period_start: datetime = Field(description="Start of the 7.5-minute period (UTC).")
     period_end: datetime | None = Field(None, description="Default: period_start + 7.5 min.")
     demand_signal: float = _ranged(Col.DEMAND_SIGNAL)
@@ -50,8 +52,8 @@ class HistoryColumns(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hexagon: list[HexagonRef]
-    service_type: list[int]
-    city_id: list[int] | None = Field(
+    service_type: list[Id]
+    city_id: list[Id] | None = Field(
         None, description=f"Default: {DEFAULT_CITY_ID} for every row.")
     period_start: list[datetime]
     period_end: list[datetime | None] | None = Field(
@@ -84,7 +86,7 @@ class ForecastRequest(BaseModel):
     hexagons: list[HexagonRef] = Field(
         min_length=1, description="H3 cells (string or int); more than the server's limit -> 413."
     )
-    service_type: int | None = Field(None, ge=0, description="Only this service type.")
+    service_type: int | None = Field(None, ge=0, le=MAX_ID, description="Only this service type.")
     horizons_minutes: list[float] | None = Field(
         None, min_length=1, description="Subset of the model's horizons; default: all of them."
     )

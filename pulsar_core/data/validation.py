@@ -15,7 +15,7 @@ import h3.api.basic_int as h3i
 import numpy as np
 import pandas as pd
 
-from pulsar_core.contract import PERIOD, SNAPSHOT_DTYPES, VALUE_RANGE, Col, RawCol
+from pulsar_core.contract import MAX_ID, PERIOD, SNAPSHOT_DTYPES, VALUE_RANGE, Col, RawCol
 from pulsar_core.data.errors import DataContractError
 from pulsar_core.data.window import TimeWindow
 
@@ -230,6 +230,11 @@ def _outside(values: pd.Series, low: float, high: float) -> np.ndarray:
     return np.asarray(~np.isnan(array) & ~inside)
 
 
+def _bad_id(ids: pd.Series) -> pd.Series:
+    """Ids outside [1, MAX_ID]: an id no int32 column (CRD, ClickHouse) can hold."""
+    return (ids <= 0) | (ids > MAX_ID)
+
+
 def _null_checks(df: pd.DataFrame, columns: Iterable[str]) -> list[tuple[str, np.ndarray]]:
     return [(f"null:{c}", df[c].isna().to_numpy()) for c in columns if c not in NULLABLE]
 
@@ -262,8 +267,8 @@ def validate_snapshots(
         *_null_checks(typed, SNAPSHOT_DTYPES),
         *(window or TimeWindow()).checks(start, Col.PERIOD_START),
         ("invalid_hexagon", ~valid_cells(typed[Col.HEXAGON].fillna(0))),
-        ("out_of_range:service_type", typed[Col.SERVICE_TYPE] <= 0),
-        ("out_of_range:city_id", typed[Col.CITY_ID] <= 0),
+        ("out_of_range:service_type", _bad_id(typed[Col.SERVICE_TYPE])),
+        ("out_of_range:city_id", _bad_id(typed[Col.CITY_ID])),
         ("misaligned_period", start_ns % PERIOD_NS != 0),
         # int64 arithmetic: a Timedelta of dates centuries apart would overflow and raise
         ("bad_period_end", end_ns - start_ns != PERIOD_NS),
@@ -356,8 +361,8 @@ def validate_raw_records(
         *_null_checks(typed, RAW_DTYPES),
         *(window or TimeWindow()).checks(typed[RawCol.CLICKHOUSE_TIME], RawCol.CLICKHOUSE_TIME),
         ("invalid_hexagon", ~valid_cells(typed[RawCol.HEX_ID].fillna(0))),
-        ("out_of_range:service_type", typed[RawCol.SERVICE_TYPE] <= 0),
-        ("out_of_range:city_id", typed[RawCol.CITY_ID] <= 0),
+        ("out_of_range:service_type", _bad_id(typed[RawCol.SERVICE_TYPE])),
+        ("out_of_range:city_id", _bad_id(typed[RawCol.CITY_ID])),
         *_surge_checks(typed, RawCol.SURGE_PERCENT, RawCol.CUMULATIVE_SURGE_PERCENT,
                        RawCol.SURGE_ABSOLUTE, RawCol.CUMULATIVE_SURGE_ABSOLUTE),
     ])

@@ -78,3 +78,28 @@ async def test_limits_and_invalid_input_name_the_field(app) -> None:
         assert "Traceback" not in garbage.text
         top = await client.get("/v1/forecast/top", headers=AUTH, params={"limit": 0})
         assert top.status_code == 422 and top.json()["error"]["field"] == "limit"
+
+
+async def test_service_type_and_city_ids_beyond_the_id_range_are_422_naming_the_field(
+        app) -> None:
+    row = {"hexagon": cells(1)[0], "service_type": 1, "city_id": 1,
+           "period_start": "2025-11-19T10:00:00Z", "demand_signal": 1.0, "supply_signal": 1.0,
+           "acceptance_rate": 0.5, "price_conversion": 0.5, "surge_percent": 0.0,
+           "surge_absolute": 0.0, "cumulative_surge_percent": 0.0,
+           "cumulative_surge_absolute": 0.0}
+    async with serving(app) as client:
+        for huge in (2**62, 2**70):
+            answers = {
+                "service_type": await client.post("/v1/forecast", headers=AUTH, json={
+                    "hexagons": cells(1), "service_type": huge}),
+                "history[0].service_type": await client.post("/v1/forecast", headers=AUTH, json={
+                    "hexagons": cells(1), "history": [row | {"service_type": huge}]}),
+                "history[0].city_id": await client.post("/v1/forecast", headers=AUTH, json={
+                    "hexagons": cells(1), "history": [row | {"city_id": huge}]}),
+            }
+            for field, answer in answers.items():
+                assert answer.status_code == 422, (field, answer.text)
+                assert answer.json()["error"]["field"] == field
+            top = await client.get("/v1/forecast/top", headers=AUTH,
+                                   params={"service_type": huge})
+            assert top.status_code == 422 and top.json()["error"]["field"] == "service_type"

@@ -226,6 +226,18 @@ def copy_problems(text: str) -> list[str]:
     return problems
 
 
+PRUNE = "sh docker/prune-venv.sh /opt/pulsar"
+
+
+def prune_problems(text: str) -> list[str]:
+    """The builder prunes the venv after its last install, so the final stage copies less."""
+    split = stages(text)
+    runs = [args for keyword, args in (split[0] if len(split) > 1 else []) if keyword == "RUN"]
+    if not runs or not runs[-1].endswith(PRUNE):
+        return [f"builder's last RUN must end with `{PRUNE}` (drops what never runs)"]
+    return []
+
+
 def optional_closure(extra: str) -> list[str]:
     """The requirement strings of `extra`, self-references (pulsar-surge[ml]) expanded."""
     found = []
@@ -242,7 +254,7 @@ def optional_closure(extra: str) -> list[str]:
 def all_problems(text: str, image: Image) -> list[str]:
     return (base_problems(text) + final_stage_problems(text)
             + install_problems(text, image.extra) + entrypoint_problems(text, image.command)
-            + copy_problems(text) + package_dir_problems(text))
+            + copy_problems(text) + package_dir_problems(text) + prune_problems(text))
 
 
 @pytest.mark.parametrize("image", IMAGES, ids=lambda image: image.dockerfile)
@@ -292,7 +304,8 @@ ENTRYPOINT ["pulsar", "training"]
                      "PYTHONDONTWRITEBYTECODE", "HOME=None", f"install with -c {CONSTRAINTS}",
                      f"install {TORCH} from {CPU_INDEX}", "installs extras ['trainr']",
                      "existing `pulsar` subcommand", "COPY tests: excluded by .dockerignore",
-                     "package folder 'operator' neither copied nor created"):
+                     "package folder 'operator' neither copied nor created",
+                     "docker/prune-venv.sh"):
         assert expected in found, f"{expected!r} not reported in:\n{found}"
 
 

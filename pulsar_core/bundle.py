@@ -57,6 +57,10 @@ class IncompatibleBundle(RuntimeError):
     """The bundle was written in another major format than this pulsar_core reads."""
 
 
+class UnsafeBundle(ValueError):
+    """The bundle's MLmodel names a file outside its own download (`..`, an absolute path)."""
+
+
 class BundleNotFound(LookupError):
     """No version (or alias) of the registered model matches the request."""
 
@@ -216,8 +220,21 @@ def read_bundle(local_dir: Path, where: str = "bundle") -> tuple[Forecaster, dic
     _check_format(metadata, where)
     pyfunc = model.flavors.get("python_function", {})
     artifact = (pyfunc.get("artifacts") or {}).get(ARTIFACT, {})
-    relative = artifact.get("path", f"artifacts/{ARTIFACT}")
-    return Forecaster.load(Path(local_dir) / relative), metadata
+    relative = str(artifact.get("path", f"artifacts/{ARTIFACT}"))
+    return Forecaster.load(_inside(Path(local_dir), relative, where)), metadata
+
+
+def _inside(local_dir: Path, relative: str, where: str) -> Path:
+    """`relative` under the download, refused when it (or a link in it) leads outside: an
+    MLmodel written by anyone who can register a version must not choose which files load."""
+    root = local_dir.resolve()
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root):
+        raise UnsafeBundle(
+            f"{where}: MLmodel's python_function.artifacts.{ARTIFACT}.path {relative[:80]!r} "
+            f"leads outside the downloaded bundle ({root}); a bundle's files must stay inside "
+            "it: register a version logged by pulsar train (log_bundle)")
+    return target
 
 
 def _files_uri(tracking_uri: str, source: str, where: str) -> str:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -31,9 +33,31 @@ from pulsar_core.models.explain import explain
 
 log = logging.getLogger(__name__)
 BUNDLE_JSON = "forecaster.json"
+T = TypeVar("T")
 _DIRECTIONS = np.array(["down", "flat", "up"], dtype=object)
 _BLOCK_COLUMNS = (ForecastCol.VALUE, ForecastCol.CHANGE_PCT, ForecastCol.DIRECTION,
                   ForecastCol.CONFIDENCE, ForecastCol.MODEL, ForecastCol.EXPLANATION)
+
+
+class UnreadableBundleFile(ValueError):
+    """A file of a saved Forecaster is missing, truncated or corrupt."""
+
+
+def _read(directory: Path, name: str, read: Callable[[Path], T]) -> T:
+    """`read(directory / name)`, any failure named after the file (a truncated cnn.pt
+    otherwise says only 'PytorchStreamReader failed reading zip archive')."""
+    try:
+        return read(directory / name)
+    except (OSError, EOFError, RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        detail = str(error).split(". ", 1)[0][:160]
+        raise UnreadableBundleFile(
+            f"{name} in {directory} is missing or damaged ({type(error).__name__}: {detail}); "
+            "re-upload the version's artifacts or register a newly trained one") from error
+
+
+def _npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as arrays:
+        return {key: arrays[key] for key in arrays.files}
 
 
 @dataclass
@@ -211,15 +235,16 @@ class Forecaster:
         import torch
 
         directory = Path(directory)
-        document = json.loads((directory / BUNDLE_JSON).read_text())
+        document = _read(directory, BUNDLE_JSON, lambda path: json.loads(path.read_text()))
         if document.get("bundle_format") != pulsar_core.BUNDLE_FORMAT_VERSION:
             raise ValueError(f"bundle format {document.get('bundle_format')} in {directory} is "
                              f"not {pulsar_core.BUNDLE_FORMAT_VERSION}: retrain the model")
-        with np.load(directory / "elasticnet.npz") as arrays:
-            elasticnet = ElasticNetModel.from_state(document["elasticnet"], dict(arrays))
+        arrays = _read(directory, "elasticnet.npz", _npz)
+        elasticnet = ElasticNetModel.from_state(document["elasticnet"], arrays)
         cnn = None
         if document.get("cnn") is not None:
-            state = torch.load(directory / "cnn.pt", map_location="cpu", weights_only=True)
+            state = _read(directory, "cnn.pt", lambda path: torch.load(
+                path, map_location="cpu", weights_only=True))
             cnn = load_cnn(document["cnn"], state, len(document["sequence_channels"]),
                            len(elasticnet.names))
         return cls(spec=FeatureSpec.from_dict(document["spec"]), elasticnet=elasticnet, cnn=cnn,

@@ -185,9 +185,14 @@ class Runtime:
         if self.refresh_error is not None:
             reasons.append(f"live forecasts are not refreshing ({self.refresh_failures} "
                            f"failures in a row, retrying): {self.refresh_error}")
+        ready = not reasons
+        # A failed swap leaves the old model serving, so the pod stays ready; the failure is
+        # still shown (docs/predictor.md: "kept in /readyz's reasons").
+        if (note := self.slot.failure_note()) is not None:
+            reasons.append(note)
         secrets = [self.settings.auth_token]
         reasons = [redact(reason, secrets) for reason in reasons]
-        return Readiness(ready=not reasons, reasons=reasons,
+        return Readiness(ready=ready, reasons=reasons,
                          model_version=model.version if model else None,
                          live_series=self.buffer.series_count(), live_age_seconds=age)
 

@@ -164,7 +164,9 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
-    reasons: list[str] = Field(description="Why not ready; empty when ready.")
+    reasons: list[str] = Field(
+        description="Why not ready; while ready, why the version the registry names is not the "
+        "one served (its load failed, or the registry poll did). Empty when all is well.")
     model_version: str | None
     live_series: int
     live_age_seconds: float | None

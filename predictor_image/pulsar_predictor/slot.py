@@ -72,6 +72,9 @@ class ModelSlot:
         self.loader = loader
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
+        # The version whose load failed last (None: the registry poll itself failed, or the
+        # version the registry names at start-up could not be resolved).
+        self.failed_version: str | None = None
         self._on_swap = on_swap
         self._on_failure = on_failure
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
@@ -84,7 +87,7 @@ class ModelSlot:
             loaded = self.loader.load(version)
         except Exception as error:  # any load failure must leave the old model serving
             message = redact(f"{type(error).__name__}: {error}")
-            self.last_error = message
+            self.last_error, self.failed_version = message, version
             log.error("model load failed (version=%s), keeping %s: %s", version,
                       self.current.version if self.current else "no model", message)
             if self._on_failure is not None:
@@ -92,7 +95,7 @@ class ModelSlot:
             return None
         previous = self.current
         self.current = loaded  # the atomic swap: one reference assignment
-        self.last_error = None
+        self.last_error = self.failed_version = None
         log.info("serving %s version %s (was %s)", loaded.name, loaded.version,
                  previous.version if previous else "none")
         if self._on_swap is not None:
@@ -121,11 +124,26 @@ class ModelSlot:
             wanted = self.loader.resolve()
         except Exception as error:  # a registry outage must not stop serving
             self.last_error = redact(f"registry poll failed: {type(error).__name__}: {error}")
+            self.failed_version = None
             log.warning("%s", self.last_error)
             return None
-        if wanted is None or (self.current is not None and self.current.version == wanted):
+        if self.current is not None and self.current.version == wanted:
+            self.last_error = self.failed_version = None  # the registry names what is served
+            return None
+        if wanted is None:
             return None
         return self.reload(wanted)
+
+    def failure_note(self) -> str | None:
+        """While a model serves: why the registry's choice is not the one served (or None)."""
+        if self.current is None or self.last_error is None:
+            return None
+        if self.last_error.startswith("registry poll failed"):
+            return f"{self.last_error}; still serving version {self.current.version}"
+        which = (f"version {self.failed_version}" if self.failed_version is not None
+                 else "the version the registry names")
+        return (f"{which} failed to load, still serving version {self.current.version}: "
+                f"{self.last_error}")
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -42,6 +42,14 @@ class Metrics:
             registry=r)
         self.model_load_failed = Gauge(
             "pulsar_model_last_load_failed", "1 when the latest load attempt failed.", registry=r)
+        self.promotion_events = Counter(
+            "pulsar_promotion_events_total", "pulsar.events.model.promoted events of this model "
+            "by outcome: confirmed / unconfirmed by the registry, repeated (judged within the "
+            "alias-poll period), served, pinned, malformed, lookup_failed.", ["outcome"],
+            registry=r)
+        self.promotion_lookups = Counter(
+            "pulsar_promotion_lookups_total", "Registry reads caused by promotion events (at most "
+            "one per version per alias-poll period; concurrent events share one).", registry=r)
         self.live_series = Gauge(
             "pulsar_live_series", "Series (hexagon x service) in the live buffer.", registry=r)
         self.live_rows = Gauge("pulsar_live_rows", "Rows in the live buffer.", registry=r)

@@ -28,6 +28,7 @@ from pulsar_predictor.feed import SignalFeed
 from pulsar_predictor.forecast_cache import LiveForecasts
 from pulsar_predictor.loader import RegistryLoader
 from pulsar_predictor.metrics import Metrics
+from pulsar_predictor.promotions import PromotionHints
 from pulsar_predictor.schemas import ModelInfo, ModelRef, Readiness
 from pulsar_predictor.scores import ScoreOutbox
 from pulsar_predictor.service import ForecastService
@@ -62,6 +63,7 @@ class Runtime:
         self.executor = ThreadPoolExecutor(predict_threads(), thread_name_prefix="predict")
         self.service = ForecastService(settings, self.slot, self.buffer, self.breaker,
                                        self.metrics, self.executor)
+        self.hints = PromotionHints(self.slot, self.metrics, settings.alias_poll_seconds)
         self.feed = SignalFeed(settings, self.buffer, self.metrics, self._promoted)
         self.drift = DriftMonitor(settings, self.metrics, drift)
         self.scores = ScoreOutbox(settings, self.metrics)
@@ -86,6 +88,7 @@ class Runtime:
                 log.warning("background task %s had died: %s", task.get_name(),
                             task.exception())  # logged; the NATS drain below still runs
         await self.feed.stop()
+        self.hints.close()
         self.slot.close()
         self.executor.shutdown(wait=True, cancel_futures=True)
 
@@ -151,11 +154,13 @@ class Runtime:
         await self.scores.flush(self.feed.client)
 
     def _promoted(self, event: ModelPromoted) -> None:
+        """A hint only: the registry (or the pin) decides what is served (promotions.py)."""
         if self.settings.model_version:
-            log.info("ignoring promotion of %s: version %s is pinned", event.version,
-                     self.settings.model_version)
+            self.metrics.promotion_events.labels("pinned").inc()
+            log.debug("ignoring promotion of %s: version %s is pinned", event.version[:40],
+                      self.settings.model_version)
             return
-        self.slot.reload(event.version)
+        self.hints.heard(event.version)
 
     def _swapped(self, model: LoadedModel) -> None:
         self.metrics.model_info.clear()

@@ -38,8 +38,8 @@ async def _publish(url: str, versions: list[str]) -> None:
 
 
 def _ignored(caplog, version: str) -> int:
-    return sum(1 for record in caplog.records
-               if record.getMessage().startswith(f"ignoring promotion event for version '{version}'"))
+    line = f"ignoring promotion event for version '{version}'"
+    return sum(1 for record in caplog.records if record.getMessage().startswith(line))
 
 
 async def test_forged_promotions_are_ignored_counted_logged_once_and_looked_up_once(

@@ -227,6 +227,22 @@ class ServeSettings(_EnvContract):
     role: Literal["champion", "shadow"] = Field(
         "champion", description="champion serves clients; shadow (a challenger beside it) "
         "forecasts the same live signals only to be scored, and never asks for a retrain.")
+    max_headers: int = Field(
+        100, ge=10, le=10_000, description="A request with more headers answers 431 and its "
+        "connection is closed.")
+    max_header_bytes: int = Field(
+        16 << 10, ge=1024, le=1 << 20, description="A request line plus headers larger than "
+        "this answers 431 and its connection is closed.")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="A connection whose request headers are not complete "
+        "this long after it opened (or after its previous response) answers 408 and is closed, "
+        "so half-sent requests cannot hold sockets.")
+    keep_alive_seconds: int = Field(
+        5, ge=1, le=300, description="An idle keep-alive connection is closed after this long.")
+    max_concurrency: int = Field(
+        1000, ge=2, description="Open connections plus running requests beyond which new "
+        "requests answer 503 (uvicorn's limit_concurrency); /healthz, /readyz and /metrics are "
+        "exempt, so probes do not restart a busy pod.")
 
     @field_validator("city", "service_type")
     @classmethod

@@ -62,11 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from pulsar_predictor.app import create_app
+    from pulsar_predictor.http_limits import uvicorn_config
 
-    config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port,
-        log_level=args.log_level, timeout_graceful_shutdown=int(args.drain_seconds),
-        access_log=False, lifespan="on", log_config=None)  # uvicorn logs via the root handler
+    config = uvicorn_config(settings, create_app(settings), log_level=args.log_level,
+                            drain_seconds=args.drain_seconds)
     print(f"pulsar serve: {settings.registered_model} on http://{settings.host}:{settings.port}"
           " (docs at /docs)")
     uvicorn.Server(config).run()

@@ -43,7 +43,7 @@ class Metrics:
         self.model_load_failed = Gauge(
             "pulsar_model_last_load_failed", "1 when the latest load attempt failed.", registry=r)
         self.promotion_events = Counter(
-            "pulsar_promotion_events_total", "pulsar.events.model.promoted events of this model "
+            "pulsar_promotion_events_total", "Promotion events (MODEL_PROMOTED) of this model "
             "by outcome: confirmed / unconfirmed by the registry, repeated (judged within the "
             "alias-poll period), served, pinned, malformed, lookup_failed.", ["outcome"],
             registry=r)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -23,6 +24,7 @@ from pulsar_core.settings import BridgeSettings
 from pulsar_core.settings_flags import add_settings_flags, describe_error, settings_from
 
 PROG = "pulsar bridge"
+STOP_GRACE_SECONDS = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,11 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _main(settings: BridgeSettings) -> None:
+    """Run until SIGTERM/SIGINT: the bridge stops gracefully; one still starting (NATS or
+    ClickHouse slow to answer) is cancelled after STOP_GRACE_SECONDS, a second signal at once."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    main = asyncio.create_task(run(settings, stop))
+
+    def terminate() -> None:
+        if stop.is_set():
+            main.cancel()
+        stop.set()
+        loop.call_later(STOP_GRACE_SECONDS, main.cancel)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await run(settings, stop)
+        loop.add_signal_handler(sig, terminate)
+    with contextlib.suppress(asyncio.CancelledError):
+        await main
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ from pulsar_core.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
 _NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
+CONNECT_SECONDS = 15.0
 
 
 DEAD_LETTER_SOURCE = "bridge"  # pulsar deadletters --source bridge (docs/operator.md)
@@ -66,9 +67,10 @@ async def connect(url: str) -> Any:
         log.warning("NATS: %s", redact(str(error)) or type(error).__name__)
 
     try:
-        return await nats.connect(url, name="pulsar-bridge", connect_timeout=3,
-                                  max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                  error_cb=quiet)
+        # nats-py retries a first connect as often as a reconnect (forever here): bound it
+        return await asyncio.wait_for(nats.connect(
+            url, name="pulsar-bridge", connect_timeout=3, max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5, error_cb=quiet), timeout=CONNECT_SECONDS)
     except _NATS_ERRORS as error:
         raise NatsUnavailable(f"cannot reach NATS at {redact(url)} "
                               f"({redact(str(error)) or type(error).__name__}); check "

@@ -81,3 +81,25 @@ def test_sigterm_stops_it_cleanly(
         if process.poll() is None:
             process.kill()
     assert code == 0, output
+
+
+def test_unreachable_nats_exits_3_with_the_url_password_masked() -> None:
+    port = free_port()  # nothing listens there
+    code, output = _finish(_bridge("--relay-subject", "kandoo.raw", "--nats-url",
+                                   f"nats://bridge:{WRONG_PASSWORD}@127.0.0.1:{port}"))
+    assert code == 3, output
+    assert "cannot reach NATS" in output
+    assert WRONG_PASSWORD not in output
+
+
+def test_sigterm_while_still_connecting_stops_it() -> None:
+    port = free_port()
+    process = _bridge("--relay-subject", "kandoo.raw", "--nats-url",
+                      f"nats://127.0.0.1:{port}")
+    assert process.stdout is not None
+    for line in process.stdout:  # the first failed connect attempt is logged
+        if "NATS" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    code, output = _finish(process)
+    assert code == 0, output

@@ -20,8 +20,8 @@ import nats.errors
 import pandas as pd
 from nats.aio.msg import Msg
 
-from pulsar_bridge.http import Health
 from pulsar_bridge.metrics import BridgeMetrics
+from pulsar_bridge.probes import Health
 from pulsar_bridge.rejects import Rejects
 from pulsar_bridge.rows import MSG_ID
 from pulsar_core.contract import RawCol

@@ -19,9 +19,9 @@ import nats
 import nats.errors
 import uvicorn
 
-from pulsar_bridge.http import Health, create_app
 from pulsar_bridge.metrics import BridgeMetrics
 from pulsar_bridge.poller import Poller
+from pulsar_bridge.probes import Health, create_app
 from pulsar_bridge.rejects import Rejects
 from pulsar_bridge.relay import Relay
 from pulsar_bridge.signals import ensure_dedupe_window

@@ -4,6 +4,7 @@ the namespaces Pulsar uses)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.stack import Installed, install
+from tests.support import images
 from tests.support.envtest import AssetsMissing, ControlPlane, find_assets
 from tests.support.kubeapi import Api
 from tests.support.kubelet import ProcessKubelet
@@ -47,11 +49,42 @@ def admin(control_plane: ControlPlane) -> Iterator[Api]:
 
 
 @pytest.fixture(scope="session")
-def kubelet(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[ProcessKubelet]:
+def pod_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Container mode, asked for with PULSAR_E2E_CONTAINERS=1: the trainer and predictor pods
+    run from images built here (tests/support/images.py, ~5 min cold), so a mismatch between
+    the operator's pod specs and the images fails the tests. Otherwise (the default) no images:
+    every pod runs as a process from the project's venv."""
+    if os.environ.get("PULSAR_E2E_CONTAINERS") != "1":
+        yield {}
+        return
+    reason = images.missing_prerequisites()
+    if reason:
+        pytest.skip(f"PULSAR_E2E_CONTAINERS=1 but images cannot be built: {reason}")
+    wheel = images.find_torch_wheel()
+    assert wheel is not None
+    base = images.ensure_base()
+    index = images.torch_index(tmp_path_factory.mktemp("torch-index"), wheel)
+    built = {"pulsar-trainer:e2e": "trainer", "pulsar-predictor:e2e": "predictor"}
+    specs = {image.name: image for image in images.IMAGES}
+    try:
+        for name in built.values():
+            images.build(specs[name], base=base, index_dir=index)
+        yield {reference: specs[name].tag for reference, name in built.items()}
+    finally:
+        if os.environ.get("PULSAR_IMAGES_KEEP") != "1":
+            images.remove(specs[name].tag for name in built.values())
+
+
+@pytest.fixture(scope="session")
+def kubelet(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory,
+            pod_images: dict[str, str]) -> Iterator[ProcessKubelet]:
     with control_plane.client() as http:
+        # container mode: the tests' data (SurgeModel URIs name files under the base temp
+        # folder) is shared read-only at the same path
         node = ProcessKubelet(Api(http), tmp_path_factory.mktemp("pods"), "127.0.0.1",
-                              control_plane.port, control_plane.pki.ca_crt)
+                              control_plane.port, control_plane.pki.ca_crt, images=pod_images,
+                              shared_paths=[tmp_path_factory.getbasetemp()] if pod_images
+                              else [])
         node.start()
         try:
             yield node

@@ -202,17 +202,20 @@ def config(tag: str) -> dict[str, Any]:
 
 
 def podman_run_argv(tag: str, pod: dict[str, Any], args: Sequence[str], *,
-                    entrypoint: Sequence[str] | None = None) -> list[str]:
+                    entrypoint: Sequence[str] | None = None,
+                    container: dict[str, Any] | None = None, network: str = "none",
+                    options: Sequence[str] = ()) -> list[str]:
     """`podman run` with the pod spec's own security settings and writable mounts.
 
     The uid/gid, read-only root filesystem, privilege escalation and dropped capabilities come
-    from the pod's (and its first container's) securityContext; every emptyDir volume mounted
-    by the container becomes a tmpfs at its mountPath, as the kubelet would give it.
+    from the pod's and the container's (default: the first) securityContext; every emptyDir
+    volume the container mounts becomes a tmpfs at its mountPath, as a kubelet gives it.
+    `options` go before the image (names, env files, bind mounts).
     """
-    container = pod["containers"][0]
+    container = container if container is not None else pod["containers"][0]
     pod_security = pod.get("securityContext", {})
     security = {**pod_security, **container.get("securityContext", {})}
-    argv = ["podman", "--runtime", "runc", "run", "--rm", "--network", "none", *ULIMITS]
+    argv = ["podman", "--runtime", "runc", "run", "--rm", "--network", network, *ULIMITS]
     if "runAsUser" in security:
         argv += ["--user", f"{security['runAsUser']}:{security.get('runAsGroup', 0)}"]
     if "fsGroup" in pod_security:
@@ -229,7 +232,7 @@ def podman_run_argv(tag: str, pod: dict[str, Any], args: Sequence[str], *,
             argv += ["--tmpfs", f"{mount['mountPath']}:rw,mode=1777"]
     if entrypoint is not None:
         argv += ["--entrypoint", json.dumps(list(entrypoint))]
-    return [*argv, tag, *args]
+    return [*argv, *options, tag, *args]
 
 
 def remove(tags: Iterable[str]) -> None:

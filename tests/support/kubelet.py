@@ -14,6 +14,14 @@ What stands in for the pod sandbox, because there is no container runtime:
   with `KUBERNETES_SERVICE_HOST/PORT` pointing at the API server;
 - HOME and TMPDIR are a folder per pod.
 Probes run every min(periodSeconds, 1) s so tests do not wait on production periods.
+
+Container mode (`images={pod image: local image}`): a container whose image is in the map runs
+from that image under podman (runc) instead, with the pod's security settings (user, read-only
+root, dropped capabilities; tests/support/images.py), its env as the kubelet resolved it, each
+emptyDir as a tmpfs, the service-account files bind-mounted read-only at their real path, and
+the host network, so `PULSAR_HOST` and the probes work as above. `shared_paths` are bind-mounted
+read-only at the same path (test data the SurgeModel's URIs name), made readable to the pod's
+fsGroup first as a kubelet does for a volume. Other images stay processes.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import base64
 import contextlib
 import itertools
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -34,6 +43,7 @@ from typing import Any
 import httpx
 
 from tests.support.envtest import stop_group
+from tests.support.images import podman_run_argv
 from tests.support.kubeapi import Api, ApiError
 
 NODE = "pulsar-envtest-node"
@@ -60,6 +70,7 @@ class Container:
     probe_failures: int = 0
     next_probe: float = 0.0
     restart_at: float = 0.0
+    container_name: str = ""  # set when it runs from an image (container mode)
 
 
 @dataclass
@@ -75,12 +86,32 @@ class PodRun:
     reported: dict[str, Any] = field(default_factory=dict)
 
 
+def _grant_group_read(root: Path, group: int) -> None:
+    """Make `root` readable by the pod's fsGroup, as a kubelet does for a volume with fsGroup.
+
+    pytest's temporary folders are 0700 root's; the pod runs as uid 10001 with that group.
+    """
+    for folder, _, files in os.walk(root):
+        for path, extra in ((folder, stat.S_IRGRP | stat.S_IXGRP),
+                            *((os.path.join(folder, name), stat.S_IRGRP) for name in files)):
+            with contextlib.suppress(FileNotFoundError):
+                info = os.lstat(path)
+                if stat.S_ISLNK(info.st_mode):
+                    continue
+                if info.st_gid != group:
+                    os.chown(path, -1, group)
+                if info.st_mode & extra != extra:
+                    os.chmod(path, stat.S_IMODE(info.st_mode) | extra)
+
+
 class ProcessKubelet:
     """Plays the kubelet for one Node; `start()` runs it in a thread, `stop()` ends every pod."""
 
     def __init__(self, api: Api, workdir: Path, api_host: str, api_port: int, ca_file: Path,
                  node: str = NODE, bin_dir: Path | None = None,
-                 stand_ins: dict[tuple[str, ...], list[str]] | None = None) -> None:
+                 stand_ins: dict[tuple[str, ...], list[str]] | None = None,
+                 images: dict[str, str] | None = None,
+                 shared_paths: list[Path] | None = None) -> None:
         self.api = api
         self.workdir = workdir
         self.node = node
@@ -88,6 +119,9 @@ class ProcessKubelet:
         self.bin_dir = bin_dir or Path(sys.executable).parent
         # argv prefix -> command run instead (benchmarks: a trainer that exits at once)
         self.stand_ins = stand_ins or {}
+        # pod image -> local image it runs from (container mode); other images run as processes
+        self.images = images or {}
+        self.shared_paths = shared_paths or []
         self.runs: dict[str, PodRun] = {}
         # a block of pod IPs per process: two test sessions on one machine never collide
         first = 8 + (os.getpid() % 200) * 250
@@ -193,6 +227,9 @@ class ProcessKubelet:
 
     def _launch(self, run: PodRun, pod: dict[str, Any], container: Container) -> None:
         spec = container.spec
+        if spec.get("image") in self.images:
+            self._launch_container(run, pod, container)
+            return
         argv = [*spec.get("command", []), *spec.get("args", [])]
         env = self._environment(run, pod, spec)
         for prefix, replacement in self.stand_ins.items():
@@ -202,6 +239,40 @@ class ProcessKubelet:
             argv[0] = str(self.bin_dir / argv[0])
         log = (run.folder / f"{spec['name']}.log").open("ab")
         container.process = subprocess.Popen(argv, env=env, cwd=run.folder, stdout=log,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+        container.started_at, container.exit_code, container.ready = _now(), None, False
+        probe = spec.get("readinessProbe") or {}
+        container.next_probe = time.monotonic() + min(float(probe.get("initialDelaySeconds",
+                                                                      0)), 2.0)
+
+    def _launch_container(self, run: PodRun, pod: dict[str, Any], container: Container) -> None:
+        """Run the container from its local image under podman (see the module docstring)."""
+        spec = container.spec
+        env = self._environment(run, pod, spec)
+        options = []
+        account = env.pop("PULSAR_SERVICE_ACCOUNT_DIR", None)
+        if account is not None:
+            options += ["--volume", f"{account}:{SA_MOUNT}:ro"]
+        group = (pod["spec"].get("securityContext") or {}).get("fsGroup")
+        for path in self.shared_paths:
+            if group is not None:
+                _grant_group_read(path, int(group))
+            options += ["--volume", f"{path}:{path}:ro"]
+        # The image's own PATH, HOME, TMPDIR and LANG hold inside (HOME=TMPDIR=/tmp, the emptyDir).
+        for name in ("PATH", "HOME", "TMPDIR", "LANG"):
+            env.pop(name, None)
+        # One line per variable in the env file; a multi-line value goes on the command line.
+        env_file = run.folder / f"{spec['name']}.env"
+        env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()
+                                    if "\n" not in value))
+        options += [f"--env={key}={value}" for key, value in env.items() if "\n" in value]
+        container.container_name = f"pulsar-kubelet-{run.uid[:13]}-{spec['name']}"
+        options += ["--env-file", str(env_file), "--name", container.container_name, "--replace"]
+        argv = podman_run_argv(self.images[spec["image"]], pod["spec"], spec.get("args", []),
+                               entrypoint=spec.get("command"), container=spec,
+                               network="host", options=options)
+        log = (run.folder / f"{spec['name']}.log").open("ab")
+        container.process = subprocess.Popen(argv, cwd=run.folder, stdout=log,
                                              stderr=subprocess.STDOUT, start_new_session=True)
         container.started_at, container.exit_code, container.ready = _now(), None, False
         probe = spec.get("readinessProbe") or {}
@@ -365,3 +436,6 @@ class ProcessKubelet:
         for container in run.containers:
             if container.process is not None:
                 stop_group(container.process, grace=10)
+            if container.container_name:  # podman forwards SIGTERM; this catches a SIGKILL
+                subprocess.run(["podman", "rm", "--force", "--time", "0",
+                                container.container_name], capture_output=True, check=False)

@@ -27,7 +27,6 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -125,15 +124,11 @@ def test_entrypoint_starts_with_the_pods_security(built: dict[str, float], image
     argv = [*container["command"], *container.get("args", [])]
     assert argv[0] == "pulsar", argv
     argv = [argv[0], *command, "--help"]
-    if command == ("bridge",) and not _bridge_importable(image, pod):
-        pytest.skip("pulsar_bridge has no cli module yet (skeleton package)")
+    if command == ("bridge",) and not (images.ROOT / "predictor_image/pulsar_bridge/cli.py"
+                                       ).exists():
+        pytest.skip("pulsar_bridge has no cli module in this tree yet")
     out = _run(image, pod, argv)
     assert "usage" in out.lower(), out
-
-
-def _bridge_importable(image: ImageSpec, pod: dict[str, Any]) -> bool:
-    probe = "import importlib.util as u; print(u.find_spec('pulsar_bridge.cli') is not None)"
-    return _run(image, pod, ["python", "-c", probe]).strip().endswith("True")
 
 
 @pytest.mark.parametrize("image", IMAGES, ids=lambda image: image.name)
@@ -198,10 +193,9 @@ def test_torch_is_the_cpu_build_and_computes(built: dict[str, float], image: Ima
     assert out == "2.13.0+cpu 3.0 False", out
 
 
-def test_images_are_removed_afterwards_and_sizes_are_known(built: dict[str, float]) -> None:
-    """Sizes go to the log (the bench prints them with ratios); the fixture removes the images."""
+def test_sizes_are_reported(built: dict[str, float]) -> None:
+    """Sizes and build times go to the log (bench/bench_images.py prints them with ratios)."""
     for image in IMAGES:
         size = images.image_size(image.tag)
         assert size > 0
         log.info("%s: %.0f MB, built in %.0f s", image.tag, size / 1e6, built[image.name])
-    assert Path(images.CACHE).is_dir()

@@ -2,8 +2,8 @@
 
 Every field `foo_bar` becomes `--foo-bar`, defaulting to its `PULSAR_FOO_BAR` variable; a flag
 given on the command line wins. Credentials (SECRET_FIELDS) get no flag: a flag would show in
-`ps` and shell history. `pulsar bridge` uses this; `pulsar train` has its own copy with aliases
-(trainer_image/pulsar_trainer/settings_cli.py) that could move onto it.
+`ps` and shell history. `pulsar bridge` and `pulsar train` (with its aliases and help texts,
+trainer_image/pulsar_trainer/settings_cli.py) both use it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -29,7 +30,7 @@ def env_var(name: str) -> str:
     return f"PULSAR_{name.upper()}"
 
 
-def _unwrap(annotation: Any) -> Any:
+def unwrap(annotation: Any) -> Any:
     """`X | None` -> X."""
     if get_origin(annotation) in (typing.Union, types.UnionType):
         inner = [a for a in get_args(annotation) if a is not type(None)]
@@ -38,7 +39,7 @@ def _unwrap(annotation: Any) -> Any:
 
 
 def _argument(field: FieldInfo) -> dict[str, Any]:
-    kind = _unwrap(field.annotation)
+    kind = unwrap(field.annotation)
     if get_origin(kind) is list:
         return {"nargs": "+", "type": get_args(kind)[0], "metavar": "V"}
     if get_origin(kind) is Literal:
@@ -48,14 +49,18 @@ def _argument(field: FieldInfo) -> dict[str, Any]:
     return {"type": str}
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, settings: type[BaseModel]) -> None:
-    """One flag per field but the credentials; absent flags stay absent (env/defaults apply)."""
+def add_settings_flags(parser: argparse.ArgumentParser, settings: type[BaseModel], *,
+                       aliases: Mapping[str, tuple[str, ...]] | None = None,
+                       describe: Callable[[str], str] | None = None) -> None:
+    """One flag per field but the credentials; absent flags stay absent (env/defaults apply).
+    `aliases` adds short flags per field, `describe` gives a field's help text."""
     group = parser.add_argument_group("settings (each defaults to its PULSAR_* variable)")
     for name, field in settings.model_fields.items():
         if name in SECRET_FIELDS:
             continue
-        help_text = f"{field.description or name.replace('_', ' ')} [{env_var(name)}]"
-        group.add_argument(flag(name), dest=name, default=argparse.SUPPRESS, help=help_text,
+        text = describe(name) if describe else field.description or name.replace("_", " ")
+        group.add_argument(flag(name), *(aliases or {}).get(name, ()), dest=name,
+                           default=argparse.SUPPRESS, help=f"{text} [{env_var(name)}]",
                            **_argument(field))
 
 

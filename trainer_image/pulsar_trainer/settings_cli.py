@@ -7,14 +7,15 @@ default; a flag given on the command line wins over the environment.
 from __future__ import annotations
 
 import argparse
-import types
-import typing
 from enum import Enum
-from typing import Any, Literal, get_args, get_origin
+from typing import Literal, get_args, get_origin
 
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from pulsar_core import settings_flags as flags
 from pulsar_core.settings import SECRET_FIELDS, TrainSettings
+from pulsar_core.settings_flags import env_var, flag
 
 ALIASES: dict[str, tuple[str, ...]] = {
     "mlflow_tracking_uri": ("--mlflow-uri",),
@@ -41,36 +42,9 @@ def describe(name: str) -> str:
     return field.description or EXTRA_HELP.get(name, name.replace("_", " "))
 
 
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def env_var(name: str) -> str:
-    return f"PULSAR_{name.upper()}"
-
-
-def _unwrap(annotation: Any) -> Any:
-    """`X | None` -> X."""
-    if get_origin(annotation) in (typing.Union, types.UnionType):
-        inner = [a for a in get_args(annotation) if a is not type(None)]
-        return inner[0] if len(inner) == 1 else str
-    return annotation
-
-
-def _argument(field: FieldInfo) -> dict[str, Any]:
-    kind = _unwrap(field.annotation)
-    if get_origin(kind) is list:
-        return {"nargs": "+", "type": get_args(kind)[0], "metavar": "V"}
-    if get_origin(kind) is Literal:
-        return {"choices": list(get_args(kind))}
-    if kind in (int, float):
-        return {"type": kind}
-    return {"type": str}
-
-
 def type_name(field: FieldInfo) -> str:
     """Short type for the docs table."""
-    kind = _unwrap(field.annotation)
+    kind = flags.unwrap(field.annotation)
     if get_origin(kind) is list:
         return f"list of {get_args(kind)[0].__name__} (JSON in env)"
     if get_origin(kind) is Literal:
@@ -81,38 +55,20 @@ def type_name(field: FieldInfo) -> str:
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainSettings field but the credentials (environment only: a flag would
-    show in `ps` and shell history); absent flags stay absent (env/defaults apply)."""
-    group = parser.add_argument_group("settings (each defaults to its PULSAR_* variable)")
-    for name, field in TrainSettings.model_fields.items():
-        if name in SECRET_FIELDS:
-            continue
-        help_text = f"{describe(name)} [{env_var(name)}]"
-        group.add_argument(flag(name), *ALIASES.get(name, ()), dest=name,
-                           default=argparse.SUPPRESS, help=help_text, **_argument(field))
+    """One flag per TrainSettings field but the credentials, with the aliases above."""
+    flags.add_settings_flags(parser, TrainSettings, aliases=ALIASES, describe=describe)
 
 
 def settings_from(namespace: argparse.Namespace) -> TrainSettings:
     """TrainSettings from the environment, overridden by the flags that were given."""
-    given = {k: v for k, v in vars(namespace).items() if k in TrainSettings.model_fields}
-    return TrainSettings(**given)
+    return flags.settings_from(TrainSettings, namespace)
 
 
 def describe_error(error: Exception) -> str:
     """A pydantic ValidationError as one line naming the flag and the variable."""
-    from pydantic import ValidationError
-
     if not isinstance(error, ValidationError):
         return str(error)
-    parts = []
-    for item in error.errors():
-        if not item["loc"]:  # a rule across fields: its message names them
-            parts.append(item["msg"].removeprefix("Value error, "))
-            continue
-        name = str(item["loc"][0])
-        where = f"{flag(name)} / {env_var(name)}" if name in TrainSettings.model_fields else name
-        parts.append(f"{where}: {item['msg']} (got {item.get('input')!r})")
-    return "invalid settings: " + "; ".join(parts)
+    return flags.describe_error(TrainSettings, error)
 
 
 def env_contract_markdown() -> str:

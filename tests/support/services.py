@@ -28,9 +28,11 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 class NatsServer:
     """A real nats-server with JetStream; restartable on the same port and store."""
 
-    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+    def __init__(self, store_dir: Path, port: int | None = None,
+                 config: Path | None = None) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
+        self.config = config  # a config file (e.g. subject mappings); the flags still apply
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -39,8 +41,8 @@ class NatsServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
-             "-sd", str(self.store_dir)],
+            [nats_server_binary(), *(["-c", str(self.config)] if self.config else []),
+             "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -54,8 +56,8 @@ class NatsServer:
 
 
 @contextmanager
-def running_nats(store_dir: Path) -> Iterator[NatsServer]:
-    server = NatsServer(store_dir)
+def running_nats(store_dir: Path, config: Path | None = None) -> Iterator[NatsServer]:
+    server = NatsServer(store_dir, config=config)
     server.start()
     try:
         yield server

@@ -25,6 +25,9 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m mypy  # strict on pulsar_core, normal on the images and the CLI (pyproject.toml)
 	$(BIN)/python -m pytest -q
+	# The lifecycle once more with its trainer and predictor pods run from the built images
+	# (the test kubelet's container mode); it skips, saying why, without podman, buildah or root.
+	PULSAR_E2E_CONTAINERS=1 $(BIN)/python -m pytest -q -m e2e tests/e2e/test_lifecycle.py
 
 # The real-control-plane tier alone (etcd + kube-apiserver + controllers; see docs/operator.md).
 e2e: $(STAMP)

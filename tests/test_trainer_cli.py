@@ -35,6 +35,30 @@ def test_missing_file_is_one_clear_line(mlflow_uri, tmp_path, capsys):
     assert "absent.parquet" in _last_line(err) and "Traceback" not in err
 
 
+def test_the_error_line_is_the_termination_message(mlflow_uri, tmp_path, monkeypatch, capsys):
+    message = tmp_path / "termination-log"
+    monkeypatch.setenv("PULSAR_TERMINATION_MESSAGE_PATH", str(message))
+    code = main(["--data", str(tmp_path / "absent.parquet"), "--mlflow-uri", mlflow_uri])
+    assert code == 2
+    written = message.read_text()
+    assert written.startswith("no such file or directory") and "absent.parquet" in written
+    assert "\n" not in written and f"pulsar train: {written}" == _last_line(capsys.readouterr().err)
+
+
+def test_an_unwritable_termination_file_keeps_the_exit_code(mlflow_uri, tmp_path, monkeypatch):
+    monkeypatch.setenv("PULSAR_TERMINATION_MESSAGE_PATH", str(tmp_path / "no" / "dir" / "log"))
+    assert main(["--data", str(tmp_path / "absent.parquet"), "--mlflow-uri", mlflow_uri]) == 2
+
+
+def test_the_termination_message_is_bounded_to_4_kib(tmp_path, monkeypatch):
+    from pulsar_trainer.cli import write_termination_message
+
+    message = tmp_path / "termination-log"
+    monkeypatch.setenv("PULSAR_TERMINATION_MESSAGE_PATH", str(message))
+    write_termination_message("x" * 10_000 + "\nsecond line")
+    assert len(message.read_bytes()) == 4096 and set(message.read_text()) == {"x"}
+
+
 def test_missing_column_names_the_column(mlflow_uri, tmp_path, snapshots, capsys):
     path = tmp_path / "bad.parquet"
     snapshots.drop(columns=["demand_signal"]).to_parquet(path)

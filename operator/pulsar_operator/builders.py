@@ -205,6 +205,10 @@ def build_trainer_service_account(model: SurgeModel) -> dict[str, Any]:
             "automountServiceAccountToken": False}
 
 
+EXIT_BAD_INPUT = 2  # the trainer's exit code for bad settings or data (docs/exit-codes.md)
+TRAINER_CONTAINER = "trainer"
+
+
 def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
     """The trainer Job for one trigger (batch/v1)."""
     name = job_name(model, trigger)
@@ -215,7 +219,7 @@ def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
         "automountServiceAccountToken": False,  # the trainer never calls the Kubernetes API
         "securityContext": _pod_security(),
         "containers": [{
-            "name": "trainer",
+            "name": TRAINER_CONTAINER,
             "image": training.image,
             "command": ["pulsar", "train"],  # the image's ENTRYPOINT, explicit
             "env": _env(train_settings(model, run_key=name).to_env(),
@@ -223,6 +227,8 @@ def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
             "resources": training.resources.manifest(),
             "securityContext": _container_security(),
             "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+            # the trainer writes its one-line error there; its log tail if it could not
+            "terminationMessagePolicy": "FallbackToLogsOnError",
         }],
         "volumes": [{"name": "scratch", "emptyDir": {}}],
     }
@@ -233,6 +239,12 @@ def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
         "metadata": _metadata(model, name, "trainer", annotations),
         "spec": {
             "backoffLimit": training.backoff_limit,
+            # exit 2 is bad data or settings (docs/exit-codes.md): no retry can cure it, so
+            # the Job fails at once; other failures count against backoffLimit
+            "podFailurePolicy": {"rules": [{
+                "action": "FailJob",
+                "onExitCodes": {"containerName": TRAINER_CONTAINER, "operator": "In",
+                                "values": [EXIT_BAD_INPUT]}}]},
             "activeDeadlineSeconds": training.active_deadline_seconds,
             "ttlSecondsAfterFinished": 7 * 24 * 3600,
             "template": {"metadata": {"labels": labels(model, "trainer")}, "spec": pod_spec},

@@ -18,7 +18,7 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": ["batch"], "resources": ["jobs"],
      "verbs": ["get", "list", "watch", "create", "delete"]},
     # read-only, and only for such a Job: the Job controller's FailedCreate Events, its pods'
-    # waiting reasons (a bad image)
+    # waiting reasons (a bad image); and a failed Job's pods, for the trainer's own message
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": ["apps"], "resources": ["deployments"],
      "verbs": ["get", "list", "watch", "create", "patch"]},

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pulsar_core.redact import redact
 from pulsar_operator import metrics
 from pulsar_operator.builders import (
+    TRAINER_CONTAINER,
     SurgeModel,
     Trigger,
     build_trainer_service_account,
@@ -24,6 +27,7 @@ from pulsar_operator.triggers import TriggerState, next_trigger, parse_time, tra
 # the image cannot be pulled (after the start grace, a pull backoff counts as cannot-pull).
 CANNOT_START = ("InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError",
                 "CreateContainerError", "ErrImagePull", "ImagePullBackOff")
+QUOTE_LIMIT = 300  # characters of the trainer's line quoted in status and the Event
 
 
 def job_outcome(job: dict[str, Any] | None) -> tuple[str, str]:
@@ -40,6 +44,34 @@ def job_outcome(job: dict[str, Any] | None) -> tuple[str, str]:
     if (status.get("failed") or 0) > (job.get("spec") or {}).get("backoffLimit", 6):
         return "Failed", f"{status.get('failed')} pods failed"
     return "Running", "the training Job is running"
+
+
+def _one_line(text: str) -> str:
+    """The last non-empty line of a termination message (a log tail ends with the error),
+    whitespace collapsed, redacted again and bounded to QUOTE_LIMIT characters."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    line = redact(" ".join(lines[-1].split())) if lines else ""
+    return line if len(line) <= QUOTE_LIMIT else line[:QUOTE_LIMIT - 1] + "…"
+
+
+def _failed_trainers(pods: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """state.terminated of each trainer container that exited non-zero."""
+    for pod in pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            if container.get("name") == TRAINER_CONTAINER and terminated.get("exitCode"):
+                yield terminated
+
+
+def trainer_failure(pods: list[dict[str, Any]]) -> str | None:
+    """The trainer's own word from the Job's latest failed pod: its exit code and the one line
+    it wrote to its termination message (or its log tail, FallbackToLogsOnError); None when no
+    failed trainer container carries a message."""
+    said = [t for t in _failed_trainers(pods) if _one_line(t.get("message") or "")]
+    if not said:
+        return None
+    latest = max(said, key=lambda t: t.get("finishedAt") or "")
+    return f"trainer exited {latest['exitCode']}: {_one_line(latest['message'])}"
 
 
 def refused_pods(events: list[dict[str, Any]]) -> str | None:
@@ -120,6 +152,11 @@ def still_waiting(training: Training, problem: StartProblem | None, checked: boo
     return None
 
 
+def failure_message(trainer: str | None, job_message: str) -> str:
+    """A failed Job's message: the trainer's own word first, the Job controller's after."""
+    return f"{trainer} ({job_message})" if trainer else job_message
+
+
 def job_ended(training: Training, outcome: str, message: str, now: datetime) -> Step[Status]:
     """lastTraining once its Job ended (Succeeded or Failed), and the Event that says so."""
     ended = training.updated(outcome=outcome, message=message, completed_at=iso(now))
@@ -163,6 +200,10 @@ async def observe_job(kube: Kube, model: SurgeModel, training: Training | None,
             return still_waiting(training, problem, checked, job)
         await kube.delete(JOBS, model.namespace, name, "Background")
         outcome, message = "Failed", problem.message
+    elif outcome == "Failed" and job is not None:
+        pods = await kube.items(PODS, model.namespace,
+                                labels=f"batch.kubernetes.io/job-name={name}")
+        message = failure_message(trainer_failure(pods), message)
     if outcome == "Running":
         return None
     start_checks.pop(check, None)

@@ -76,3 +76,39 @@ def test_a_job_no_node_can_run_waits_and_says_why(installed: Installed) -> None:
     assert len(events) == 1 and events[0]["type"] == "Warning"
     api.delete("SurgeModel", name, ns)
     installed.assert_no_traceback()
+
+
+def test_a_trainer_that_cannot_find_its_data_fails_once_and_says_why(
+        installed: Installed) -> None:
+    """Exit 2 (bad data URI) fails the Job at once (podFailurePolicy: one pod, no retries); the
+    trainer's termination message reaches status, the Training condition and the Event."""
+    api, ns, name = installed.api, "pulsar-nodata", "no-data"
+    restricted_namespace(api, ns)
+    api.apply({"apiVersion": "forecasting.pulsar.dev/v1alpha1", "kind": "SurgeModel",
+               "metadata": {"name": name, "namespace": ns},
+               "spec": {"city": "tehran", "serviceType": "eco",
+                        "data": {"uris": ["/nonexistent/pulsar/city.parquet"],
+                                 "format": "snapshot-parquet"},
+                        "registeredModel": "pulsar-nodata-tehran-eco",
+                        "training": {"backoffLimit": 3}}})
+
+    def failed() -> dict[str, Any] | None:
+        status = (api.get("SurgeModel", name, ns) or {}).get("status") or {}
+        training = status.get("lastTraining") or {}
+        return training if training.get("outcome") == "Failed" else None
+
+    training = wait_for(failed, 120, "lastTraining Failed", installed.diagnose)
+    assert "trainer exited 2: " in training["message"], training["message"]
+    assert "no such file or directory" in training["message"]
+    job = api.get("Job", training["job"], ns)
+    reasons = {c["type"]: c.get("reason") for c in job["status"]["conditions"]}
+    assert reasons.get("Failed") == "PodFailurePolicy", job["status"]
+    pods = api.list("Pod", ns, labelSelector=f"batch.kubernetes.io/job-name={training['job']}")
+    assert len(pods) == 1 and job["status"].get("failed") == 1  # no retry of a bad URI
+    events = [e for e in api.list("Event", ns, fieldSelector=f"involvedObject.name={name}")
+              if e["reason"] == "TrainingFailed"]
+    assert len(events) == 1 and events[0]["type"] == "Warning"
+    assert "no such file or directory" in events[0]["message"]
+    conditions = {c["type"]: c for c in api.get("SurgeModel", name, ns)["status"]["conditions"]}
+    assert "no such file or directory" in conditions["Training"]["message"]
+    installed.assert_no_traceback()

@@ -61,6 +61,19 @@ def test_training_job_has_the_contract_env_ownership_and_security(monkeypatch) -
     assert container["resources"]["limits"]["memory"] == "4Gi"
 
 
+def test_a_trainer_that_exits_2_fails_the_job_at_once_and_says_why() -> None:
+    """Exit 2 is bad data or settings: no retry cures it (docs/exit-codes.md); other exits
+    count against backoffLimit. The trainer's error line is its termination message."""
+    job = build_training_job(_model(), Trigger("spec", "spec-g1-abc"))
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert job["spec"]["podFailurePolicy"] == {"rules": [{
+        "action": "FailJob",
+        "onExitCodes": {"containerName": container["name"], "operator": "In", "values": [2]}}]}
+    assert pod["restartPolicy"] == "Never"  # podFailurePolicy requires it
+
+
 def test_job_names_are_deterministic_short_and_distinct_per_trigger() -> None:
     model = _model(name="a" * 120)
     first = job_name(model, Trigger("retrain", "retrain-1"))

@@ -1,4 +1,5 @@
-"""A training Job whose pods cannot start fails at once with the reason, not at its deadline."""
+"""A training Job whose pods cannot start fails at once with the reason, not at its deadline;
+one whose trainer failed quotes the trainer's own termination message."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 from pulsar_operator.status import Training
 from pulsar_operator.training import (
     StartProblem,
+    failure_message,
     refused_pods,
     start_check_due,
     still_waiting,
+    trainer_failure,
     unscheduled_pod,
     unstartable_pod,
 )
@@ -23,6 +26,7 @@ from tests.operator.conftest import (
     condition,
     events_of,
     eventually,
+    finish_job,
     objects,
     running_operator,
     status_of,
@@ -132,3 +136,52 @@ def test_a_job_left_pending_is_asked_about_less_and_less_often() -> None:
     assert asked[:4] == [60, 120, 240, 480]
     assert len(asked) <= 9, asked  # hourly at most after the doubling reaches an hour
     assert not start_check_due({}, "ns/job", started, started + timedelta(seconds=59), grace)
+
+
+NO_FILE = "no such file or directory: s3://b/x/part.parquet; check the data URI"
+
+
+def _trainer_pod(name: str, job: str, message: str, finished: str,
+                 code: int = 2) -> dict[str, Any]:
+    terminated = {"exitCode": code, "reason": "Error", "message": message,
+                  "finishedAt": finished}
+    return {"metadata": {"name": name, "namespace": NS,
+                         "labels": {"batch.kubernetes.io/job-name": job}},
+            "spec": {"containers": [{"name": "trainer", "image": "trainer"}]},
+            "status": {"phase": "Failed", "containerStatuses": [
+                {"name": "trainer", "image": "trainer", "state": {"terminated": terminated}}]}}
+
+
+def test_the_latest_failed_trainer_is_quoted_on_one_bounded_line() -> None:
+    older = _trainer_pod("a", "j", "unreachable", "2026-11-29T10:00:00Z", code=3)
+    tail = "[    0.1s] loading\nTraceback-free\npulsar train: " + NO_FILE + "\n"
+    latest = _trainer_pod("b", "j", tail, "2026-11-29T10:05:00Z")
+    assert trainer_failure([older, latest]) == f"trainer exited 2: pulsar train: {NO_FILE}"
+    long = trainer_failure([_trainer_pod("c", "j", "x" * 5000, "t")])
+    assert long is not None and len(long) < 400 and "\n" not in long
+    quiet = _trainer_pod("d", "j", "", "t")
+    assert trainer_failure([quiet]) is None and trainer_failure([]) is None
+    assert failure_message(None, "BackoffLimitExceeded") == "BackoffLimitExceeded"
+    assert failure_message("trainer exited 2: x", "rule 0") == "trainer exited 2: x (rule 0)"
+
+
+async def test_a_failed_trainer_is_quoted_in_status_and_the_event(k8s: Any,
+                                                                   mlflow_uri: str) -> None:
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        training = await eventually(lambda: status_of(k8s, "tehran-eco").get("lastTraining"))
+        # (KMock ignores label selectors: the real tier, tests/e2e/test_job_start.py, proves
+        # that only the Job's own pods are read)
+        await api(k8s, "POST", f"/api/v1/namespaces/{NS}/pods",
+                  _trainer_pod("train-pod", training["job"], NO_FILE, "2026-11-29T10:00:00Z"))
+        await finish_job(k8s, training["job"], ok=False)
+        await eventually(
+            lambda: status_of(k8s, "tehran-eco")["lastTraining"]["outcome"] == "Failed",
+            what="the training marked Failed")
+        last = status_of(k8s, "tehran-eco")["lastTraining"]
+        assert last["message"].startswith(f"trainer exited 2: {NO_FILE}"), last["message"]
+        warning = await eventually(lambda: next(
+            (e for e in events_of(k8s, "tehran-eco") if e["reason"] == "TrainingFailed"), None),
+            what="the TrainingFailed Event")
+        assert warning["type"] == "Warning" and NO_FILE in warning["message"]
+        assert NO_FILE in condition(k8s, "tehran-eco", "Training")["message"]

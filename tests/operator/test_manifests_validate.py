@@ -150,6 +150,9 @@ def test_pods_mount_a_writable_tmp_for_a_read_only_root(builder: str) -> None:
     ("resources that are not a ResourceRequirements", lambda m: m["spec"]["template"]["spec"]
      ["containers"][0].update(resources={"limits": {"cpu": ["2"]}}),
      r"\$\.spec\.template\.spec\.containers\[0\]\.resources\.limits\.cpu"),
+    ("a podFailurePolicy rule the API does not know", lambda m: m["spec"]["podFailurePolicy"]
+     ["rules"][0]["onExitCodes"].update(operator="Equals", value=2),
+     r"\$\.spec\.podFailurePolicy\.rules\[0\]\.onExitCodes"),
     ("a label too long for the API", lambda m: m["metadata"]["labels"].update(x="y" * 64),
      r"metadata\.labels\.x"),
 ])

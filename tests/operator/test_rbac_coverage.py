@@ -62,7 +62,8 @@ UNUSED_ALLOWED: dict[tuple[str, str, str], str] = {
     # API): the Job controller's FailedCreate Events, the pods' waiting reasons, the delete
     ("batch", "jobs", "delete"): "a Job whose pods cannot start (tests/e2e/test_job_start.py)",
     ("", "events", "list"): "FailedCreate Events of a Job whose pods are refused",
-    ("", "pods", "list"): "waiting reasons of a Job's pods that cannot start",
+    ("", "pods", "list"): "waiting reasons of a Job's pods that cannot start, a failed trainer's "
+                          "termination message",
     **{("autoscaling", "horizontalpodautoscalers", verb):
        "only with spec.serving.autoscaling (tests/e2e/test_autoscaling.py)"
        for verb in ("get", "create", "patch", "delete")},

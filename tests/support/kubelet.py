@@ -12,7 +12,12 @@ What stands in for the pod sandbox, because there is no container runtime:
 - the service-account volume: a projected token (TokenRequest, as a kubelet asks for it), the
   cluster CA and the namespace are written to a folder named by `PULSAR_SERVICE_ACCOUNT_DIR`,
   with `KUBERNETES_SERVICE_HOST/PORT` pointing at the API server;
-- HOME and TMPDIR are a folder per pod.
+- HOME and TMPDIR are a folder per pod;
+- the termination message file: `PULSAR_TERMINATION_MESSAGE_PATH` names a file per container
+  (processes only; a container under podman falls back to its log tail). Its content (at most
+  4 KiB), or with `terminationMessagePolicy: FallbackToLogsOnError` and an empty file after a
+  failure the log's last 80 lines (at most 2 KiB), is `state.terminated.message`, as a kubelet
+  reports it.
 Probes run every min(periodSeconds, 1) s so tests do not wait on production periods.
 
 Container mode (`images={pod image: local image}`): a container whose image is in the map runs
@@ -71,6 +76,7 @@ class Container:
     next_probe: float = 0.0
     restart_at: float = 0.0
     container_name: str = ""  # set when it runs from an image (container mode)
+    message: str = ""  # state.terminated.message once it exited
 
 
 @dataclass
@@ -237,6 +243,9 @@ class ProcessKubelet:
                 argv = list(replacement)
         if argv and not os.path.isabs(argv[0]) and (self.bin_dir / argv[0]).exists():
             argv[0] = str(self.bin_dir / argv[0])
+        termination = run.folder / f"{spec['name']}.termination-log"
+        termination.write_bytes(b"")  # a restarted container starts with an empty one
+        env["PULSAR_TERMINATION_MESSAGE_PATH"] = str(termination)
         log = (run.folder / f"{spec['name']}.log").open("ab")
         container.process = subprocess.Popen(argv, env=env, cwd=run.folder, stdout=log,
                                              stderr=subprocess.STDOUT, start_new_session=True)
@@ -341,6 +350,7 @@ class ProcessKubelet:
             process = container.process
             if process is not None and process.poll() is not None and container.exit_code is None:
                 container.exit_code, container.finished_at = process.returncode, _now()
+                container.message = self._termination_message(run, container)
                 container.ready = False
                 if self._restarts(run, container):
                     container.restart_at = time.monotonic() + min(2 ** container.restarts, 10)
@@ -352,6 +362,24 @@ class ProcessKubelet:
             if container.exit_code is None and time.monotonic() >= container.next_probe:
                 self._probe_readiness(run, container)
         self._report(run)
+
+    @staticmethod
+    def _termination_message(run: PodRun, container: Container) -> str:
+        """What a kubelet reports as state.terminated.message: the termination message file
+        (4 KiB at most), else after a failure with FallbackToLogsOnError the log's tail (the
+        last 80 lines, 2 KiB at most)."""
+        name = container.spec["name"]
+        with contextlib.suppress(OSError):
+            written = (run.folder / f"{name}.termination-log").read_bytes()[:4096]
+            if written:
+                return written.decode(errors="replace")
+        if (container.exit_code == 0 or container.spec.get("terminationMessagePolicy")
+                != "FallbackToLogsOnError"):
+            return ""
+        with contextlib.suppress(OSError):
+            lines = (run.folder / f"{name}.log").read_bytes().splitlines(keepends=True)
+            return b"".join(lines[-80:])[-2048:].decode(errors="replace")
+        return ""
 
     @staticmethod
     def _restarts(run: PodRun, container: Container) -> bool:
@@ -394,6 +422,8 @@ class ProcessKubelet:
                 "exitCode": container.exit_code,
                 "reason": "Completed" if container.exit_code == 0 else "Error",
                 "startedAt": container.started_at, "finishedAt": container.finished_at}}
+            if container.message:
+                state["terminated"]["message"] = container.message
         return {"name": spec["name"], "image": spec.get("image", ""), "imageID": "",
                 "containerID": f"process://{container.process.pid if container.process else 0}",
                 "ready": container.ready, "started": container.exit_code is None,

@@ -23,6 +23,9 @@ from pulsar_trainer.settings_cli import (
 )
 
 EXIT_USER, EXIT_UNAVAILABLE, EXIT_INTERNAL = 2, 3, 4
+# Kubernetes mounts this file in every container; the kubelet reports what it holds (at most
+# 4 KiB) as the container's state.terminated.message, which the operator quotes in status.
+TERMINATION_LOG, TERMINATION_LIMIT = "/dev/termination-log", 4096
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,8 +65,25 @@ def configure_logging(verbose: bool) -> None:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
+def write_termination_message(message: str) -> None:
+    """`message` (one line, redacted, at most 4 KiB) into the termination message file:
+    PULSAR_TERMINATION_MESSAGE_PATH, else /dev/termination-log where it exists (in a pod).
+    Best effort: a file that cannot be written never changes the exit code."""
+    path = os.environ.get("PULSAR_TERMINATION_MESSAGE_PATH") or (
+        TERMINATION_LOG if os.path.exists(TERMINATION_LOG) else "")
+    if not path:
+        return
+    line = " ".join(redact(message).split())
+    try:
+        with open(path, "wb") as file:
+            file.write(line.encode()[:TERMINATION_LIMIT])
+    except OSError as error:
+        logging.getLogger(__name__).debug("termination message not written: %s", error)
+
+
 def _fail(code: int, message: str) -> int:
     print(f"pulsar train: {redact(message)}", file=sys.stderr)
+    write_termination_message(message)
     return code
 
 

@@ -265,31 +265,43 @@ def serve_settings(model: SurgeModel, version: str) -> ServeSettings:
     )
 
 
+def _selector(model: SurgeModel, component: str) -> dict[str, str]:
+    """The labels that pick one component's pods of a model."""
+    return {key: value for key, value in labels(model, component).items()
+            if key in ("app.kubernetes.io/instance", "app.kubernetes.io/component")}
+
+
 def predictor_selector(model: SurgeModel) -> dict[str, str]:
     """The labels that pick a model's predictor pods (Deployment, Service and budget alike)."""
-    return {key: value for key, value in labels(model, "predictor").items()
-            if key in ("app.kubernetes.io/instance", "app.kubernetes.io/component")}
+    return _selector(model, "predictor")
+
+
+def _server_container(name: str, image: str, command: str, port: int,
+                      env: list[dict[str, Any]], resources: dict[str, Any]) -> dict[str, Any]:
+    """A long-running Pulsar server (predictor, bridge): `/readyz` and `/healthz` on its
+    `http` port, the restricted security context and a writable scratch dir."""
+    return {
+        "name": name,
+        "image": image,
+        "command": ["pulsar", command],
+        "ports": [{"name": "http", "containerPort": port}],
+        "env": env,
+        "resources": resources,
+        "securityContext": _container_security(),
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                          "periodSeconds": 20},
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+    }
 
 
 def build_predictor_deployment(model: SurgeModel, version: str) -> dict[str, Any]:
     """The predictor Deployment (apps/v1) serving `version`."""
     name = predictor_name(model)
     selector = predictor_selector(model)
-    env = serve_settings(model, version).to_env()
-    probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10}
-    container = {
-        "name": "predictor",
-        "image": model.spec.serving.image,
-        "command": ["pulsar", "serve"],
-        "ports": [{"name": "http", "containerPort": 8080}],
-        "env": _env(env),
-        "resources": model.spec.serving.resources.manifest(),
-        "securityContext": _container_security(),
-        "readinessProbe": probe,
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
-                          "periodSeconds": 20},
-        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
-    }
+    container = _server_container(
+        "predictor", model.spec.serving.image, "serve", 8080,
+        _env(serve_settings(model, version).to_env()), model.spec.serving.resources.manifest())
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -382,8 +394,7 @@ def bridge_settings(model: SurgeModel) -> BridgeSettings:
 
 
 def bridge_selector(model: SurgeModel) -> dict[str, str]:
-    return {key: value for key, value in labels(model, BRIDGE).items()
-            if key in ("app.kubernetes.io/instance", "app.kubernetes.io/component")}
+    return _selector(model, BRIDGE)
 
 
 def build_bridge_deployment(model: SurgeModel) -> dict[str, Any]:
@@ -391,19 +402,9 @@ def build_bridge_deployment(model: SurgeModel) -> dict[str, Any]:
     never runs two pollers of one scope side by side."""
     settings = bridge_settings(model)
     bridge = model.spec.signals.bridge
-    container = {
-        "name": "bridge",
-        "image": bridge.image,
-        "command": ["pulsar", "bridge"],
-        "ports": [{"name": "http", "containerPort": settings.port}],
-        "env": _env(settings.to_env(), clickhouse_secret_env(model)),
-        "resources": bridge.resources.manifest(),
-        "securityContext": _container_security(),
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
-                          "periodSeconds": 20},
-        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
-    }
+    container = _server_container(
+        "bridge", bridge.image, "bridge", settings.port,
+        _env(settings.to_env(), clickhouse_secret_env(model)), bridge.resources.manifest())
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -115,7 +115,13 @@ async def running_operator(server: Any, **overrides: Any) -> AsyncIterator[dict[
         yield memo
     finally:
         stop.set()
-        await asyncio.wait_for(task, 20)
+        # generous: an MLflow call in a worker thread cannot be cancelled, only waited for
+        done, _ = await asyncio.wait({task}, timeout=60)
+        if not done:
+            pending = sorted(t.get_name() for t in asyncio.all_tasks() if not t.done())
+            task.cancel()
+            raise AssertionError(f"the operator did not stop within 60 s; tasks: {pending}")
+        task.result()
 
 
 async def api(server: Any, method: str, path: str, body: Any = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pulsar_predictor import create_app
 from pulsar_predictor.loader import RegistryLoader
 from pulsar_predictor.slot import LoadedModel
 
-from pulsar_core.contract import Col
+from pulsar_core.contract import PERIOD, Col
 from pulsar_core.events import signals_subject
 from pulsar_core.registry import Registry
 from pulsar_core.settings import ServeSettings
@@ -68,17 +68,18 @@ async def test_rows_before_1970_or_near_pandas_max_are_rejected_and_the_refresh_
     hostile = [_dated(other, "1969-12-31T23:52:30+00:00", "1970-01-01T00:00:00+00:00"),
                _dated(other, "2262-04-11T22:30:00+00:00", "2262-04-11T22:37:30+00:00"),
                _dated(good, "2262-04-11T23:45:00+00:00", None)]
+    newest = now_period()  # once: a period boundary may pass while the test runs
     async with serving(create_app(settings)) as client:
         runtime = await _started(client)
-        await _publish(settings.nats_url, series_rows([good], 16, now_period(-1)), hostile)
+        await _publish(settings.nats_url, series_rows([good], 16, newest - PERIOD), hostile)
         await eventually(lambda: runtime.buffer.row_count() == 16)
         await eventually(lambda: runtime.service.live is not None
                          and runtime.service.live.buffer_version == runtime.buffer.version)
         # a newer period still reaches the live table: the refresh loop is alive
-        await _publish(settings.nats_url, [snapshot_row(good, now_period(), 70.0)])
+        await _publish(settings.nats_url, [snapshot_row(good, newest, 70.0)])
         await eventually(lambda: runtime.buffer.row_count() == 17)
         await eventually(lambda: runtime.service.live.buffer_version == runtime.buffer.version)
-        assert await _issued_for(client, good) == {now_period().isoformat()}
+        assert await _issued_for(client, good) == {newest.isoformat()}
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text
         metrics = (await client.get("/metrics")).text
@@ -93,17 +94,18 @@ async def test_a_future_row_neither_evicts_real_rows_nor_makes_the_lag_negative(
         settings) -> None:
     [cell] = cells(1)
     future = snapshot_row(cell, pd.Timestamp("2099-01-01", tz="UTC"), 60.0)
+    newest = now_period()
     async with serving(create_app(settings)) as client:
         runtime = await _started(client)
-        await _publish(settings.nats_url, series_rows([cell], 16), [future])
+        await _publish(settings.nats_url, series_rows([cell], 16, newest), [future])
         await eventually(lambda: runtime.buffer.row_count() == 16)
         await eventually(lambda: (runtime.metrics.registry.get_sample_value(
             "pulsar_live_rejected_rows_total", {"reason": "in_future:period_start"}) or 0) == 1)
         await eventually(lambda: runtime.service.live is not None
                          and runtime.service.live.buffer_version == runtime.buffer.version)
-        assert await _issued_for(client, cell) == {now_period().isoformat()}
+        assert await _issued_for(client, cell) == {newest.isoformat()}
         metrics = (await client.get("/metrics")).text
-    assert runtime.buffer.frame()[Col.PERIOD_START].max() == now_period()
+    assert runtime.buffer.frame()[Col.PERIOD_START].max() == newest
     assert 0 <= _metric(metrics, "pulsar_live_lag_seconds") < 3600
 
 
@@ -134,9 +136,10 @@ async def test_a_failing_refresh_is_counted_logged_once_shown_in_readyz_and_retr
     [cell] = cells(1)
     loader = _FlakyLoader(settings)
     caplog.set_level(logging.INFO, logger="pulsar_predictor.runtime")
+    newest = now_period()
     async with serving(create_app(settings, loader=loader)) as client:
         runtime = await _started(client)
-        await _publish(settings.nats_url, series_rows([cell], 16))
+        await _publish(settings.nats_url, series_rows([cell], 16, newest))
         await eventually(lambda: runtime.metrics.registry.get_sample_value(
             "pulsar_live_refresh_failures_total") >= 3)
         ready = await client.get("/readyz")
@@ -146,7 +149,7 @@ async def test_a_failing_refresh_is_counted_logged_once_shown_in_readyz_and_retr
         await eventually(lambda: runtime.service.live is not None, timeout=120)
         await eventually(lambda: runtime.refresh_error is None)
         assert (await client.get("/readyz")).status_code == 200
-        assert await _issued_for(client, cell) == {now_period().isoformat()}
+        assert await _issued_for(client, cell) == {newest.isoformat()}
     failures = [r for r in caplog.records if "refresh failed" in r.getMessage()]
     assert len(failures) == 1 and "injected predict failure" in failures[0].getMessage()
     assert any("recovered" in r.getMessage() for r in caplog.records)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from pulsar_core.events import DEAD_LETTER_STREAM, DEAD_LETTER_SUBJECTS, dead_letter_subject
+from pulsar_core.nats_auth import connect_options
 from pulsar_core.redact import redact
 
 if TYPE_CHECKING:
@@ -267,7 +268,8 @@ async def _connect(url: str, timeout: float) -> Client:
     try:
         return await asyncio.wait_for(
             nats.connect(url, connect_timeout=timeout, allow_reconnect=False,
-                         max_reconnect_attempts=1, error_cb=quiet, name="pulsar-deadletters"),
+                         max_reconnect_attempts=1, error_cb=quiet, name="pulsar-deadletters",
+                         **connect_options()),
             timeout)
     except (nats.errors.Error, OSError, TimeoutError) as error:
         raise DeadLettersUnavailable(

@@ -13,6 +13,7 @@ import logging
 from pydantic import BaseModel
 
 from pulsar_core.events import MODEL_REGISTERED, ModelRegistered
+from pulsar_core.nats_auth import connect_options
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ async def publish_event_async(
                 reconnect_time_wait=0.2,
                 error_cb=_log_nats_error,
                 name="pulsar-publisher",
+                **connect_options(),
             ),
             timeout,
         )

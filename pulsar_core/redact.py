@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
 import urllib.parse
 from collections.abc import Iterable
 
 MASK = "***"
+# Credentials Pulsar's pods get from Secrets by reference: masked in every log of the process.
+SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "PULSAR_NATS_PASSWORD",
+              "PULSAR_NATS_TOKEN", "PULSAR_CLICKHOUSE_PASSWORD", "PULSAR_AUTH_TOKEN",
+              "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # scheme://user:password@  (the password is what is masked; a user alone is no secret)
 _USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):(?P<password>[^@/\s]+)@")
 
@@ -63,8 +68,14 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def environment_secrets() -> list[str]:
+    """The values of the credential variables (SECRET_ENV) set in this process."""
+    return [value for name in SECRET_ENV if (value := os.environ.get(name, "").strip())]
+
+
 def install(secrets: Iterable[str | None] = ()) -> None:
-    """Attach a RedactingFilter to every handler of the root logger (after basicConfig)."""
-    redacting = RedactingFilter(secrets)
+    """Attach a RedactingFilter to every handler of the root logger (after basicConfig); it
+    masks `secrets` and every credential variable of SECRET_ENV."""
+    redacting = RedactingFilter([*secrets, *environment_secrets()])
     for handler in logging.getLogger().handlers:
         handler.addFilter(redacting)

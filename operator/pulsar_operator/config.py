@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pulsar_core.nats_auth import NatsAuthError, nats_auth
 from pulsar_operator.login import SERVICE_ACCOUNT_DIR
 
 
@@ -70,7 +71,12 @@ class SettingsError(RuntimeError):
 
 def load_settings() -> OperatorSettings:
     try:
-        return OperatorSettings()
+        settings = OperatorSettings()
+        if settings.nats_url:
+            nats_auth()
+        return settings
+    except NatsAuthError as error:
+        raise SettingsError(f"{error}\nset the variables above (see docs/operator.md)") from None
     except ValidationError as error:
         lines = [
             f"PULSAR_{str(issue['loc'][0]).upper()}: {issue['msg']}" for issue in error.errors()

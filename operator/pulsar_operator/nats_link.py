@@ -16,6 +16,7 @@ import logging
 import nats
 from nats.aio.client import Client
 
+from pulsar_core.nats_auth import connect_options
 from pulsar_core.redact import redact
 from pulsar_operator import metrics
 from pulsar_operator.nats_bridge import NatsPublisher, consume_retrain, listen_registered
@@ -84,7 +85,7 @@ async def open_session(link: NatsLink) -> Client:
         link.url, allow_reconnect=True, max_reconnect_attempts=SESSION_RECONNECTS,
         reconnect_time_wait=1, connect_timeout=2, name="pulsar-operator",
         error_cb=link.on_error, disconnected_cb=link.on_disconnected,
-        reconnected_cb=link.on_reconnected, closed_cb=link.on_closed)
+        reconnected_cb=link.on_reconnected, closed_cb=link.on_closed, **connect_options())
 
 
 async def run_nats(runtime: Runtime, url: str) -> None:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from pulsar_bridge.runtime import NatsUnavailable, run
 from pulsar_core.data.errors import AccessDenied, DataContractError
+from pulsar_core.nats_auth import NatsAuthError, nats_auth
 from pulsar_core.redact import install as install_redaction
 from pulsar_core.redact import redact
 from pulsar_core.settings import BridgeSettings
@@ -60,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(BridgeSettings, args)
     except ValidationError as error:
         print(f"{PROG}: {describe_error(BridgeSettings, error)}", file=sys.stderr)
+        return 2
+    try:
+        nats_auth()
+    except NatsAuthError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
         return 2
     password = settings.clickhouse_password
     secrets = [password.get_secret_value() if password else None]

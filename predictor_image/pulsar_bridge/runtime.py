@@ -31,6 +31,7 @@ from pulsar_core.data.clickhouse import ClickHouseClient, ClickHouseTable
 from pulsar_core.data.errors import AccessDenied, DataContractError, DataUnavailable
 from pulsar_core.dead_letters import register_metrics
 from pulsar_core.events import signals_subject
+from pulsar_core.nats_auth import connect_options
 from pulsar_core.redact import redact
 from pulsar_core.settings import BridgeSettings
 
@@ -70,7 +71,8 @@ async def connect(url: str) -> Any:
         # nats-py retries a first connect as often as a reconnect (forever here): bound it
         return await asyncio.wait_for(nats.connect(
             url, name="pulsar-bridge", connect_timeout=3, max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5, error_cb=quiet), timeout=CONNECT_SECONDS)
+            reconnect_time_wait=0.5, error_cb=quiet, **connect_options()),
+            timeout=CONNECT_SECONDS)
     except _NATS_ERRORS as error:
         raise NatsUnavailable(f"cannot reach NATS at {redact(url)} "
                               f"({redact(str(error)) or type(error).__name__}); check "

@@ -11,6 +11,7 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
+from pulsar_core.nats_auth import NatsAuthError, nats_auth
 from pulsar_core.redact import install as install_redaction
 from pulsar_core.settings import ServeSettings
 
@@ -55,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             field = ".".join(map(str, problem["loc"]))
             print(f"pulsar serve: --{field.replace('_', '-')} (PULSAR_{field.upper()}): "
                   f"{problem['msg']}", file=sys.stderr)
+        return 2
+    try:
+        nats_auth()
+    except NatsAuthError as error:
+        print(f"pulsar serve: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

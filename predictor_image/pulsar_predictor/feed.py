@@ -33,6 +33,7 @@ from pulsar_core.redact import redact
 from pulsar_core.settings import ServeSettings
 from pulsar_predictor.buffer import LiveBuffer
 from pulsar_predictor.errors import InvalidInput
+from pulsar_core.nats_auth import connect_options
 from pulsar_predictor.metrics import Metrics
 from pulsar_predictor.raw import RawRecords
 from pulsar_predictor.warm import replay_signals, signals_end
@@ -175,7 +176,7 @@ class SignalFeed:
                     url, name="pulsar-predictor", allow_reconnect=True,
                     max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
                     disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
-                    error_cb=self._error)
+                    error_cb=self._error, **connect_options())
                 break
             except (OSError, TimeoutError, nats.errors.Error) as error:
                 log.warning("NATS %s unreachable (%s); retrying in %.1fs",

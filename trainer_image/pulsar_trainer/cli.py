@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+from pulsar_core.nats_auth import nats_auth
 from pulsar_core.redact import install as install_redaction
 from pulsar_core.redact import redact
 from pulsar_trainer.settings_cli import (
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         from pulsar_trainer.report import render
 
         settings = settings_from(args)
+        if settings.nats_url:
+            nats_auth()  # unusable NATS credentials fail now (exit 2), not after training
         outcome = run_training(settings, progress=_Progress())
     except Exception as error:
         code = error_code(error)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pulsar_operator.config import OperatorSettings
 
+from pulsar_core.nats_auth import ENV_PREFIX, NatsAuth
+
 DEPLOYMENT = Path(__file__).resolve().parents[1] / "charts/pulsar/templates/deployment.yaml"
 
 
@@ -16,6 +18,7 @@ def chart_variables() -> set[str]:
 
 def test_every_chart_variable_is_an_operator_setting() -> None:
     fields = {f"PULSAR_{name.upper()}" for name in OperatorSettings.model_fields}
+    fields |= {f"{ENV_PREFIX}{name.upper()}" for name in NatsAuth.model_fields}
     variables = chart_variables()
     assert variables, "the Deployment sets no PULSAR_* variable"
     # OperatorSettings ignores unknown variables, so a misspelt one would be dropped silently.

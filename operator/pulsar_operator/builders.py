@@ -16,6 +16,7 @@ from pulsar_core.settings import (
     TrainSettings,
     registered_model_name,
 )
+from pulsar_operator.credentials import ChildCredentials, without_credentials
 from pulsar_operator.spec import GROUP, KIND, VERSION, SurgeModelSpec
 
 MANAGER = "pulsar-operator"
@@ -38,6 +39,16 @@ class Platform:
     mlflow_tracking_uri: str
     nats_url: str | None = None
     service_account: str | None = None
+    credentials: ChildCredentials = field(default_factory=ChildCredentials)
+
+    @property
+    def child_mlflow_uri(self) -> str:
+        """The tracking URI children get: never with credentials (those come by reference)."""
+        return without_credentials(self.mlflow_tracking_uri) or ""
+
+    @property
+    def child_nats_url(self) -> str | None:
+        return without_credentials(self.nats_url)
 
 
 @dataclass(frozen=True)
@@ -175,8 +186,8 @@ def train_settings(model: SurgeModel, run_key: str) -> TrainSettings:
     spec, training = model.spec, model.spec.training
     return _exact(
         TrainSettings,
-        mlflow_tracking_uri=model.platform.mlflow_tracking_uri,
-        nats_url=model.platform.nats_url,
+        mlflow_tracking_uri=model.platform.child_mlflow_uri,
+        nats_url=model.platform.child_nats_url,
         model_namespace=model.namespace, model_name=model.name,
         registered_model_name=model.registered_model,
         city=spec.city, city_id=spec.city_id,
@@ -213,6 +224,7 @@ def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
     """The trainer Job for one trigger (batch/v1)."""
     name = job_name(model, trigger)
     training = model.spec.training
+    credentials, nats = model.platform.credentials, model.platform.nats_url is not None
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": trainer_service_account(model),
@@ -223,14 +235,15 @@ def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
             "image": training.image,
             "command": ["pulsar", "train"],  # the image's ENTRYPOINT, explicit
             "env": _env(train_settings(model, run_key=name).to_env(),
-                        clickhouse_secret_env(model)),
+                        clickhouse_secret_env(model) + credentials.env("trainer", nats=nats)),
             "resources": training.resources.manifest(),
             "securityContext": _container_security(),
-            "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+            "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH},
+                             *credentials.mounts(nats=nats)],
             # the trainer writes its one-line error there; its log tail if it could not
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }],
-        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "volumes": [{"name": "scratch", "emptyDir": {}}, *credentials.volumes(nats=nats)],
     }
     annotations = {TRIGGER_ANNOTATION: trigger.id, f"{GROUP}/trigger-kind": trigger.kind}
     return {
@@ -257,9 +270,9 @@ def serve_settings(model: SurgeModel, version: str) -> ServeSettings:
     spec = model.spec
     return _exact(
         ServeSettings,
-        mlflow_tracking_uri=model.platform.mlflow_tracking_uri,
+        mlflow_tracking_uri=model.platform.child_mlflow_uri,
         registered_model=model.registered_model, model_version=version,
-        nats_url=model.platform.nats_url, city=spec.city, service_type=spec.service_type,
+        nats_url=model.platform.child_nats_url, city=spec.city, service_type=spec.service_type,
         confidence_threshold=spec.serving.confidence_threshold,
         fallback=spec.serving.fallback, retrain_subject=model.retrain_subject,
     )
@@ -277,9 +290,10 @@ def predictor_selector(model: SurgeModel) -> dict[str, str]:
 
 
 def _server_container(name: str, image: str, command: str, port: int,
-                      env: list[dict[str, Any]], resources: dict[str, Any]) -> dict[str, Any]:
+                      env: list[dict[str, Any]], resources: dict[str, Any],
+                      mounts: list[dict[str, Any]]) -> dict[str, Any]:
     """A long-running Pulsar server (predictor, bridge): `/readyz` and `/healthz` on its
-    `http` port, the restricted security context and a writable scratch dir."""
+    `http` port, the restricted security context, a writable scratch dir and `mounts`."""
     return {
         "name": name,
         "image": image,
@@ -291,7 +305,7 @@ def _server_container(name: str, image: str, command: str, port: int,
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
                           "periodSeconds": 20},
-        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}, *mounts],
     }
 
 
@@ -299,9 +313,11 @@ def build_predictor_deployment(model: SurgeModel, version: str) -> dict[str, Any
     """The predictor Deployment (apps/v1) serving `version`."""
     name = predictor_name(model)
     selector = predictor_selector(model)
+    credentials, nats = model.platform.credentials, model.platform.nats_url is not None
     container = _server_container(
         "predictor", model.spec.serving.image, "serve", 8080,
-        _env(serve_settings(model, version).to_env()), model.spec.serving.resources.manifest())
+        _env(serve_settings(model, version).to_env(), credentials.env("predictor", nats=nats)),
+        model.spec.serving.resources.manifest(), credentials.mounts(nats=nats))
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -316,7 +332,8 @@ def build_predictor_deployment(model: SurgeModel, version: str) -> dict[str, Any
                              "annotations": {VERSION_ANNOTATION: version}},
                 "spec": {"automountServiceAccountToken": False,
                          "securityContext": _pod_security(), "containers": [container],
-                         "volumes": [{"name": "scratch", "emptyDir": {}}]},
+                         "volumes": [{"name": "scratch", "emptyDir": {}},
+                                     *credentials.volumes(nats=nats)]},
             },
         },
     }
@@ -388,7 +405,7 @@ def bridge_settings(model: SurgeModel) -> BridgeSettings:
                                            ("service_type_id", spec.service_type_id))
            if value is not None}
     relay = {"relay_subject": spec.signals.nats_subject} if spec.signals.source == "nats" else {}
-    platform = {"nats_url": model.platform.nats_url} if model.platform.nats_url else {}
+    platform = {"nats_url": model.platform.child_nats_url} if model.platform.nats_url else {}
     return _exact(BridgeSettings, city=spec.city, service_type=spec.service_type,
                   **ids, **relay, **platform, **_clickhouse_values(model))
 
@@ -402,9 +419,12 @@ def build_bridge_deployment(model: SurgeModel) -> dict[str, Any]:
     never runs two pollers of one scope side by side."""
     settings = bridge_settings(model)
     bridge = model.spec.signals.bridge
+    credentials = model.platform.credentials
     container = _server_container(
         "bridge", bridge.image, "bridge", settings.port,
-        _env(settings.to_env(), clickhouse_secret_env(model)), bridge.resources.manifest())
+        _env(settings.to_env(), clickhouse_secret_env(model)
+             + credentials.env("bridge", nats=True)),
+        bridge.resources.manifest(), credentials.mounts(nats=True))
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -417,7 +437,8 @@ def build_bridge_deployment(model: SurgeModel) -> dict[str, Any]:
                 "metadata": {"labels": labels(model, BRIDGE)},
                 "spec": {"automountServiceAccountToken": False,
                          "securityContext": _pod_security(), "containers": [container],
-                         "volumes": [{"name": "scratch", "emptyDir": {}}]},
+                         "volumes": [{"name": "scratch", "emptyDir": {}},
+                                     *credentials.volumes(nats=True)]},
             },
         },
     }

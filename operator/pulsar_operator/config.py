@@ -18,6 +18,21 @@ class OperatorSettings(BaseSettings):
 
     mlflow_tracking_uri: str = Field(description="MLflow tracking/registry URI (required).")
     nats_url: str | None = Field(None, description="NATS for retrain requests and model events.")
+    mlflow_credentials_secret: str | None = Field(
+        None, description="Secret in each SurgeModel namespace whose `username` and `password` "
+        "(or `token`) trainers and predictors get as MLFLOW_TRACKING_* by secretKeyRef; "
+        "credentials in PULSAR_MLFLOW_TRACKING_URI are never passed on.")
+    nats_credentials_secret: str | None = Field(
+        None, description="Secret in each SurgeModel namespace whose `username` and `password` "
+        "(or `token`) trainers, predictors and bridges get as PULSAR_NATS_* by secretKeyRef.")
+    nats_tls_secret: str | None = Field(
+        None, description="Secret in each SurgeModel namespace with `ca.crt` (and `tls.crt`, "
+        "`tls.key` for mutual TLS) mounted read-only into every pod that talks to NATS.")
+    nats_tls_client_certificate: bool = Field(
+        False, description="Also give those pods the Secret's tls.crt/tls.key (mutual TLS).")
+    s3_credentials_secret: str | None = Field(
+        None, description="Secret in each SurgeModel namespace whose AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) trainers get by secretKeyRef.")
     kube_api_url: str | None = Field(
         None, description="API server URL without auth (kubectl proxy, tests); default: "
         "in-cluster service account, then kubeconfig.")

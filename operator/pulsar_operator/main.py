@@ -15,6 +15,7 @@ from pulsar_core.registry import Registry
 from pulsar_operator import metrics
 from pulsar_operator.builders import MANAGER, Platform
 from pulsar_operator.config import OperatorSettings, load_settings
+from pulsar_operator.credentials import ChildCredentials, without_credentials
 from pulsar_operator.kube import Kube, KubeError
 from pulsar_operator.leader import LeaderElection
 from pulsar_operator.login import connection_info
@@ -46,6 +47,23 @@ async def operator_login(memo: kopf.Memo, settings: kopf.OperatorSettings,
     return _login(_settings(memo), settings)
 
 
+def platform_of(config: OperatorSettings) -> Platform:
+    """The wiring children get: bare URIs, credentials only by Secret reference."""
+    credentials = ChildCredentials(
+        config.mlflow_credentials_secret, config.nats_credentials_secret,
+        config.nats_tls_secret, config.nats_tls_client_certificate, config.s3_credentials_secret)
+    for variable, uri, secret in (
+            ("PULSAR_MLFLOW_TRACKING_URI", config.mlflow_tracking_uri,
+             config.mlflow_credentials_secret),
+            ("PULSAR_NATS_URL", config.nats_url, config.nats_credentials_secret)):
+        if uri and without_credentials(uri) != uri and not secret:
+            log.warning("%s carries credentials; trainers, predictors and bridges get the URL "
+                        "without them (a tenant picks their images): name a Secret in "
+                        "the chart's credentials values for them", variable)
+    return Platform(config.mlflow_tracking_uri, config.nats_url,
+                    config.trainer_service_account, credentials)
+
+
 @kopf.on.startup()
 async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo,
                            **_: Any) -> None:
@@ -57,8 +75,7 @@ async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo,
     info = _login(config, settings)
     kube = Kube(info, limit=config.workers * 2, relogin=lambda: _login(config, settings))
     runtime = Runtime(settings=config, kube=kube, registry=Registry(config.mlflow_tracking_uri),
-                      platform=Platform(config.mlflow_tracking_uri, config.nats_url,
-                                        config.trainer_service_account))
+                      platform=platform_of(config))
     memo["runtime"] = runtime
     metrics.count_tasks_of(asyncio.get_running_loop())
     if config.standalone:

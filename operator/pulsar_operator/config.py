@@ -33,6 +33,15 @@ class OperatorSettings(BaseSettings):
     s3_credentials_secret: str | None = Field(
         None, description="Secret in each SurgeModel namespace whose AWS_ACCESS_KEY_ID, "
         "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) trainers get by secretKeyRef.")
+    allowed_image_prefixes: list[str] = Field(
+        default_factory=list, description="Images a SurgeModel may run (training, serving, "
+        "bridge) must start with one of these, e.g. [\"ghcr.io/pulsar-dev/\"]; [] = any.")
+    allowed_data_prefixes: list[str] = Field(
+        default_factory=list, description="spec.data.uris must start with one of these, e.g. "
+        "[\"s3://pulsar-data/\"]; [] = any the fixed rules allow (no '..', query, system "
+        "folder or unknown scheme).")
+    min_schedule_minutes: float = Field(
+        60.0, ge=0, description="Shortest gap between two scheduled trainings of a model.")
     kube_api_url: str | None = Field(
         None, description="API server URL without auth (kubectl proxy, tests); default: "
         "in-cluster service account, then kubeconfig.")

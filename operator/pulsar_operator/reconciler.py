@@ -26,6 +26,7 @@ from pulsar_operator.champion import (
 )
 from pulsar_operator.conditions import iso, set_condition
 from pulsar_operator.kube import SURGEMODELS, KubeError
+from pulsar_operator.policy import Policy
 from pulsar_operator.recorder import Decision, post_event
 from pulsar_operator.rollout import LIVE_PHASES, remove_challenger, sync_rollout
 from pulsar_operator.runtime import Key, Runtime
@@ -317,7 +318,12 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: b
                                              if k != "kopf"}
     run = _Pass(Status.parse(original))
     try:
-        spec = _spec_of(runtime, key, meta, body)
+        try:
+            spec = _spec_of(runtime, key, meta, body)
+        except InvalidSpec:
+            runtime.queue.add_all(runtime.catalog.set_usable(key, False))
+            raise
+        runtime.queue.add_all(runtime.catalog.set_usable(key, True))
         _check_registry_owner(runtime, key)
     except InvalidSpec as error:
         await _refuse(runtime, key, meta, original, run.status, generation, error)
@@ -452,6 +458,8 @@ def _spec_of(runtime: Runtime, key: Key, meta: dict[str, Any],
     if cached is not None and cached[0] == raw:
         return cached[1]
     spec = parse_spec(raw)
+    if problems := Policy.of(runtime.settings).problems(spec):
+        raise InvalidSpec("; ".join(problems))
     runtime.specs[key] = (copy.deepcopy(raw), spec)
     return spec
 

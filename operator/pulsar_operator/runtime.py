@@ -51,6 +51,9 @@ class Catalog:
         self._by_subject: dict[str, set[Key]] = defaultdict(set)
         self._bridged: dict[Key, str] = {}
         self._by_bridged: dict[str, set[Key]] = defaultdict(set)
+        # models whose spec does not parse or breaks the policy: they own nothing, so a broken
+        # model never blocks a good one that shares its names
+        self._unusable: set[Key] = set()
 
     def put(self, body: dict[str, Any]) -> None:
         meta = body.get("metadata", {})
@@ -69,11 +72,23 @@ class Catalog:
             self._by_bridged[self._bridged[key]].add(key)
 
     def drop(self, key: Key) -> None:
+        self._unusable.discard(key)
         self.bodies.pop(key, None)
         name, subject = self._names.pop(key, ("", ""))
         self._by_name.get(name, set()).discard(key)
         self._by_subject.get(subject, set()).discard(key)
         self._by_bridged.get(self._bridged.pop(key, ""), set()).discard(key)
+
+    def set_usable(self, key: Key, usable: bool) -> list[Key]:
+        """Record whether `key`'s spec is usable; on a change, the other models sharing one of
+        its names (to be reconciled again: their owner may have changed)."""
+        if usable == (key not in self._unusable):
+            return []
+        (self._unusable.discard if usable else self._unusable.add)(key)
+        name, subject = self._names.get(key, ("", ""))
+        peers = (self._by_name.get(name, set()) | self._by_subject.get(subject, set())
+                 | self._by_bridged.get(self._bridged.get(key, ""), set()))
+        return sorted(peers - {key})
 
     def bridge_peers(self, key: Key) -> list[Key]:
         """Every model asking for a bridge of the same signals subject as `key` (itself too)."""
@@ -104,6 +119,7 @@ class Catalog:
         return self._oldest(self.by_retrain_subject(subject))
 
     def _oldest(self, keys: list[Key]) -> Key | None:
+        keys = [key for key in keys if key not in self._unusable]
         if not keys:
             return None
         return min(keys, key=lambda key: (str((self.bodies[key].get("metadata") or {})

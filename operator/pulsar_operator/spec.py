@@ -24,6 +24,7 @@ from pulsar_core.fallback import Fallback
 from pulsar_core.gate import PromotionPolicy
 from pulsar_core.live_evidence import RolloutPolicy
 from pulsar_core.settings import horizon_problem
+from pulsar_operator.spec_rules import IMAGE_REF, MAX_QUANTITY, data_uri_problem, quantity_value
 
 GROUP = "forecasting.pulsar.dev"
 VERSION = "v1alpha1"
@@ -67,6 +68,9 @@ def _quantity(value: object) -> int | str:
         raise ValueError(f"{value!r} is negative; requests and limits must be >= 0")
     if not _QUANTITY.fullmatch(text):
         raise ValueError(f"{value!r} is not a Kubernetes quantity; write one {_EXAMPLES}")
+    if quantity_value(text) > MAX_QUANTITY:
+        raise ValueError(f"{value!r} is more than 1Pi: no node has it, and a pod asking for it "
+                         "never starts; write a real size " + _EXAMPLES)
     return value
 
 
@@ -126,6 +130,14 @@ class DataSpec(_Camel):
     lookback_days: float = Field(28, ge=1, le=365)
     holdout_days: float = Field(1, gt=0, le=30)
 
+    @field_validator("uris")
+    @classmethod
+    def _safe_uris(cls, value: list[str] | None) -> list[str] | None:
+        for index, uri in enumerate(value or []):
+            if problem := data_uri_problem(uri):
+                raise ValueError(f"uris[{index}] {uri[:80]!r}: {problem}")
+        return value
+
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
         if (self.uris is None) == (self.clickhouse is None):
@@ -137,7 +149,8 @@ class DataSpec(_Camel):
 class BridgeSpec(_Camel):
     """The signal bridge Deployment: `pulsar bridge`, shipped in the predictor image."""
 
-    image: str = Field("ghcr.io/pulsar-dev/pulsar-predictor:0.1.0", min_length=1)
+    image: str = Field("ghcr.io/pulsar-dev/pulsar-predictor:0.1.0", min_length=1,
+                       max_length=512, pattern=IMAGE_REF)
     resources: ResourcesSpec = Field(
         default_factory=lambda: ResourcesSpec(requests={"cpu": "100m", "memory": "256Mi"},
                                               limits={"memory": "512Mi"}))
@@ -176,7 +189,8 @@ class CnnSpec(_Camel):
 
 
 class TrainingSpec(_Camel):
-    image: str = Field("ghcr.io/pulsar-dev/pulsar-trainer:0.1.0", min_length=1)
+    image: str = Field("ghcr.io/pulsar-dev/pulsar-trainer:0.1.0", min_length=1,
+                       max_length=512, pattern=IMAGE_REF)
     resources: ResourcesSpec = Field(
         default_factory=lambda: ResourcesSpec(requests={"cpu": "1", "memory": "2Gi"},
                                               limits={"memory": "4Gi"}))
@@ -267,7 +281,8 @@ class AutoscalingSpec(_Camel):
 
 
 class ServingSpec(_Camel):
-    image: str = Field("ghcr.io/pulsar-dev/pulsar-predictor:0.1.0", min_length=1)
+    image: str = Field("ghcr.io/pulsar-dev/pulsar-predictor:0.1.0", min_length=1,
+                       max_length=512, pattern=IMAGE_REF)
     replicas: int = Field(2, ge=0, le=50)
     resources: ResourcesSpec = Field(
         default_factory=lambda: ResourcesSpec(requests={"cpu": "250m", "memory": "512Mi"},
@@ -358,6 +373,10 @@ def _message(issue: ErrorDetails) -> str:
         return f"unknown field; use {choices}" if known else "unknown field"
     if issue["type"] == "value_error":
         return str(issue["ctx"]["error"])
+    if issue["type"] == "string_pattern_mismatch" and issue["ctx"]["pattern"] == IMAGE_REF:
+        return (f"{str(issue['input'])[:80]!r} is not an image reference; write "
+                "[registry[:port]/]path[:tag][@sha256:digest] in lower case, e.g. "
+                "ghcr.io/pulsar-dev/pulsar-trainer:0.1.0")
     return issue["msg"]
 
 

@@ -75,3 +75,44 @@ def test_a_child_the_api_server_refuses_is_a_condition_and_one_event(
               if e["reason"] == "ChildRejected"]
     assert len(events) == 1 and events[0]["type"] == "Warning", events
     assert not api.list("Job", NS)
+
+
+@pytest.mark.parametrize(("patch", "field", "says"), [
+    ({"data": {"uris": ["file:///etc/passwd"]}}, "spec.data.uris[0]", "system folders"),
+    ({"data": {"uris": ["/var/run/secrets/kubernetes.io/serviceaccount/token"]}},
+     "spec.data.uris[0]", "system folders"),
+    ({"data": {"uris": ["../../etc/passwd"]}}, "spec.data.uris[0]", "'..' segment"),
+    ({"data": {"uris": ["s3://x/y?endpoint_override=http://169.254.169.254"]}},
+     "spec.data.uris[0]", "query string"),
+    ({"data": {"uris": ["http://attacker.example/x.csv"]}}, "spec.data.uris[0]", "scheme"),
+    ({"training": {"image": "attacker/X;rm -rf"}}, "spec.training.image", "should match"),
+    ({"training": {"resources": {"limits": {"memory": "10e999"}}}},
+     "spec.training.resources.limits[memory]", "at most 1Pi"),
+    ({"serving": {"resources": {"requests": {"cpu": "2Ei"}}}},
+     "spec.serving.resources.requests[cpu]", "at most 1Pi"),
+], ids=["etc-passwd", "sa-token", "parent", "endpoint-override", "http", "image", "memory",
+        "cpu"])
+def test_unsafe_data_images_and_quantities_are_refused_at_admission(
+        installed: Installed, patch: dict[str, Any], field: str, says: str) -> None:
+    restricted_namespace(installed.api, NS)
+    model = _model("unsafe")
+    for key, value in patch.items():
+        model["spec"][key] = value
+    with pytest.raises(ApiError) as refused:
+        installed.api.apply(model)
+    assert refused.value.status == 422, refused.value.message
+    assert field in refused.value.message and says in refused.value.message, \
+        refused.value.message
+    assert installed.api.get("SurgeModel", "unsafe", NS) is None
+
+
+def test_safe_data_images_and_quantities_are_admitted(installed: Installed) -> None:
+    api = installed.api
+    restricted_namespace(api, NS)
+    model = _model("safe", image="registry.example:5000/team/pulsar-trainer:1.2.3",
+                   resources={"limits": {"memory": "1Pi", "cpu": 64}}, schedule="0 0 1 1 *")
+    model["spec"]["data"]["uris"] = ["s3://bucket/tehran/*.parquet", "/data/exports/a.csv",
+                                     "file:///data/b..c/x.csv"]
+    api.apply(model)
+    assert api.get("SurgeModel", "safe", NS) is not None
+    api.delete("SurgeModel", "safe", NS)

@@ -92,3 +92,36 @@ async def test_spec_the_schema_missed_is_reported_in_status(k8s: Any, mlflow_uri
         await eventually(lambda: [e for e in events_of(k8s, "broken")
                                   if e["reason"] == "InvalidSpec" and e["type"] == "Warning"])
     assert objects(k8s, JOBS) == []
+
+
+async def test_a_spec_outside_the_platform_policy_is_invalid_and_starts_nothing(
+        k8s: Any, mlflow_uri: str) -> None:
+    k8s.objects[SM, NS, "rogue"] = surge_model("rogue", training={
+        "image": "attacker/x:1", "schedule": "* * * * *"})
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri,
+                                allowed_image_prefixes=["ghcr.io/pulsar-dev/"]):
+        await eventually(lambda: status_of(k8s, "rogue").get("phase") == "Failed")
+        message = condition(k8s, "rogue", "Ready")["message"]
+        assert "spec.training.image: 'attacker/x:1' is outside the platform's image policy" \
+            in message and "PULSAR_ALLOWED_IMAGE_PREFIXES" in message
+        assert "spec.training.schedule" in message and "PULSAR_MIN_SCHEDULE_MINUTES" in message
+        # a model inside the policy trains as before
+        jobs = await eventually(lambda: objects(k8s, JOBS),
+                                what=f"the compliant model's Job {status_of(k8s, 'tehran-eco')}")
+    assert [job["metadata"]["name"].split("-train-")[0] for job in jobs] == ["tehran-eco"]
+
+
+async def test_a_model_whose_spec_never_parses_owns_no_name(k8s: Any, mlflow_uri: str) -> None:
+    """D1: an older model with cron `61 25 * * *` held `pulsar-tehran-eco` and refused the
+    good model that shares it; a broken spec now owns nothing and reports only its own error."""
+    broken = surge_model("inv06", training={"schedule": "61 25 * * *"})
+    broken["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"  # the older one
+    k8s.objects[SM, NS, "inv06"] = broken
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        await eventually(lambda: objects(k8s, JOBS),
+                         what=f"the good model's Job {status_of(k8s, 'tehran-eco')}")
+        await eventually(lambda: status_of(k8s, "inv06").get("phase") == "Failed")
+        assert "spec.training.schedule" in condition(k8s, "inv06", "Ready")["message"]
+        assert "belongs to" not in str(status_of(k8s, "tehran-eco"))

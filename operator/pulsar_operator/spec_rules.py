@@ -1,0 +1,53 @@
+"""The fixed rules of a SurgeModel spec that hold in every cluster: image references, data
+URIs and quantity bounds. The CRD's patterns and CEL rules say the same (a test keeps them
+equal), so the API server refuses such specs at admission and the operator refuses them when
+the installed CRD is older."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+# An image reference: [registry[:port]/]path[:tag][@sha256:digest], lower-case path components.
+IMAGE_REF = (r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*"
+             r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+DATA_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "file")
+# Folders of the trainer's own container that are never training data.
+SYSTEM_DIRS = ("proc", "sys", "dev", "etc", "run", "var/run", "boot", "root")
+_PARENT = re.compile(r"(^|/)\.\.(/|$)")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_SYSTEM = re.compile(r"^(file://)?/(" + "|".join(SYSTEM_DIRS) + r")(/|$)")
+# The largest request or limit (1Pi): `10e999` is a quantity no node has, and a Job asking
+# for it waits forever.
+MAX_QUANTITY = Decimal(2**50)
+_SUFFIX: dict[str, int | Decimal] = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3,
+    "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+
+
+def data_uri_problem(uri: str) -> str | None:
+    """Why `uri` may not be training data in any cluster (None when it may)."""
+    if _PARENT.search(uri):
+        return "a '..' segment is not allowed; name the file or folder itself"
+    if "?" in uri or "#" in uri:
+        return ("a query string or fragment is not allowed (it can reroute a filesystem, "
+                "e.g. endpoint_override); use * for globs")
+    scheme = _SCHEME.match(uri)
+    if scheme and scheme[1] not in DATA_SCHEMES:
+        return f"scheme {scheme[1]!r} is not one of {', '.join(DATA_SCHEMES)}"
+    if _SYSTEM.match(uri):
+        return f"system folders (/{', /'.join(SYSTEM_DIRS)}) are not training data"
+    return None
+
+
+def quantity_value(text: str) -> Decimal:
+    """The number a quantity string (already matching the CRD's pattern) stands for."""
+    body = text.lstrip("+")
+    for suffix in sorted(_SUFFIX, key=len, reverse=True):
+        if body.endswith(suffix) and not body[: -len(suffix)].endswith(("e", "E")):
+            return Decimal(body[: -len(suffix)]) * Decimal(_SUFFIX[suffix])
+    try:
+        return Decimal(body)
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not a quantity") from None

@@ -1,11 +1,13 @@
 """Rolling-origin backtest: every model and baseline scored per fold, horizon and service type.
 
-Each fold trains ElasticNet and a CNN seed ensemble on the days before its validation day, picks
-the blend weights of ElasticNet, the CNN and phase_mean on that validation day, and scores
-everything on its test day.
-The served choice for fold k is made on the pooled validation days of folds 1..k (walk-forward:
-never on a test day, never on a later day). The table reports the served model's MAE against
-each fold's strongest simple baseline on the same rows: the mean ratio, the worst fold, the spread.
+Each fold trains ElasticNet, a CNN seed ensemble and boosted trees on the days before its
+validation day and scores everything on its test day. The blend weights and the served choice
+for fold k are made on the pooled validation days of folds 1..k (walk-forward: never on a test
+day, never on a later day); with `balanced`, each local time-of-day band of those days counts
+equally, so the least-covered time of day (the one daytime session of the Tehran file, a
+validation day from the second fold on) weighs as much as the nights. The table reports the
+served model's MAE against each fold's strongest simple baseline on the same rows: the mean
+ratio, the worst fold, the spread; `band_table` splits it by time-of-day band.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from pulsar_core.evaluation import (
     evaluate,
     served_label,
 )
-from pulsar_core.folds import Fold
-from pulsar_core.models.blend import MEMBERS, Weights, choose_weights, combine
+from pulsar_core.folds import Fold, time_of_day_band
+from pulsar_core.models.blend import MEMBERS, Weights, choose_weights, combine, group_mean
 
 MAX_WORSE_THAN_BASELINE = 1.02  # a fold may lose to its strongest baseline by 2% at most
 
@@ -49,7 +51,9 @@ class Scored:
         return Scored({n: np.concatenate([p.forecasts[n] for p in parts]) for n in names},
                       np.concatenate([p.actual for p in parts]),
                       np.concatenate([p.current for p in parts]),
-                      np.concatenate([p.services for p in parts]))
+                      np.concatenate([p.services for p in parts]),
+                      np.concatenate([p.rows for p in parts]),
+                      np.concatenate([p.anchors for p in parts]))
 
 
 @dataclass
@@ -65,10 +69,34 @@ class FoldResult:
 
 
 def choose_blend(forecasts: dict[str, np.ndarray], actual: np.ndarray,
-                 horizons: tuple[int, ...]) -> dict[int, Weights]:
-    """Per horizon, the blend weights with the lowest validation MAE (models.blend)."""
+                 horizons: tuple[int, ...], groups: np.ndarray | None = None
+                 ) -> dict[int, Weights]:
+    """Per horizon, the blend weights with the lowest validation MAE (models.blend); with
+    `groups`, the lowest mean of per-group MAEs."""
     return {h: choose_weights({n: forecasts[n][:, i] for n in MEMBERS if n in forecasts},
-                              actual[:, i]) for i, h in enumerate(horizons)}
+                              actual[:, i], groups) for i, h in enumerate(horizons)}
+
+
+def choose_served_balanced(scored: Scored, horizons: tuple[int, ...], groups: np.ndarray, *,
+                           baselines_only: bool = False) -> dict[int, str]:
+    """Per horizon, the model (or baseline) with the lowest mean of per-group MAEs on the rows
+    where every compared forecast exists (the validation counterpart of choose_served)."""
+    choice: dict[int, str] = {}
+    names = [n for n in (*BASELINE_NAMES, *([] if baselines_only else LEARNED))
+             if n in scored.forecasts]
+    for i, horizon in enumerate(horizons):
+        compared = [n for n in names if np.isfinite(scored.forecasts[n][:, i]).any()]
+        rows = np.isfinite(scored.actual[:, i])
+        for name in compared:
+            rows &= np.isfinite(scored.forecasts[name][:, i])
+        if not rows.any():
+            choice[horizon] = "baseline:persistence"
+            continue
+        errors = {n: group_mean(np.abs(scored.forecasts[n][rows, i] - scored.actual[rows, i]),
+                                groups[rows]) for n in compared}
+        best = min(errors, key=lambda n: errors[n])
+        choice[horizon] = best if best in LEARNED else f"baseline:{best}"
+    return choice
 
 
 def add_blend(forecasts: dict[str, np.ndarray], weights: dict[int, Weights],
@@ -88,15 +116,29 @@ def describe_weights(weights: dict[int, Weights]) -> str:
                      for h, chosen in weights.items())
 
 
-def walk_forward(results: list[FoldResult], horizons: tuple[int, ...]) -> None:
-    """Served model and validation-chosen baseline of each fold from validation days 1..k."""
+def walk_forward(results: list[FoldResult], horizons: tuple[int, ...],
+                 timezone: str | None = None) -> None:
+    """Served model and validation-chosen baseline of each fold from validation days 1..k.
+
+    With `timezone` (balanced), the blend weights of fold k are chosen on those pooled days
+    too, and every choice weighs each local time-of-day band equally; without it, the blend
+    stays the one chosen on the fold's own validation day and the choice is the plain MAE."""
     for k, result in enumerate(results):
         pooled = Scored.pool([r.valid for r in results[:k + 1]])
-        valid = evaluate(pooled.forecasts, pooled.actual, pooled.current, horizons, {},
-                         split="validation")
-        result.served = choose_served(valid, horizons)
-        result.baseline = {h: served_label(c) for h, c in
-                           choose_served(valid, horizons, baselines_only=True).items()}
+        if timezone is not None:
+            bands = time_of_day_band(pooled.anchors, timezone)
+            result.blend = choose_blend(pooled.forecasts, pooled.actual, horizons, bands)
+            for part in (pooled, result.valid, result.test):
+                add_blend(part.forecasts, result.blend, horizons)
+            result.served = choose_served_balanced(pooled, horizons, bands)
+            result.baseline = {h: served_label(c) for h, c in choose_served_balanced(
+                pooled, horizons, bands, baselines_only=True).items()}
+        else:
+            valid = evaluate(pooled.forecasts, pooled.actual, pooled.current, horizons, {},
+                             split="validation")
+            result.served = choose_served(valid, horizons)
+            result.baseline = {h: served_label(c) for h, c in
+                               choose_served(valid, horizons, baselines_only=True).items()}
         result.report = evaluate(result.test.forecasts, result.test.actual, result.test.current,
                                  horizons, result.served, split=f"test {result.fold.name}")
 
@@ -124,9 +166,11 @@ class Backtest:
                                        "rows": int(served.coverage),
                                        "evaluable": bool(served.evaluable)}
                 for model in (*LEARNED, chosen):
-                    row = result.report.row(minutes, model)
-                    rec[f"{model}_mae" if model in LEARNED else "valid_baseline_mae"] = \
-                        float(row.mae)
+                    try:
+                        mae = float(result.report.row(minutes, model).mae)
+                    except KeyError:  # a model this run did not train (no trees before #23)
+                        mae = math.nan
+                    rec[f"{model}_mae" if model in LEARNED else "valid_baseline_mae"] = mae
                 rec["ratio"] = float(served.mae) / best if best else math.nan
                 records.append(rec)
         return pd.DataFrame.from_records(records)
@@ -162,6 +206,46 @@ class Backtest:
                                     "ratio": served_mae / strongest if strongest else math.nan})
         return pd.DataFrame.from_records(records)
 
+    def band_table(self) -> pd.DataFrame:
+        """Served and strongest-baseline MAE per fold x horizon x local time-of-day band (the
+        strongest baseline picked per band, on the same rows as the served forecast)."""
+        records: list[dict[str, Any]] = []
+        for result in self.results:
+            test = result.test
+            bands = time_of_day_band(test.anchors, self.timezone)
+            for i, horizon in enumerate(self.horizons):
+                served = test.forecasts[served_label(result.served[horizon])][:, i]
+                for band in sorted(set(bands.tolist())):
+                    rows = (bands == band) & np.isfinite(test.actual[:, i]) & np.isfinite(served)
+                    if not rows.any():
+                        continue
+                    actual = test.actual[rows, i]
+                    base = {n: float(np.abs(test.forecasts[n][rows, i] - actual).mean())
+                            for n in BASELINE_NAMES if n in test.forecasts}
+                    strongest = min(base, key=lambda n: base[n])
+                    served_mae = float(np.abs(served[rows] - actual).mean())
+                    records.append({"fold": result.fold.name, "band": band,
+                                    "horizon_minutes": horizon * PERIOD_MINUTES,
+                                    "rows": int(rows.sum()), "served_mae": served_mae,
+                                    "strongest": strongest, "strongest_mae": base[strongest],
+                                    "ratio": served_mae / base[strongest]
+                                    if base[strongest] else math.nan})
+        return pd.DataFrame.from_records(records)
+
+    def format_bands(self) -> str:
+        """The fold table by local time-of-day band: served / strongest baseline per horizon."""
+        frame = self.band_table()
+        if frame.empty:
+            return "(no scored rows)"
+        ratios = frame.pivot_table(index=["fold", "band"], columns="horizon_minutes",
+                                   values="ratio")
+        rows = frame.pivot_table(index=["fold", "band"], columns="horizon_minutes",
+                                 values="rows", aggfunc="sum")
+        ratios.columns = [f"{m:g}m" for m in ratios.columns]
+        ratios["rows"] = rows.max(axis=1).astype(int)
+        return (f"served / strongest baseline by fold and local time-of-day band "
+                f"({self.timezone}):\n" + str(ratios.round(3).to_string()))
+
     def by_service(self) -> pd.DataFrame:
         """Mean and worst fold of served / strongest-baseline MAE per horizon x service type."""
         frame = self.service_table()
@@ -190,8 +274,8 @@ class Backtest:
         lines += ["  " + r.fold.describe(self.timezone) for r in self.results]
         table = self.table()
         lines.append(f"{'fold':<12} {'horizon':>7} {'served':<14} {'MAE':>7} {'strongest':<15}"
-                     f" {'MAE':>7} {'ratio':>6} {'EN':>7} {'CNN':>7} {'blend':>7} {'rows':>6}"
-                     "  baseline chosen on validation")
+                     f" {'MAE':>7} {'ratio':>6} {'EN':>7} {'CNN':>7} {'HGB':>7} {'blend':>7}"
+                     f" {'rows':>6}  baseline chosen on validation")
         for r in table.itertuples():
             if not r.evaluable:
                 lines.append(f"{r.fold:<12} {r.horizon_minutes:>6g}m not evaluable "
@@ -200,7 +284,7 @@ class Backtest:
             lines.append(f"{r.fold:<12} {r.horizon_minutes:>6g}m {r.served:<14} "
                          f"{r.served_mae:7.2f} {r.strongest:<15} {r.strongest_mae:7.2f} "
                          f"{r.ratio:6.3f} {r.elasticnet_mae:7.2f} {r.cnn_mae:7.2f} "
-                         f"{r.blend_mae:7.2f} {r.rows:6d}  "
+                         f"{r.hgb_mae:7.2f} {r.blend_mae:7.2f} {r.rows:6d}  "
                          f"{r.valid_baseline} {r.valid_baseline_mae:.2f}")
         lines.append("served / strongest baseline per horizon (mean, worst fold, spread):")
         summary = self.summary()

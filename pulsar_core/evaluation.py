@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 DEAD_BAND_PCT = 5.0
 DEAD_BAND_UNITS = 1.0
-LEARNED = ("elasticnet", "cnn", "blend")
+LEARNED = ("elasticnet", "cnn", "hgb", "blend")
 BASELINE_NAMES = ("persistence", "same_phase", "seasonal_naive", "series_mean", "phase_mean")
 COLUMNS = ["horizon_minutes", "model", "mae", "rmse", "directional_accuracy", "coverage",
            "evaluable"]

@@ -38,7 +38,11 @@ class FeatureSpec:
     rolling: tuple[int, ...] = (4, 8)
     neighbour_ring: int = 1
     history_days: int = 7
-    version: int = 1
+    # 1: the features of bundles before issue 23; 2 adds staleness, the gap before the run and
+    # levels relative to the series' own recent and phase means (features that travel across
+    # hours and gaps) and drops the day of week (a week of data shows each weekday once or
+    # twice, never a Sunday). A bundle rebuilds the version it was trained with.
+    version: int = 2
 
     def __post_init__(self) -> None:
         if 1 not in self.horizons:
@@ -58,6 +62,7 @@ class FeatureSpec:
         values = dict(data)
         values["horizons"] = tuple(int(h) for h in values.get("horizons", (1, 4, 8, 12)))
         values["rolling"] = tuple(int(r) for r in values.get("rolling", (4, 8)))
+        values.setdefault("version", 1)  # a spec stored without one predates version 2
         return cls(**values)
 
     @classmethod
@@ -213,8 +218,9 @@ def _tabular(grid: SeriesGrid, context: _Context, chunk: Chunk,
     day = (period // PERIODS_PER_DAY + 3) % 7  # 1970-01-01 was a Thursday: 0 = Monday
     feats["tod_sin"] = np.sin(2 * np.pi * slot / PERIODS_PER_DAY)
     feats["tod_cos"] = np.cos(2 * np.pi * slot / PERIODS_PER_DAY)
-    feats["dow_sin"] = np.sin(2 * np.pi * day / 7)
-    feats["dow_cos"] = np.cos(2 * np.pi * day / 7)
+    if spec.version < 2:  # a week of data cannot teach weekdays: version 2 has none
+        feats["dow_sin"] = np.sin(2 * np.pi * day / 7)
+        feats["dow_cos"] = np.cos(2 * np.pi * day / 7)
     feats["phase"] = (period % 2).astype(np.float64)
     services = grid.service_ids[chunk.series % grid.n_services]
     for service in KNOWN_SERVICE_TYPES:
@@ -232,7 +238,51 @@ def _tabular(grid: SeriesGrid, context: _Context, chunk: Chunk,
                               {name: values[column] for name, column in _NEIGHBOUR_COLUMNS.items()},
                               chunk, _NEIGHBOUR_LAGS)
     feats["nb_delta_1"] = feats["nb_demand_l0"] - feats["nb_demand_l1"]
+    if spec.version >= 2:
+        feats |= _travelling(grid, chunk, feats, lookback(spec).history, spec.window)
     return feats
+
+
+CALENDAR_FEATURES = ("tod_sin", "tod_cos", "dow_sin", "dow_cos")
+"""Features that say when, not what: a serving value outside their training range is an hour or
+weekday the model never saw (Forecaster.predict answers those rows without them)."""
+
+
+def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray(np.log1p(np.maximum(a, 0.0)) - np.log1p(np.maximum(b, 0.0)))
+
+
+def _gap_before(grid: SeriesGrid, rows: np.ndarray, cap: int) -> np.ndarray:
+    """Periods between each row and its series' previous row (`cap` when none within it)."""
+    before = np.maximum(rows - 1, 0)
+    same = (rows > 0) & (grid.key[before] // KEY_SHIFT == grid.key[rows] // KEY_SHIFT)
+    gap = (grid.key[rows] - grid.key[before]).astype(np.float64)
+    return np.where(same, np.minimum(gap, cap), float(cap))
+
+
+def _travelling(grid: SeriesGrid, chunk: Chunk, feats: dict[str, np.ndarray],
+                history: int, window: int) -> dict[str, np.ndarray]:
+    """Version-2 features: how stale the inputs are and levels relative to the series' own
+    means. They mean the same at any hour and after any gap, where raw levels and the time of
+    day do not (issue 23). The gaps are capped so that they read no key more than
+    `history` - 1 periods before the anchor (Lookback.history: serving parity)."""
+    run = feats["run_length"].astype(np.int64)  # 1..window: the anchor itself is observed
+    run_start = chunk.anchors - (run - 1)  # keys are unique: the run is the rows before
+    out = {
+        "log_staleness": np.log1p(_gap_before(grid, chunk.anchors, history - 1)),
+        "log_gap_before_run": np.log1p(_gap_before(grid, run_start, history - window)),
+        "first_of_run": (run == 1).astype(np.float64),
+        "rel_hist_same_phase": _log_ratio(feats["demand"], feats["hist_mean_same_phase"]),
+        "rel_hist_other_phase": _log_ratio(feats["hist_mean_other_phase"],
+                                           feats["hist_mean_same_phase"]),
+        "rel_roll4": _log_ratio(feats["demand"], feats["roll4_mean"]),
+        "rel_same_phase_recent": _log_ratio(feats["same_phase_mean"],
+                                            feats["hist_mean_same_phase"]),
+        "rel_other_phase_recent": _log_ratio(feats["other_phase_mean"],
+                                             feats["hist_mean_other_phase"]),
+        "rel_neighbours": _log_ratio(feats["nb_demand_l0"], feats["demand"]),
+    }
+    return {name: np.where(np.isfinite(v), v, 0.0) for name, v in out.items()}
 
 
 def _seasonal(grid: SeriesGrid, demand: np.ndarray, chunk: Chunk, horizon: int,

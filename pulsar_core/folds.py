@@ -133,3 +133,52 @@ def make_folds(starts: pd.Series, timezone: str, holdout_days: float,
     if float(holdout_days).is_integer() and holdout_days >= 1:
         return day_folds(starts, timezone, int(holdout_days), max_folds)
     return [hour_fold(starts, holdout_days)]
+
+
+BANDS = ((0, "night 00-06"), (6, "morning 06-12"), (12, "afternoon 12-18"),
+         (18, "evening 18-24"))
+
+
+def time_of_day_band(anchors: np.ndarray, timezone: str) -> np.ndarray:
+    """The local time-of-day band (BANDS) of UTC datetime64 anchors."""
+    hours = pd.DatetimeIndex(anchors).tz_localize("UTC").tz_convert(timezone).hour.to_numpy()
+    starts = np.asarray([start for start, _ in BANDS])
+    names = np.asarray([name for _, name in BANDS], dtype=object)
+    return np.asarray(names[np.searchsorted(starts, hours, side="right") - 1])
+
+
+@dataclass(frozen=True)
+class Session:
+    """A contiguous run of periods present in the data (any series): the unit of evaluation."""
+
+    index: int
+    start: pd.Timestamp  # first period (UTC)
+    end: pd.Timestamp  # end of the last period (UTC)
+    periods: int
+
+    def describe(self, timezone: str) -> str:
+        local, end = self.start.tz_convert(timezone), self.end.tz_convert(timezone)
+        return (f"session {self.index}: {local:%Y-%m-%d %H:%M}..{end:%H:%M} {timezone} "
+                f"({self.periods} periods)")
+
+
+def sessions(starts: pd.Series) -> list[Session]:
+    """Runs of consecutive periods (a gap of one missing period or more ends a run)."""
+    index = pd.DatetimeIndex(starts.drop_duplicates().sort_values())
+    if index.empty:
+        return []
+    breaks = np.flatnonzero(np.diff(index.asi8) != PERIOD.value) + 1
+    out = []
+    for i, (lo, hi) in enumerate(zip(np.r_[0, breaks], np.r_[breaks, len(index)], strict=True)):
+        out.append(Session(i, index[lo], index[hi - 1] + PERIOD, int(hi - lo)))
+    return out
+
+
+def session_of(anchors: pd.Series, found: list[Session]) -> np.ndarray:
+    """Index of the session holding each anchor (-1 where none does)."""
+    stamps = pd.DatetimeIndex(anchors).asi8
+    starts = np.asarray([s.start.value for s in found], np.int64)
+    ends = np.asarray([s.end.value for s in found], np.int64)
+    pos = np.searchsorted(starts, stamps, side="right") - 1
+    inside = (pos >= 0) & (stamps < ends[np.maximum(pos, 0)])
+    return np.where(inside, pos, -1)

@@ -2,8 +2,15 @@
 
 Bundles are JSON + a torch state_dict + an .npz: no pickles. One model is trained across all
 service types (service type is a feature). A served choice per horizon is "elasticnet", "cnn"
-(a seed ensemble), "blend" (convex weights of ElasticNet, the CNN and phase_mean per horizon,
-in `blend`; models.blend) or "baseline:<name>".
+(a seed ensemble), "hgb" (gradient-boosted trees, no calendar inputs), "blend" (convex weights
+of ElasticNet, the CNN, the trees and phase_mean per horizon, in `blend`; models.blend) or
+"baseline:<name>".
+
+Out-of-range guard (issue 23): the bundle records each tabular feature's training range
+(`ranges`); a series whose calendar features (features.CALENDAR_FEATURES: an hour or weekday
+the training data never held) lie outside it gets the trees' forecast in place of ElasticNet's
+and the CNN's, which read those features (phase_mean where there are no trees). The rows are
+counted in ForecastResult.outside_range and said in the explanation.
 """
 
 from __future__ import annotations
@@ -23,9 +30,16 @@ import pulsar_core
 from pulsar_core.contract import PERIOD, ForecastCol
 from pulsar_core.evaluation import direction, served_label
 from pulsar_core.fallback import CNN_CHOICES, NOT_ASKED, Fallback, apply_fallback
-from pulsar_core.features import SEQUENCE_CHANNELS, FeatureSet, FeatureSpec, build_features
+from pulsar_core.features import (
+    CALENDAR_FEATURES,
+    SEQUENCE_CHANNELS,
+    FeatureSet,
+    FeatureSpec,
+    build_features,
+)
 from pulsar_core.models.baselines import baseline_forecast
 from pulsar_core.models.blend import Weights, as_weights, combine
+from pulsar_core.models.boosting import BoostedTreesModel
 from pulsar_core.models.cnn import CNNModel
 from pulsar_core.models.elasticnet import ElasticNetModel
 from pulsar_core.models.ensemble import CNNEnsemble, load_cnn
@@ -64,6 +78,50 @@ def _npz(path: Path) -> dict[str, np.ndarray]:
 class ForecastResult:
     frame: pd.DataFrame
     cnn_error: str | None
+    outside_range: int = 0  # series answered without calendar inputs outside their range
+    hgb_error: str | None = None
+
+
+RangeMap = dict[str, tuple[float, float]]
+_RANGE_SLACK = 1e-6  # float32 features: equal values must never count as outside
+
+
+def feature_ranges(features: FeatureSet) -> RangeMap:
+    """Each tabular feature's (min, max) over `features` (the training rows)."""
+    if not len(features):
+        return {}
+    low, high = features.tabular.min(axis=0), features.tabular.max(axis=0)
+    return {name: (float(lo), float(hi)) for name, lo, hi in
+            zip(features.tabular_names, low.tolist(), high.tolist(), strict=True)}
+
+
+def outside_calendar(features: FeatureSet, ranges: RangeMap) -> tuple[np.ndarray, list[str]]:
+    """(rows whose calendar features lie outside `ranges`, those features' names)."""
+    outside = np.zeros(len(features), bool)
+    names = []
+    for name in CALENDAR_FEATURES:
+        if name not in ranges or name not in features.tabular_names:
+            continue
+        low, high = ranges[name]
+        value = features.column(name)
+        bad = (value < low - _RANGE_SLACK) | (value > high + _RANGE_SLACK)
+        if bad.any():
+            outside |= bad
+            names.append(name)
+    return outside, names
+
+
+def guard(forecasts: dict[str, np.ndarray], outside: np.ndarray,
+          fallback: np.ndarray) -> None:
+    """In place: rows `outside` of the models that read calendar features answered by
+    `fallback` (the trees, which do not), so any blend of them leans on what stays valid."""
+    if not outside.any():
+        return
+    for name in ("elasticnet", "cnn"):
+        if name in forecasts:
+            values = forecasts[name]
+            swap = outside[:, None] & np.isfinite(values) & np.isfinite(fallback)
+            values[swap] = fallback[swap]
 
 
 @dataclass
@@ -74,6 +132,31 @@ class Forecaster:
     served: dict[int, str]
     metadata: dict[str, Any] = field(default_factory=dict)
     blend: dict[int, Weights] = field(default_factory=dict)  # per horizon
+    hgb: BoostedTreesModel | None = None
+    ranges: RangeMap = field(default_factory=dict)  # tabular feature -> training (min, max)
+
+    def _hgb_forecast(self, features: FeatureSet) -> tuple[np.ndarray | None, str | None]:
+        if self.hgb is None:
+            return None, None
+        try:
+            forecast = np.asarray(self.hgb.predict(features), dtype=np.float64)
+        except Exception as exc:  # the trees failing must degrade to ElasticNet, never fail
+            log.warning("boosted trees failed, ElasticNet answers: %s", exc, exc_info=True)
+            return None, f"{type(exc).__name__}: {exc}"
+        return forecast, None
+
+    def _guarded(self, features: FeatureSet, linear: np.ndarray, cnn: np.ndarray | None,
+                 trees: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+        """Rows outside the calendar range; there ElasticNet's and the CNN's forecasts are
+        replaced in place by the trees' (phase_mean's where there are none)."""
+        outside, names = outside_calendar(features, self.ranges)
+        if outside.any():
+            fallback = trees if trees is not None else np.stack(
+                [baseline_forecast("phase_mean", features, h) for h in self.spec.horizons],
+                axis=1)
+            members = {"elasticnet": linear} | ({"cnn": cnn} if cnn is not None else {})
+            guard(members, outside, fallback)
+        return outside, names
 
     def _cnn_forecast(self, features: FeatureSet, use_cnn: bool) -> tuple[np.ndarray | None,
                                                                           str | None]:
@@ -105,17 +188,20 @@ class Forecaster:
         features = build_features(snapshots, self.spec, targets=False, last_only=True)
         linear = self.elasticnet.predict(features)
         cnn, cnn_error = self._cnn_forecast(features, use_cnn)
+        trees, hgb_error = self._hgb_forecast(features)
         if not self.spec.horizons:
             return ForecastResult(pd.DataFrame(columns=[c.value for c in ForecastCol]), cnn_error)
+        outside, names = self._guarded(features, linear, cnn, trees)
         valid_mae = self.metadata.get("valid_mae_served", {})
-        blocks = [self._block(features, i, *self._served_value(features, i, linear, cnn),
-                              valid_mae.get(str(horizon)))
+        blocks = [self._block(features, i, *self._served_value(features, i, linear, cnn, trees),
+                              valid_mae.get(str(horizon)), outside, names)
                   for i, horizon in enumerate(self.spec.horizons)]
         frame = self._frame(features, blocks)
         if not use_cnn or cnn_error is not None:
             frame = apply_fallback(frame, fallback, self.cnn_minutes(),
                                    cnn_error or skipped_because)
-        return ForecastResult(frame=frame, cnn_error=cnn_error)
+        return ForecastResult(frame=frame, cnn_error=cnn_error,
+                              outside_range=int(outside.sum()), hgb_error=hgb_error)
 
     def cnn_minutes(self) -> list[float]:
         """Horizons (minutes) served with the CNN, alone or in the blend."""
@@ -127,11 +213,14 @@ class Forecaster:
         """(n, H) served values (as the API answers them), for scoring a version on rows."""
         linear = self.elasticnet.predict(features)
         cnn, _ = self._cnn_forecast(features, True)
-        return np.stack([self._served_value(features, i, linear, cnn)[0]
+        trees, _ = self._hgb_forecast(features)
+        self._guarded(features, linear, cnn, trees)
+        return np.stack([self._served_value(features, i, linear, cnn, trees)[0]
                          for i in range(len(self.spec.horizons))], axis=1)
 
     def _served_value(self, features: FeatureSet, index: int, linear: np.ndarray,
-                      cnn: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                      cnn: np.ndarray | None, trees: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
         """(value, answering model) at one horizon: the served choice, ElasticNet where the
         CNN gave no finite value."""
         horizon = self.spec.horizons[index]
@@ -144,7 +233,8 @@ class Forecaster:
                 mixed = cnn[:, index]
                 if choice == "blend":
                     weights = self.blend.get(horizon) or {"cnn": 1.0}
-                    members = {"elasticnet": linear[:, index], "cnn": mixed}
+                    members = {"elasticnet": linear[:, index], "cnn": mixed,
+                               "hgb": linear[:, index] if trees is None else trees[:, index]}
                     if "phase_mean" in weights:
                         members["phase_mean"] = baseline_forecast("phase_mean", features, horizon)
                     mixed = combine(members, weights)
@@ -154,10 +244,16 @@ class Forecaster:
             return value, label
         if choice == "elasticnet":
             return linear[:, index], label
+        if choice == "hgb":
+            ok = np.zeros(len(features), bool) if trees is None else np.isfinite(trees[:, index])
+            label[~ok] = "elasticnet"  # the trees failed or were not trained at this horizon
+            return (np.where(ok, np.nan_to_num(trees[:, index]), linear[:, index])
+                    if trees is not None else linear[:, index].copy()), label
         return baseline_forecast(served_label(choice), features, horizon), label
 
     def _block(self, features: FeatureSet, index: int, value: np.ndarray, label: np.ndarray,
-               mae: float | None) -> dict[str, np.ndarray]:
+               mae: float | None, outside: np.ndarray | None = None,
+               outside_names: list[str] | None = None) -> dict[str, np.ndarray]:
         """The per-horizon columns of the forecast frame, as arrays."""
         minutes = self.spec.horizon_minutes[index]
         current = features.current
@@ -173,6 +269,14 @@ class Forecaster:
                 f"{pct:+d}% in {minutes:g} min: {name} answers ({reason})"
                 for pct, name in zip(np.round(change[baseline]).astype(int).tolist(),
                                      label[baseline].tolist(), strict=True)]
+        if outside is not None and outside.any():
+            guarded = outside & ~baseline
+            model = np.where(np.isin(label.astype(str), ("elasticnet", "cnn")), "hgb", label)
+            label[guarded] = model[guarded]
+            who = "gradient-boosted trees" if self.hgb is not None else "phase_mean"
+            note = (f"; {who} answer without the time of day ("
+                    f"{', '.join(outside_names or [])} outside the training range)")
+            explanation[guarded] = [text + note for text in explanation[guarded].tolist()]
         confidence = (np.abs(value) / (np.abs(value) + mae)) if mae else np.zeros(len(value))
         return {
             ForecastCol.HORIZON_MINUTES: np.full(len(value), float(minutes)),
@@ -216,6 +320,10 @@ class Forecaster:
             cnn_meta, cnn_arrays = self.cnn.state()
             torch.save({k: torch.from_numpy(v) for k, v in cnn_arrays.items()},
                        directory / "cnn.pt")
+        hgb_meta = None
+        if self.hgb is not None:
+            hgb_meta, hgb_arrays = self.hgb.state()
+            np.savez(directory / "hgb.npz", **hgb_arrays)  # type: ignore[arg-type]  # numpy stubs: **arrays typed as allow_pickle
         document = {
             "bundle_format": pulsar_core.BUNDLE_FORMAT_VERSION,
             "pulsar_core_version": pulsar_core.__version__,
@@ -224,6 +332,8 @@ class Forecaster:
             "blend": {str(h): w for h, w in self.blend.items()},
             "elasticnet": en_meta,
             "cnn": cnn_meta,
+            "hgb": hgb_meta,
+            "feature_ranges": {name: list(bounds) for name, bounds in self.ranges.items()},
             "sequence_channels": list(SEQUENCE_CHANNELS),
             "metadata": self.metadata,
         }
@@ -247,8 +357,14 @@ class Forecaster:
                 path, map_location="cpu", weights_only=True))
             cnn = load_cnn(document["cnn"], state, len(document["sequence_channels"]),
                            len(elasticnet.names))
+        hgb = None
+        if document.get("hgb") is not None:  # bundles before issue 23 have no trees
+            hgb = BoostedTreesModel.from_state(document["hgb"], _read(directory, "hgb.npz", _npz))
+        ranges = {str(name): (float(b[0]), float(b[1]))
+                  for name, b in document.get("feature_ranges", {}).items()}
         return cls(spec=FeatureSpec.from_dict(document["spec"]), elasticnet=elasticnet, cnn=cnn,
                    served={int(h): m for h, m in document["served"].items()},
                    metadata=document.get("metadata", {}),
-                   blend={int(h): as_weights(w) for h, w in document.get("blend", {}).items()})
+                   blend={int(h): as_weights(w) for h, w in document.get("blend", {}).items()},
+                   hgb=hgb, ranges=ranges)
 

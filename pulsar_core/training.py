@@ -7,6 +7,11 @@ no split sees the next one's values. The served model is the last fold's, with t
 per horizon made on the pooled validation days (backtest.walk_forward); where the backtest shows
 a fold on which that choice loses to the fold's strongest baseline by more than 2%, the bundle
 serves the validation-chosen baseline at that horizon instead, and says so in its metadata.
+
+`Recipe` says what a run builds beyond the settings (issue 23: feature version 2, the boosted
+trees, the calendar range guard, band-balanced walk-forward choices); `Recipe.before_issue_23()`
+is the code path of the bundles before it, kept so that benchmarks compare both on the same rows
+in the same process.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -34,14 +39,33 @@ from pulsar_core.data.geography import resolutions
 from pulsar_core.evaluation import EvaluationReport, evaluate
 from pulsar_core.features import FeatureSet, FeatureSpec, build_features
 from pulsar_core.folds import Fold, city_timezone, make_folds
-from pulsar_core.forecaster import Forecaster
+from pulsar_core.forecaster import Forecaster, feature_ranges, guard, outside_calendar
 from pulsar_core.models.baselines import BASELINES, baseline_forecast
-from pulsar_core.models.config import CNNConfig, ElasticNetConfig
+from pulsar_core.models.boosting import train_boosting
+from pulsar_core.models.config import BoostingConfig, CNNConfig, ElasticNetConfig
 from pulsar_core.models.elasticnet import train_elasticnet
 from pulsar_core.models.ensemble import train_cnn_ensemble
 from pulsar_core.settings import TrainSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a training run builds beyond TrainSettings."""
+
+    feature_version: int = 2  # FeatureSpec.version
+    boosting: bool = True  # the third learner (models.boosting)
+    guard_calendar: bool = True  # calendar inputs outside their training range -> the trees
+    balanced: bool = True  # walk-forward blend + served choice, time-of-day bands equal
+    cnn_valid_rows: int | None = 30_000  # CNN early stopping on a sample (None: all rows)
+    boosting_config: BoostingConfig = field(default_factory=BoostingConfig)
+
+    @classmethod
+    def before_issue_23(cls) -> Recipe:
+        """The code path of the bundles before issue 23 (features v1, two learners)."""
+        return cls(feature_version=1, boosting=False, guard_calendar=False, balanced=False,
+                   cnn_valid_rows=None)
 
 
 @dataclass(frozen=True)
@@ -84,13 +108,20 @@ def _require_targets(part: FeatureSet, name: str, holdout_days: float) -> None:
 
 
 def all_forecasts(forecaster: Forecaster, features: FeatureSet) -> dict[str, np.ndarray]:
-    """(n, H) forecasts of every model and baseline, keyed by table name."""
+    """(n, H) forecasts of every model and baseline, keyed by table name. ElasticNet's and
+    the CNN's are those serving gives: where a calendar input lies outside the forecaster's
+    training ranges, the trees' (Forecaster.predict's guard)."""
     horizons = forecaster.spec.horizons
     out: dict[str, np.ndarray] = {"elasticnet": forecaster.elasticnet.predict(features)}
     out["cnn"] = forecaster.cnn.predict(features) if forecaster.cnn is not None else \
         np.full_like(out["elasticnet"], np.nan)
+    if forecaster.hgb is not None:
+        out["hgb"] = forecaster.hgb.predict(features)
     for name in BASELINES:
         out[name] = np.stack([baseline_forecast(name, features, h) for h in horizons], axis=1)
+    if forecaster.ranges:
+        outside, _ = outside_calendar(features, forecaster.ranges)
+        guard(out, outside, out.get("hgb", out["phase_mean"]))
     return out
 
 
@@ -110,14 +141,12 @@ def _scored(forecaster: Forecaster, part: FeatureSet, rows: np.ndarray) -> Score
                   .to_numpy("datetime64[ns]"))
 
 
-def _fit_fold(features: FeatureSet, spec: FeatureSpec, fold: Fold, params: TrainSettings,
-              say: Callable[[str], None]) -> tuple[FoldResult, Forecaster, dict[str, float]]:
-    """Train ElasticNet and the CNN ensemble on the fold's training days; score both splits."""
+def fit_models(train_part: FeatureSet, valid_part: FeatureSet, spec: FeatureSpec,
+               params: TrainSettings, recipe: Recipe, say: Callable[[str], None],
+               ) -> tuple[Forecaster, dict[str, float]]:
+    """ElasticNet, the CNN ensemble and (recipe) the trees and the training ranges, trained on
+    `train_part` (early stopping on `valid_part`); served choice and blend left empty."""
     clock = time.perf_counter()
-    train_part = _split(features, spec, None, fold.valid_start)
-    valid_part = _split(features, spec, fold.valid_start, fold.test_start)
-    for part, name in ((train_part, "train"), (valid_part, "validation")):
-        _require_targets(part, f"{name} ({fold.name})", params.holdout_days)
     timings: dict[str, float] = {}
     elasticnet = train_elasticnet(train_part, spec.horizons, ElasticNetConfig(
         alpha=params.elasticnet_alpha, l1_ratio=params.elasticnet_l1_ratio))
@@ -126,12 +155,35 @@ def _fit_fold(features: FeatureSet, spec: FeatureSpec, fold: Fold, params: Train
     cnn_config = CNNConfig(channels=params.cnn_channels, epochs=params.cnn_epochs,
                            learning_rate=params.cnn_learning_rate, patience=params.cnn_patience,
                            batch_size=params.cnn_batch_size, seed=params.seed,
-                           max_train_rows=params.cnn_max_train_rows)
+                           max_train_rows=params.cnn_max_train_rows,
+                           max_valid_rows=recipe.cnn_valid_rows)
     cnn = train_cnn_ensemble(train_part, valid_part, spec.horizons, cnn_config,
                              params.cnn_seeds, progress=say)
     timings["cnn_seconds"] = time.perf_counter() - cnn_clock
+    hgb = None
+    if recipe.boosting:
+        hgb_clock = time.perf_counter()
+        hgb = train_boosting(train_part, valid_part, spec.horizons,
+                             replace(recipe.boosting_config, seed=params.seed))
+        timings["hgb_seconds"] = time.perf_counter() - hgb_clock
+        say(f"boosted trees: {[len(f.roots) if f else 0 for f in hgb.fits]} trees per horizon "
+            f"({timings['hgb_seconds']:.1f}s)")
+    ranges = feature_ranges(train_part) if recipe.guard_calendar else {}
+    return Forecaster(spec=spec, elasticnet=elasticnet, cnn=cnn, served={}, hgb=hgb,
+                      ranges=ranges), timings
+
+
+def _fit_fold(features: FeatureSet, spec: FeatureSpec, fold: Fold, params: TrainSettings,
+              recipe: Recipe, say: Callable[[str], None]
+              ) -> tuple[FoldResult, Forecaster, dict[str, float]]:
+    """Train the models on the fold's training days; score both splits."""
+    clock = time.perf_counter()
+    train_part = _split(features, spec, None, fold.valid_start)
+    valid_part = _split(features, spec, fold.valid_start, fold.test_start)
+    for part, name in ((train_part, "train"), (valid_part, "validation")):
+        _require_targets(part, f"{name} ({fold.name})", params.holdout_days)
+    forecaster, timings = fit_models(train_part, valid_part, spec, params, recipe, say)
     del train_part
-    forecaster = Forecaster(spec=spec, elasticnet=elasticnet, cnn=cnn, served={})
     valid = _scored(forecaster, valid_part, _rows(features, fold.valid_start, fold.test_start))
     test_part = _split(features, spec, fold.test_start, fold.test_end)
     test = _scored(forecaster, test_part, _rows(features, fold.test_start, fold.test_end))
@@ -141,12 +193,14 @@ def _fit_fold(features: FeatureSet, spec: FeatureSpec, fold: Fold, params: Train
     seconds = time.perf_counter() - clock
     say(f"fold {fold.name}: trained in {seconds:.1f}s (elasticnet "
         f"{timings['elasticnet_seconds']:.1f}s, {params.cnn_seeds} CNN(s) "
-        f"{timings['cnn_seconds']:.1f}s); blend per horizon {describe_weights(blend)}")
+        f"{timings['cnn_seconds']:.1f}s, trees {timings.get('hgb_seconds', 0.0):.1f}s); "
+        f"blend on its validation day {describe_weights(blend)}")
     return FoldResult(fold, valid, test, blend, seconds), forecaster, timings
 
 
 def run_backtest(features: FeatureSet, spec: FeatureSpec, params: TrainSettings,
-                 say: Callable[[str], None]) -> tuple[Backtest, Forecaster, dict[str, float]]:
+                 say: Callable[[str], None], recipe: Recipe | None = None,
+                 ) -> tuple[Backtest, Forecaster, dict[str, float]]:
     """Every fold trained and scored; returns the backtest and the last fold's forecaster."""
     timezone = city_timezone(params.city, params.city_id, params.timezone)
     folds = make_folds(features.keys[Col.PERIOD_START], timezone, params.holdout_days,
@@ -156,32 +210,38 @@ def run_backtest(features: FeatureSet, spec: FeatureSpec, params: TrainSettings,
                          f"(training, validation and test days; holdout_days="
                          f"{params.holdout_days:g}): provide more days of data or lower "
                          "holdout_days")
-    results, timings = [], {"elasticnet_seconds": 0.0, "cnn_seconds": 0.0}
+    recipe = recipe or Recipe()
+    results, timings = [], {"elasticnet_seconds": 0.0, "cnn_seconds": 0.0, "hgb_seconds": 0.0}
     forecaster = None
     for fold in folds:
         say("fold " + fold.describe(timezone))
         forecaster = None  # the previous fold's models are not needed any more
-        result, forecaster, spent = _fit_fold(features, spec, fold, params, say)
+        result, forecaster, spent = _fit_fold(features, spec, fold, params, recipe, say)
         results.append(result)
         for name, value in spent.items():
             timings[name] += value
     assert forecaster is not None
-    walk_forward(results, spec.horizons)
+    walk_forward(results, spec.horizons, timezone if recipe.balanced else None)
     return Backtest(results, spec.horizons, timezone), forecaster, timings
 
 
 def train_forecaster(snapshots: pd.DataFrame, params: TrainSettings, *,
                      progress: Callable[[str], None] | None = None,
+                     recipe: Recipe | None = None, features: FeatureSet | None = None,
                      ) -> tuple[Forecaster, EvaluationReport]:
-    """Train both models, choose the served model per horizon on validation, score on test."""
+    """Train the models, choose the served model per horizon on validation, score on test.
+    `features`: already built from `snapshots` with this recipe's spec (benchmarks reuse them)."""
     say = progress or log.info
-    spec = FeatureSpec.for_minutes(params.horizons_minutes, params.window)
+    recipe = recipe or Recipe()
+    spec = replace(FeatureSpec.for_minutes(params.horizons_minutes, params.window),
+                   version=recipe.feature_version)
     started = time.perf_counter()
-    features = build_features(snapshots, spec)
+    if features is None:
+        features = build_features(snapshots, spec)
     timings = {"features_seconds": time.perf_counter() - started}
     say(f"features: {len(features)} rows x {features.tabular.shape[1]} tabular, window "
         f"{spec.window} ({timings['features_seconds']:.1f}s)")
-    backtest, forecaster, spent = run_backtest(features, spec, params, say)
+    backtest, forecaster, spent = run_backtest(features, spec, params, say, recipe)
     timings |= spent
     last = backtest.results[-1]
     served = dict(last.served)
@@ -240,6 +300,10 @@ def _metadata(forecaster: Forecaster, valid: EvaluationReport, test: EvaluationR
         "cnn_members": len(getattr(cnn, "members", [cnn])) if cnn is not None else 0,
         # the predictor refuses cells of other resolutions: this model never saw them
         "h3_resolutions": resolutions(features.keys[Col.HEXAGON].to_numpy()),
+        # the predictor's live buffer: cells far from these are refused, their series are
+        # never evicted by new ones (a flood of foreign cells cannot push them out)
+        "trained_cells": sorted(int(c) for c in features.keys[Col.HEXAGON].unique()),
+        "trained_service_types": sorted(int(s) for s in features.keys[Col.SERVICE_TYPE].unique()),
         "served": {f"{m:g}": forecaster.served[h] for h, m in
                    zip(forecaster.spec.horizons, forecaster.spec.horizon_minutes, strict=True)},
         "served_overrides": {f"{h * 7.5:g}": why for h, why in overrides.items()},

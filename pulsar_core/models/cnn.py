@@ -170,6 +170,10 @@ def _fit(train: FeatureSet, valid: FeatureSet, horizons: tuple[int, ...], config
     torch.manual_seed(config.seed)
     assert train.targets is not None and valid.targets is not None
     rows = _training_rows(train.targets, config)
+    if config.max_valid_rows is not None and len(valid) > config.max_valid_rows:
+        picked = np.random.default_rng(0).choice(len(valid), config.max_valid_rows,
+                                                 replace=False)
+        valid = valid.subset(np.sort(picked))
     network = build_network(train.sequence.shape[2], train.tabular.shape[1], len(horizons),
                             config)
     _fit_standardisation(network, train.tabular[rows])

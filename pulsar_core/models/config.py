@@ -32,3 +32,24 @@ class CNNConfig:
     max_train_rows: int = 250_000
     seed: int = 7
     device: str = "auto"
+    # Early stopping judges a seeded sample of this many validation rows (None: all of them);
+    # every member of an ensemble judges the same rows.
+    max_valid_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class BoostingConfig:
+    """Hyper-parameters of the gradient-boosted trees (HistGradientBoostingRegressor)."""
+
+    loss: str = "absolute_error"
+    learning_rate: float = 0.1
+    max_iter: int = 200
+    max_leaf_nodes: int = 31
+    max_depth: int = 8
+    min_samples_leaf: int = 100
+    l2: float = 1.0
+    max_bins: int = 63
+    patience: int = 10
+    max_train_rows: int = 60_000  # per horizon, a seeded sample
+    max_valid_rows: int = 30_000
+    seed: int = 7

@@ -197,6 +197,17 @@ class ServeSettings(_EnvContract):
         "(in_future:period_start).")
     live_max_past_hours: float = Field(
         192.0, gt=0, description="Live rows older than this are rejected (too_old:period_start).")
+    live_city_rings: int = Field(
+        3, ge=0, le=50, description="Live rows of a cell more than this many H3 rings from every "
+        "cell the model was trained on are rejected (outside_city).")
+    live_max_new_series: int = Field(
+        2000, ge=0, le=1_000_000, description="Live series (hexagon x service type) the model "
+        "was not trained on that the live buffer keeps; beyond, a newcomer replaces one silent "
+        "for two periods or is rejected (new_series_budget). Trained series are never evicted.")
+    live_buffer_max_mb: int = Field(
+        512, ge=16, le=1 << 20, description="Memory budget of the live buffer (estimated, "
+        "pulsar_live_buffer_bytes): new series beyond it are rejected (memory_budget); size it "
+        "above the trained series' need.")
     request_timeout_seconds: float = Field(
         2.0, gt=0, description="A forecast taking longer, time queued included, answers 504.")
     max_body_bytes: int = Field(

@@ -9,8 +9,16 @@ Each series keeps two tiers, each bounded:
 A frame handed out holds, per series, the history rows older than its oldest full row (the
 other value columns missing, city and period_end filled) and then its full rows: features
 built from it equal the features of the full history (serving parity; see the predictor's
-tests). At most `max_series` series are kept (the stalest is evicted first). Frames handed out
-are never mutated afterwards, so worker threads may read them freely.
+tests). Frames handed out are never mutated afterwards, so worker threads may read them freely.
+
+What is admitted (admission.py): until a model's geography is known, at most `max_series`
+series and about `max_bytes` are kept, the stalest series evicted first. Once it is known
+(`use_geography`), series of the trained cells x service types are never evicted for others;
+any other series is new: at most `max_new_series` of them are kept, and while the budget (or
+`max_bytes`) is full a newcomer takes the place of the new series that has received nothing
+for `stale_seconds`, or is refused (its rows are counted, not stored). The memory held is
+estimated from the rows and history slots kept (`estimated_bytes`, measured per row), so a
+flood of one-row series is bounded by construction, not by luck.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import pandas as pd
 
 from pulsar_core.contract import PERIOD, SNAPSHOT_DTYPES, Col
 from pulsar_core.features import HISTORY_COLUMNS, Lookback
+from pulsar_predictor.admission import MEMORY_BUDGET, NEW_SERIES_BUDGET, Geography
 
 COLUMNS: tuple[str, ...] = tuple(SNAPSHOT_DTYPES)
 _PERIOD_START = COLUMNS.index(Col.PERIOD_START)
@@ -42,6 +51,12 @@ Row = tuple[Any, ...]
 _SMALL_REQUEST = 256
 _ONE_DAY = pd.Timedelta(days=1)
 _COMPACT_AFTER = 32  # dropped history slots kept before the arrays are compacted (and <= 1/8)
+# Estimated heap per series, per full row and per history slot (tracemalloc of a buffer of
+# synthetic series: ~1.8 KB for a one-row series, ~0.7 KB per further row with its slot).
+SERIES_BYTES = 1152
+ROW_BYTES = 720
+SLOT_BYTES = 8 * (1 + len(HISTORY_COLUMNS)) + 4
+UNBOUNDED = 1 << 62
 
 
 def rows_to_frame(rows: list[Row]) -> pd.DataFrame:
@@ -212,15 +227,24 @@ class LiveBuffer:
 
     def __init__(
         self, periods: int, max_series: int, clock: Callable[[], float] = time.time,
-        keep: pd.Timedelta = _ONE_DAY, history: int = 0,
+        keep: pd.Timedelta = _ONE_DAY, history: int = 0, *, max_new_series: int = UNBOUNDED,
+        max_bytes: int = UNBOUNDED, stale_seconds: float = 2 * PERIOD.total_seconds(),
     ) -> None:
         self.periods = periods
         self.keep = keep
         self.history = history
         self.max_series = max_series
+        self.max_new_series = max_new_series
+        self.max_bytes = max_bytes
+        self.stale_seconds = stale_seconds
+        self.geography: Geography | None = None
         self._clock = clock
         self._lock = threading.Lock()
         self._series: OrderedDict[SeriesKey, _Series] = OrderedDict()
+        # new series (not trained on) by the time their last row arrived, stalest first
+        self._new: OrderedDict[SeriesKey, float] = OrderedDict()
+        self._full_rows = 0
+        self._slots = 0
         self._by_hexagon: dict[int, set[int]] = {}
         self._version = 0
         self._cached: tuple[int, pd.DataFrame] | None = None
@@ -229,10 +253,11 @@ class LiveBuffer:
         self.newest_period_end: pd.Timestamp | None = None
 
     @classmethod
-    def reading(cls, need: Lookback, max_series: int,
-                clock: Callable[[], float] = time.time) -> LiveBuffer:
+    def reading(cls, need: Lookback, max_series: int, clock: Callable[[], float] = time.time,
+                *, max_new_series: int = UNBOUNDED, max_bytes: int = UNBOUNDED) -> LiveBuffer:
         """A buffer that keeps what features of this lookback read, and no more."""
-        return cls(need.recent, max_series, clock, need.history * PERIOD, need.history)
+        return cls(need.recent, max_series, clock, need.history * PERIOD, need.history,
+                   max_new_series=max_new_series, max_bytes=max_bytes)
 
     @property
     def version(self) -> int:
@@ -251,27 +276,91 @@ class LiveBuffer:
         """Keep at least what features of this lookback read (a model's own spec)."""
         self.ensure_history(need.recent, need.history * PERIOD, need.history)
 
+    def use_geography(self, geography: Geography | None) -> int:
+        """Protect the series this geography was trained on, budget the others, and drop the
+        series of cells outside it; returns how many were dropped."""
+        with self._lock:
+            self.geography = geography
+            if geography is None:
+                self._new.clear()
+                return 0
+            now, dropped = self._clock(), 0
+            for key in list(self._series):
+                if not geography.inside(key[0]):
+                    self._drop(key)
+                    dropped += 1
+                elif not geography.trained(*key):
+                    self._new.setdefault(key, now)
+            while len(self._new) > self.max_new_series:
+                self._drop(next(iter(self._new)))
+                dropped += 1
+            if dropped:
+                self._version += 1
+            return dropped
+
     def add(self, frame: pd.DataFrame) -> int:
         """Store validated snapshot rows (a later row for the same period replaces the earlier)."""
-        if frame.empty:
-            return 0
-        rows = frame.reindex(columns=list(COLUMNS)).itertuples(index=False, name=None)
-        with self._lock:
-            for row in rows:
-                self._put(row)
-            self._evict()
-            self._version += 1
-            self.last_received = self._clock()
-        return len(frame)
+        return self.admit(frame)[0]
 
-    def _put(self, row: Row) -> None:
+    def admit(self, frame: pd.DataFrame) -> tuple[int, dict[str, int]]:
+        """Store what the budgets allow of these validated rows: (rows stored, rows refused
+        by reason)."""
+        if frame.empty:
+            return 0, {}
+        rows = frame.reindex(columns=list(COLUMNS)).itertuples(index=False, name=None)
+        refused: dict[str, int] = {}
+        stored = 0
+        with self._lock:
+            now = self._clock()
+            for row in rows:
+                reason = self._put(row, now)
+                if reason is None:
+                    stored += 1
+                else:
+                    refused[reason] = refused.get(reason, 0) + 1
+            self._evict()
+            if stored:
+                self._version += 1
+                self.last_received = now
+        return stored, refused
+
+    def _room(self, key: SeriesKey, now: float) -> str | None:
+        """Why a new series `key` cannot be kept (None: it can; room made if need be)."""
+        geography = self.geography
+        if geography is None or geography.trained(*key):
+            return None
+        while (full := len(self._new) >= self.max_new_series) or \
+                self.estimated_bytes() + SERIES_BYTES + ROW_BYTES > self.max_bytes:
+            stalest = next(iter(self._new.items()), None)
+            if stalest is None or now - stalest[1] < self.stale_seconds:
+                return NEW_SERIES_BUDGET if full else MEMORY_BUDGET
+            self._drop(stalest[0])
+        return None
+
+    def _put(self, row: Row, now: float) -> str | None:
         key = (int(row[0]), int(row[1]))
         series = self._series.get(key)
         if series is None:
+            if (reason := self._room(key, now)) is not None:
+                return reason
             series = self._series[key] = _Series()
             self._by_hexagon.setdefault(key[0], set()).add(key[1])
+            if self.geography is not None and not self.geography.trained(*key):
+                self._new[key] = now
         else:
             self._series.move_to_end(key)
+            if key in self._new:
+                self._new[key] = now
+                self._new.move_to_end(key)
+        full_before = len(series.rows)
+        slots_before = len(series.history.periods) if series.history is not None else 0
+        self._store(series, row)
+        self._full_rows += len(series.rows) - full_before
+        if series.history is not None:
+            self._slots += len(series.history.periods) - slots_before
+        return None
+
+    def _store(self, series: _Series, row: Row) -> None:
         period = row[_PERIOD_START].value // PERIOD_NS
         rows = series.rows
         rows[period] = row
@@ -294,16 +383,36 @@ class LiveBuffer:
             self.newest_period_end = end
 
     def _evict(self) -> None:
-        while len(self._series) > self.max_series:
-            (hexagon, service), _ = self._series.popitem(last=False)
-            services = self._by_hexagon[hexagon]
-            services.discard(service)
-            if not services:
-                del self._by_hexagon[hexagon]
-            self.evicted += 1
+        """Without a geography: the stalest series go while over `max_series` or `max_bytes`."""
+        if self.geography is not None:
+            return
+        while self._series and (len(self._series) > self.max_series
+                                or self.estimated_bytes() > self.max_bytes):
+            self._drop(next(iter(self._series)))
+
+    def _drop(self, key: SeriesKey) -> None:
+        series = self._series.pop(key)
+        self._new.pop(key, None)
+        services = self._by_hexagon[key[0]]
+        services.discard(key[1])
+        if not services:
+            del self._by_hexagon[key[0]]
+        self._full_rows -= len(series.rows)
+        if series.history is not None:
+            self._slots -= len(series.history.periods)
+        self.evicted += 1
+
+    def estimated_bytes(self) -> int:
+        """The heap the buffer holds, estimated from its series, full rows and history slots."""
+        return (len(self._series) * SERIES_BYTES + self._full_rows * ROW_BYTES
+                + self._slots * SLOT_BYTES)
 
     def series_count(self) -> int:
         return len(self._series)
+
+    def new_series_count(self) -> int:
+        """Series not trained on (0 while no geography is known)."""
+        return len(self._new)
 
     def row_count(self) -> int:
         """Rows a frame of the whole buffer has (full rows and older history rows)."""

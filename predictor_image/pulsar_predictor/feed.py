@@ -5,6 +5,10 @@ a list); they are validated by the core and stored in the live buffer. A bad mes
 and logged, never raised. On connecting, the feed first replays what the PULSAR_SIGNALS stream
 kept of its subject over the live window (warm start). `pulsar.events.model.promoted` triggers
 a background model reload.
+
+Signals are subscribed to (and replayed) only once the first model has loaded: its geography
+decides which rows are admitted (admission.py), so the warm start replays nothing that live
+admission would refuse, and no row arrives before the buffer knows which series to protect.
 """
 
 from __future__ import annotations
@@ -24,16 +28,17 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from pulsar_core.contract import RawCol
+from pulsar_core.contract import Col, RawCol
 from pulsar_core.data.frames import snapshot_frame
 from pulsar_core.data.validation import REASON, validate_snapshots
 from pulsar_core.data.window import TimeWindow
 from pulsar_core.events import MODEL_PROMOTED, SIGNALS_STREAM, ModelPromoted, signals_subject
+from pulsar_core.nats_auth import connect_options
 from pulsar_core.redact import redact
 from pulsar_core.settings import ServeSettings
+from pulsar_predictor.admission import OUTSIDE_CITY, CityFilter
 from pulsar_predictor.buffer import LiveBuffer
 from pulsar_predictor.errors import InvalidInput
-from pulsar_core.nats_auth import connect_options
 from pulsar_predictor.metrics import Metrics
 from pulsar_predictor.raw import RawRecords
 from pulsar_predictor.warm import replay_signals, signals_end
@@ -71,18 +76,25 @@ class SignalFeed:
 
     def __init__(
         self, settings: ServeSettings, buffer: LiveBuffer, metrics: Metrics,
-        on_promoted: Callable[[ModelPromoted], None],
+        on_promoted: Callable[[ModelPromoted], None], *, wait_for_admission: bool = False,
     ) -> None:
         self.settings = settings
         self.buffer = buffer
         self.metrics = metrics
         self.on_promoted = on_promoted
         self.client: Client | None = None
+        self._subscribed = False
         self._task: asyncio.Task[None] | None = None
         self.subject = signals_subject(settings.city, settings.service_type)
         self.window = live_window(settings)
         self.raw = RawRecords(window=self.window)
         self._raw_lock = threading.Lock()
+        self.city = CityFilter()
+        # signals are subscribed to once set: by the runtime when the first model has loaded
+        # (its geography, or that it records none, known); at once without `wait_for_admission`
+        self.admission_ready = threading.Event()
+        if not wait_for_admission:
+            self.admission_ready.set()
 
     def ingest(self, payload: bytes) -> int:
         """Parse, validate and buffer one message; returns rows stored. Raises BadMessage."""
@@ -102,14 +114,23 @@ class SignalFeed:
 
     def _store(self, clean: pd.DataFrame, rejected: pd.DataFrame) -> int:
         if len(rejected):
-            self.metrics.live_rows_in.labels("rejected").inc(len(rejected))
-            reasons = rejected[REASON].value_counts().to_dict()
-            for reason, count in reasons.items():
-                self.metrics.live_rejected.labels(str(reason)).inc(count)
-            log.warning("live feed: %d rows rejected by validation: %s", len(rejected), reasons)
-        stored = self.buffer.add(clean)
+            self._rejected(rejected[REASON].value_counts().to_dict(), "validation")
+        inside = self.city.mask(clean[Col.HEXAGON].to_numpy(dtype="int64"))
+        if not inside.all():
+            self._rejected({OUTSIDE_CITY: int((~inside).sum())}, "admission")
+            clean = clean[inside]
+        stored, refused = self.buffer.admit(clean)
+        if refused:
+            self._rejected(refused, "admission")
         self.metrics.live_rows_in.labels("stored").inc(stored)
         return stored
+
+    def _rejected(self, reasons: dict[Any, int], by: str) -> None:
+        total = sum(reasons.values())
+        self.metrics.live_rows_in.labels("rejected").inc(total)
+        for reason, count in reasons.items():
+            self.metrics.live_rejected.labels(str(reason)).inc(count)
+        log.warning("live feed: %d rows rejected by %s: %s", total, by, reasons)
 
     async def _on_signal(self, msg: Msg) -> None:
         await self._take(msg.data, "ok")
@@ -183,10 +204,16 @@ class SignalFeed:
                             redact(url), redact(str(error)), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+        await self.client.subscribe(MODEL_PROMOTED, cb=self._on_promoted)
+        if not self.admission_ready.is_set():
+            log.info("waiting for the first model before subscribing to %s (its trained cells "
+                     "decide which live rows are kept)", self.subject)
+            while not self.admission_ready.is_set():
+                await asyncio.sleep(0.05)
         upto = await self._kept_until(self.client)  # before subscribing: see warm.py
         await self.client.subscribe(self.subject, cb=self._on_signal)
-        await self.client.subscribe(MODEL_PROMOTED, cb=self._on_promoted)
         await self.client.flush()
+        self._subscribed = True
         self.metrics.nats_connected.set(1)
         log.info("subscribed to %s and %s", self.subject, MODEL_PROMOTED)
         if upto is not None:
@@ -205,7 +232,8 @@ class SignalFeed:
 
     @property
     def connected(self) -> bool:
-        return self.client is not None and self.client.is_connected
+        """Connected and subscribed to the signals (after the first model loaded)."""
+        return self._subscribed and self.client is not None and self.client.is_connected
 
     async def stop(self) -> None:
         if self._task is not None and not self._task.done():

@@ -67,13 +67,22 @@ class Metrics:
             "pulsar_live_ingested_rows_total", "Live rows by outcome (stored / rejected).",
             ["outcome"], registry=r)
         self.live_rejected = Counter(
-            "pulsar_live_rejected_rows_total", "Live rows rejected by validation, by reason "
-            "(e.g. in_future:period_start, bad_type:demand_signal).", ["reason"], registry=r)
+            "pulsar_live_rejected_rows_total", "Live rows rejected by validation or admission, "
+            "by reason (e.g. in_future:period_start, bad_type:demand_signal, outside_city, "
+            "new_series_budget, memory_budget).", ["reason"], registry=r)
         self.live_refresh_failures = Counter(
             "pulsar_live_refresh_failures_total", "Background live forecast refreshes that "
             "failed (each is retried).", registry=r)
         self.live_evicted = Gauge(
             "pulsar_live_evicted_series", "Series evicted from the full live buffer.", registry=r)
+        self.live_new_series = Gauge(
+            "pulsar_live_new_series", "Live series the model was not trained on (budgeted by "
+            "PULSAR_LIVE_MAX_NEW_SERIES).", registry=r)
+        self.live_buffer_bytes = Gauge(
+            "pulsar_live_buffer_bytes", "Estimated memory the live buffer holds.", registry=r)
+        self.live_buffer_budget = Gauge(
+            "pulsar_live_buffer_budget_bytes", "The live buffer's memory budget "
+            "(PULSAR_LIVE_BUFFER_MAX_MB).", registry=r)
         self.nats_connected = Gauge(
             "pulsar_nats_connected", "1 while connected to NATS.", registry=r)
         self.drift_live_mae = Gauge(

@@ -20,6 +20,7 @@ from pulsar_core.events import ModelPromoted
 from pulsar_core.features import FeatureSpec, lookback
 from pulsar_core.redact import redact
 from pulsar_core.settings import ServeSettings
+from pulsar_predictor.admission import Geography
 from pulsar_predictor.breaker import CircuitBreaker
 from pulsar_predictor.buffer import LiveBuffer
 from pulsar_predictor.drift import DriftMonitor, DriftPolicy, watch
@@ -55,7 +56,9 @@ class Runtime:
         # Keeps what the features read back (full rows for the lags, demand and surge for the
         # history_days of the history means and seasonal values): the default spec's until a
         # model loads, then raised to each loaded model's own (see _swapped).
-        self.buffer = LiveBuffer.reading(lookback(FeatureSpec()), LIVE_MAX_SERIES)
+        self.buffer = LiveBuffer.reading(
+            lookback(FeatureSpec()), LIVE_MAX_SERIES, max_new_series=settings.live_max_new_series,
+            max_bytes=settings.live_buffer_max_mb << 20)
         self.breaker = CircuitBreaker(settings.breaker_failures,
                                       settings.breaker_cooldown_seconds)
         self.slot = ModelSlot(loader or RegistryLoader(settings), on_swap=self._swapped,
@@ -64,7 +67,8 @@ class Runtime:
         self.service = ForecastService(settings, self.slot, self.buffer, self.breaker,
                                        self.metrics, self.executor)
         self.hints = PromotionHints(self.slot, self.metrics, settings.alias_poll_seconds)
-        self.feed = SignalFeed(settings, self.buffer, self.metrics, self._promoted)
+        self.feed = SignalFeed(settings, self.buffer, self.metrics, self._promoted,
+                               wait_for_admission=True)
         self.drift = DriftMonitor(settings, self.metrics, drift)
         self.scores = ScoreOutbox(settings, self.metrics)
         self._poller: asyncio.Task[None] | None = None
@@ -168,6 +172,22 @@ class Runtime:
         self.metrics.model_loads.labels("ok").inc()
         self.metrics.model_load_failed.set(0)
         self.buffer.ensure_lookback(lookback(model.forecaster.spec))
+        self._admit_for(model)
+
+    def _admit_for(self, model: LoadedModel) -> None:
+        """Live admission follows the served model's city (admission.py)."""
+        geography = Geography.from_metadata(model.forecaster.metadata,
+                                            self.settings.live_city_rings)
+        if geography is None:
+            log.warning("version %s records no trained cells (trained before they were "
+                        "recorded): live cells are not checked against its city, and a flood "
+                        "of new cells can evict its series; retrain it", model.version)
+        self.feed.city.use(geography)
+        dropped = self.buffer.use_geography(geography)
+        if dropped:
+            log.info("live buffer: %d series outside version %s's city or its new-series "
+                     "budget dropped", dropped, model.version)
+        self.feed.admission_ready.set()
 
     def _load_failed(self, version: str | None, message: str) -> None:
         self.metrics.model_loads.labels("failed").inc()
@@ -216,6 +236,9 @@ class Runtime:
         self.metrics.live_series.set(self.buffer.series_count())
         self.metrics.live_rows.set(self.buffer.row_count())
         self.metrics.live_evicted.set(self.buffer.evicted)
+        self.metrics.live_new_series.set(self.buffer.new_series_count())
+        self.metrics.live_buffer_bytes.set(self.buffer.estimated_bytes())
+        self.metrics.live_buffer_budget.set(self.buffer.max_bytes)
         age = self.live_age_seconds()
         self.metrics.live_age.set(age if age is not None else 0)
         newest = self.buffer.newest_period_end

@@ -239,7 +239,8 @@ def _tabular(grid: SeriesGrid, context: _Context, chunk: Chunk,
                               chunk, _NEIGHBOUR_LAGS)
     feats["nb_delta_1"] = feats["nb_demand_l0"] - feats["nb_demand_l1"]
     if spec.version >= 2:
-        feats |= _travelling(grid, chunk, feats, lookback(spec).history, spec.window)
+        feats |= _travelling(grid, chunk, feats, lookback(spec).history, spec.window,
+                             spec.rolling)
     return feats
 
 
@@ -261,11 +262,12 @@ def _gap_before(grid: SeriesGrid, rows: np.ndarray, cap: int) -> np.ndarray:
 
 
 def _travelling(grid: SeriesGrid, chunk: Chunk, feats: dict[str, np.ndarray],
-                history: int, window: int) -> dict[str, np.ndarray]:
+                history: int, window: int, rolling: tuple[int, ...]) -> dict[str, np.ndarray]:
     """Version-2 features: how stale the inputs are and levels relative to the series' own
     means. They mean the same at any hour and after any gap, where raw levels and the time of
     day do not (issue 23). The gaps are capped so that they read no key more than
     `history` - 1 periods before the anchor (Lookback.history: serving parity)."""
+    recent = next((f"roll{size}_mean" for size in sorted(rolling)), None)
     run = feats["run_length"].astype(np.int64)  # 1..window: the anchor itself is observed
     run_start = chunk.anchors - (run - 1)  # keys are unique: the run is the rows before
     out = {
@@ -275,7 +277,8 @@ def _travelling(grid: SeriesGrid, chunk: Chunk, feats: dict[str, np.ndarray],
         "rel_hist_same_phase": _log_ratio(feats["demand"], feats["hist_mean_same_phase"]),
         "rel_hist_other_phase": _log_ratio(feats["hist_mean_other_phase"],
                                            feats["hist_mean_same_phase"]),
-        "rel_roll4": _log_ratio(feats["demand"], feats["roll4_mean"]),
+        # against the shortest rolling window's mean (the demand itself when there is none)
+        "rel_recent": _log_ratio(feats["demand"], feats[recent] if recent else feats["demand"]),
         "rel_same_phase_recent": _log_ratio(feats["same_phase_mean"],
                                             feats["hist_mean_same_phase"]),
         "rel_other_phase_recent": _log_ratio(feats["other_phase_mean"],

@@ -167,7 +167,7 @@ def sessions(starts: pd.Series) -> list[Session]:
     index = pd.DatetimeIndex(starts.drop_duplicates().sort_values())
     if index.empty:
         return []
-    breaks = np.flatnonzero(np.diff(index.asi8) != PERIOD.value) + 1
+    breaks = np.flatnonzero(np.diff(index.as_unit("ns").asi8) != PERIOD.value) + 1
     out = []
     for i, (lo, hi) in enumerate(zip(np.r_[0, breaks], np.r_[breaks, len(index)], strict=True)):
         out.append(Session(i, index[lo], index[hi - 1] + PERIOD, int(hi - lo)))
@@ -176,7 +176,7 @@ def sessions(starts: pd.Series) -> list[Session]:
 
 def session_of(anchors: pd.Series, found: list[Session]) -> np.ndarray:
     """Index of the session holding each anchor (-1 where none does)."""
-    stamps = pd.DatetimeIndex(anchors).asi8
+    stamps = pd.DatetimeIndex(anchors).as_unit("ns").asi8
     starts = np.asarray([s.start.value for s in found], np.int64)
     ends = np.asarray([s.end.value for s in found], np.int64)
     pos = np.searchsorted(starts, stamps, side="right") - 1

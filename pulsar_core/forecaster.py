@@ -111,6 +111,15 @@ def outside_calendar(features: FeatureSet, ranges: RangeMap) -> tuple[np.ndarray
     return outside, names
 
 
+def calendar_free(features: FeatureSet, horizons: tuple[int, ...],
+                  trees: np.ndarray | None) -> np.ndarray:
+    """(n, H) forecasts that read no calendar feature: the trees', phase_mean's where the
+    trees have none (no trees in the bundle, or none trained at that horizon)."""
+    phase_mean = np.stack([baseline_forecast("phase_mean", features, h) for h in horizons],
+                          axis=1)
+    return phase_mean if trees is None else np.where(np.isfinite(trees), trees, phase_mean)
+
+
 def guard(forecasts: dict[str, np.ndarray], outside: np.ndarray,
           fallback: np.ndarray) -> None:
     """In place: rows `outside` of the models that read calendar features answered by
@@ -151,11 +160,8 @@ class Forecaster:
         replaced in place by the trees' (phase_mean's where there are none)."""
         outside, names = outside_calendar(features, self.ranges)
         if outside.any():
-            fallback = trees if trees is not None else np.stack(
-                [baseline_forecast("phase_mean", features, h) for h in self.spec.horizons],
-                axis=1)
             members = {"elasticnet": linear} | ({"cnn": cnn} if cnn is not None else {})
-            guard(members, outside, fallback)
+            guard(members, outside, calendar_free(features, self.spec.horizons, trees))
         return outside, names
 
     def _cnn_forecast(self, features: FeatureSet, use_cnn: bool) -> tuple[np.ndarray | None,
@@ -194,7 +200,8 @@ class Forecaster:
         outside, names = self._guarded(features, linear, cnn, trees)
         valid_mae = self.metadata.get("valid_mae_served", {})
         blocks = [self._block(features, i, *self._served_value(features, i, linear, cnn, trees),
-                              valid_mae.get(str(horizon)), outside, names)
+                              valid_mae.get(str(horizon)), outside, names,
+                              trees is not None and bool(np.isfinite(trees[:, i]).any()))
                   for i, horizon in enumerate(self.spec.horizons)]
         frame = self._frame(features, blocks)
         if not use_cnn or cnn_error is not None:
@@ -253,7 +260,8 @@ class Forecaster:
 
     def _block(self, features: FeatureSet, index: int, value: np.ndarray, label: np.ndarray,
                mae: float | None, outside: np.ndarray | None = None,
-               outside_names: list[str] | None = None) -> dict[str, np.ndarray]:
+               outside_names: list[str] | None = None, trees: bool = False
+               ) -> dict[str, np.ndarray]:
         """The per-horizon columns of the forecast frame, as arrays."""
         minutes = self.spec.horizon_minutes[index]
         current = features.current
@@ -271,10 +279,11 @@ class Forecaster:
                                      label[baseline].tolist(), strict=True)]
         if outside is not None and outside.any():
             guarded = outside & ~baseline
-            model = np.where(np.isin(label.astype(str), ("elasticnet", "cnn")), "hgb", label)
+            who, instead = (("gradient-boosted trees", "hgb") if trees else
+                            ("phase_mean", "baseline:phase_mean"))
+            model = np.where(np.isin(label.astype(str), ("elasticnet", "cnn")), instead, label)
             label[guarded] = model[guarded]
-            who = "gradient-boosted trees" if self.hgb is not None else "phase_mean"
-            note = (f"; {who} answer without the time of day ("
+            note = (f"; {who} answers without the time of day ("
                     f"{', '.join(outside_names or [])} outside the training range)")
             explanation[guarded] = [text + note for text in explanation[guarded].tolist()]
         confidence = (np.abs(value) / (np.abs(value) + mae)) if mae else np.zeros(len(value))

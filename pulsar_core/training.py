@@ -39,7 +39,13 @@ from pulsar_core.data.geography import resolutions
 from pulsar_core.evaluation import EvaluationReport, evaluate
 from pulsar_core.features import FeatureSet, FeatureSpec, build_features
 from pulsar_core.folds import Fold, city_timezone, make_folds
-from pulsar_core.forecaster import Forecaster, feature_ranges, guard, outside_calendar
+from pulsar_core.forecaster import (
+    Forecaster,
+    calendar_free,
+    feature_ranges,
+    guard,
+    outside_calendar,
+)
 from pulsar_core.models.baselines import BASELINES, baseline_forecast
 from pulsar_core.models.boosting import train_boosting
 from pulsar_core.models.config import BoostingConfig, CNNConfig, ElasticNetConfig
@@ -121,7 +127,7 @@ def all_forecasts(forecaster: Forecaster, features: FeatureSet) -> dict[str, np.
         out[name] = np.stack([baseline_forecast(name, features, h) for h in horizons], axis=1)
     if forecaster.ranges:
         outside, _ = outside_calendar(features, forecaster.ranges)
-        guard(out, outside, out.get("hgb", out["phase_mean"]))
+        guard(out, outside, calendar_free(features, horizons, out.get("hgb")))
     return out
 
 

@@ -95,3 +95,32 @@ def test_a_fold_lost_to_its_strongest_baseline_by_more_than_two_percent_is_named
     walk_forward([first, second], HORIZONS)
     losing = Backtest([first, second], HORIZONS, "UTC").losing_horizons()
     assert set(losing) == {1} and "fold 2025-12-03" in losing[1] and "x1.030" in losing[1]
+
+
+def _banded(en_night: float, en_day: float, cnn_error: float) -> Scored:
+    """36 night rows (02:00 UTC) and 4 afternoon rows (14:00 UTC)."""
+    actual = np.linspace(50, 150, 40)
+    day = np.arange(40) >= 36
+    scored = _scored(actual, 0.0, cnn_error, 30.0)
+    scored.forecasts["elasticnet"] = (actual + np.where(day, en_day, en_night))[:, None]
+    stamp = np.where(day, np.datetime64("2025-12-02T14:00", "ns"),
+                     np.datetime64("2025-12-02T02:00", "ns"))
+    scored.anchors = stamp.astype("datetime64[ns]")
+    scored.rows = np.arange(40)
+    return scored
+
+
+def test_balanced_choices_weigh_each_time_of_day_band_equally():
+    valid, test = _banded(5.0, 60.0, 12.0), _banded(5.0, 60.0, 12.0)
+    plain = _result("2025-12-02", valid, test)
+    _without_blend(plain)
+    walk_forward([plain], HORIZONS)
+    assert plain.served == {1: "elasticnet"}  # 36 good nights outvote 4 bad afternoons
+    balanced = _result("2025-12-02", _banded(5.0, 60.0, 12.0), _banded(5.0, 60.0, 12.0))
+    walk_forward([balanced], HORIZONS, "UTC")
+    assert balanced.blend[1].get("cnn", 0.0) > balanced.blend[1].get("elasticnet", 0.0)
+    assert balanced.served[1] in ("cnn", "blend")
+    bands = Backtest([balanced], HORIZONS, "UTC").band_table()
+    assert set(bands.band) == {"night 00-06", "afternoon 12-18"}
+    assert bands.set_index("band").rows.to_dict() == {"night 00-06": 36, "afternoon 12-18": 4}
+    assert "afternoon 12-18" in Backtest([balanced], HORIZONS, "UTC").format_bands()

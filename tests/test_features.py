@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pulsar_core.contract import LEAKY_SAME_PERIOD, PERIOD, Col
-from pulsar_core.features import FeatureSpec, build_features
+from pulsar_core.features import FeatureSpec, build_features, lookback
 from tests.support.frames import CENTRE, city_frame, snapshot_frame
 
 T0 = pd.Timestamp("2025-12-01 22:45", tz="UTC")
@@ -117,3 +117,31 @@ def test_spec_round_trips_and_always_has_the_first_period():
     spec = FeatureSpec.for_minutes([30.0, 60.0], window=8)
     assert spec.horizons == (1, 4, 8) and spec.horizon_minutes == (7.5, 30.0, 60.0)
     assert FeatureSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_version_two_knows_how_stale_the_inputs_are_and_levels_relative_to_own_means():
+    features = build_features(_gap_series(), SPEC)
+    assert SPEC.version == 2
+    after_gap, inside = _row(features, 5), _row(features, 6)
+    assert features.column("log_staleness")[after_gap] == np.float32(np.log1p(3))  # 2 -> 5
+    assert features.column("log_staleness")[inside] == np.float32(np.log1p(1))
+    assert features.column("first_of_run")[after_gap] == 1
+    assert features.column("first_of_run")[inside] == 0
+    # period 6 is in a run that began at 5, after a gap of 3 periods
+    assert features.column("log_gap_before_run")[inside] == np.float32(np.log1p(3))
+    first = _row(features, 0)  # nothing before: the cap, one period short of the lookback
+    cap = lookback(SPEC).history - 1
+    assert features.column("log_staleness")[first] == np.float32(np.log1p(cap))
+    # demand 70 against its own phase's mean (period 6: periods 0, 2, 6 -> 10, 30, 70)
+    expected = np.log1p(70.0) - np.log1p((10 + 30 + 70) / 3)
+    assert abs(features.column("rel_hist_same_phase")[inside] - expected) < 1e-5
+    assert "dow_sin" not in features.tabular_names  # a week of data cannot teach weekdays
+
+
+def test_version_one_builds_the_features_of_older_bundles():
+    old = FeatureSpec.from_dict({k: v for k, v in SPEC.to_dict().items() if k != "version"})
+    assert old.version == 1
+    names = build_features(_gap_series(), old).tabular_names
+    assert "dow_sin" in names and "log_staleness" not in names
+    v2 = build_features(_gap_series(), SPEC).tabular_names
+    assert set(names) - {"dow_sin", "dow_cos"} < set(v2)

@@ -75,3 +75,19 @@ def test_the_real_tehran_file_gives_four_folds_the_last_one_partial(real_snapsho
     assert folds[0].last_period == pd.Timestamp("2025-11-22 14:37:30", tz="UTC")
     assert folds[-1].partial == ("2025-12-04",) and folds[0].partial == ()
     assert all(f.valid_start < f.test_start < f.test_end for f in folds)
+
+
+def test_sessions_are_runs_of_consecutive_periods_and_bands_are_local_hours():
+    from pulsar_core.contract import PERIOD
+    from pulsar_core.folds import session_of, sessions, time_of_day_band
+
+    night = [pd.Timestamp("2025-11-21 22:45", tz="UTC") + k * PERIOD for k in range(10)]
+    day = [pd.Timestamp("2025-11-22 13:30", tz="UTC") + k * PERIOD for k in range(9)]
+    starts = pd.Series(night + day + night[:3])
+    found = sessions(starts)
+    assert [(s.periods, s.start) for s in found] == [(10, night[0]), (9, day[0])]
+    assert found[1].describe("Asia/Tehran").startswith("session 1: 2025-11-22 17:00..18:07")
+    labels = session_of(pd.Series([night[4], day[8], day[8] + PERIOD]), found)
+    assert labels.tolist() == [0, 1, -1]
+    utc = pd.DatetimeIndex([night[0], day[0]]).tz_localize(None).to_numpy("datetime64[ns]")
+    assert time_of_day_band(utc, "Asia/Tehran").tolist() == ["night 00-06", "afternoon 12-18"]

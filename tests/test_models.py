@@ -56,3 +56,31 @@ def test_cnn_is_seeded_masks_untrained_horizons_and_round_trips():
     meta, arrays = first.state()
     again = CNNModel.from_state(meta, arrays, valid.sequence.shape[2], valid.tabular.shape[1])
     np.testing.assert_array_equal(again.predict(valid), forecast)
+
+
+def test_boosted_trees_leave_out_calendar_features_and_match_sklearn_after_a_round_trip():
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from pulsar_core.features import CALENDAR_FEATURES
+    from pulsar_core.models.boosting import BoostedTreesModel, _Trees, train_boosting
+    from pulsar_core.models.config import BoostingConfig
+
+    train, valid = _features()
+    config = BoostingConfig(max_iter=30, min_samples_leaf=5)
+    model = train_boosting(train, valid, SPEC.horizons, config)
+    assert not set(CALENDAR_FEATURES) & set(model.names)
+    forecast = model.predict(valid)
+    assert np.isfinite(forecast[:, :2]).all() and (forecast[:, :2] >= 0).all()
+    assert np.isnan(forecast[:, 2]).all()  # no training target 20 periods ahead
+    mae = np.nanmean(np.abs(forecast[:, 0] - valid.targets[:, 0]))
+    assert mae < np.nanmean(np.abs(valid.current - valid.targets[:, 0]))
+    meta, arrays = model.state()
+    loaded = BoostedTreesModel.from_state(meta, arrays)
+    np.testing.assert_array_equal(loaded.predict(valid), forecast)
+    # the numpy tree walk is scikit-learn's own prediction, NaN inputs included
+    x = train.tabular[:, [train.tabular_names.index(n) for n in model.names]].astype(float)
+    y = np.log1p(np.nan_to_num(train.targets[:, 0]))
+    reference = HistGradientBoostingRegressor(max_iter=15, random_state=0).fit(x, y)
+    x[::7, 3] = np.nan
+    np.testing.assert_allclose(_Trees.from_sklearn(reference).predict(x), reference.predict(x),
+                               rtol=1e-9, atol=1e-9)

@@ -11,6 +11,7 @@ hash of the forecast keys) lets JetStream drop their duplicates, and readers ded
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from datetime import datetime
@@ -23,6 +24,11 @@ log = logging.getLogger(__name__)
 SCORES_STREAM = "PULSAR_SCORES"
 SCORES_SUBJECTS = "pulsar.scores.>"
 SCORES_MAX_AGE_SECONDS = 7 * 24 * 3600
+# Bounds of the stream besides age: a publisher that floods cannot fill the server's disk, and
+# one scope cannot take the others' room (the oldest messages go first).
+SCORES_MAX_BYTES = 2 << 30
+SCORES_MAX_MSGS_PER_SUBJECT = 200_000  # a week of 2 versions x 3 horizons x 1,344 periods is 8k
+SCORES_MAX_MSG_BYTES = 4 << 20
 Role = Literal["champion", "shadow"]
 
 
@@ -49,12 +55,31 @@ class ForecastScores(BaseModel):
 
 
 async def ensure_scores_stream(js: Any) -> None:
-    """Create PULSAR_SCORES when missing (file storage, 7 days, 10-minute dedupe window)."""
+    """Create PULSAR_SCORES when missing (file storage, 7 days, 10-minute dedupe window, at
+    most SCORES_MAX_BYTES, SCORES_MAX_MSGS_PER_SUBJECT a subject); a stream created without
+    the size limits gets them."""
     import nats.js.errors
     from nats.js.api import StreamConfig
 
+    config = StreamConfig(name=SCORES_STREAM, subjects=[SCORES_SUBJECTS],
+                          max_age=SCORES_MAX_AGE_SECONDS, duplicate_window=600,
+                          max_bytes=SCORES_MAX_BYTES,
+                          max_msgs_per_subject=SCORES_MAX_MSGS_PER_SUBJECT,
+                          max_msg_size=SCORES_MAX_MSG_BYTES)
     try:
-        await js.add_stream(StreamConfig(name=SCORES_STREAM, subjects=[SCORES_SUBJECTS],
-                                         max_age=SCORES_MAX_AGE_SECONDS, duplicate_window=600))
-    except nats.js.errors.BadRequestError as error:  # exists with other settings: keep it
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError as error:  # exists with other settings
+        try:
+            info = await js.stream_info(SCORES_STREAM)
+            if info.config.max_bytes in (None, -1) or info.config.max_msgs_per_subject in (
+                    None, -1):
+                await js.update_stream(dataclasses.replace(
+                    info.config, max_bytes=SCORES_MAX_BYTES,
+                    max_msgs_per_subject=SCORES_MAX_MSGS_PER_SUBJECT))
+                log.info("scores stream %s: size limits added", SCORES_STREAM)
+                return
+        except nats.js.errors.Error as update_error:
+            log.warning("scores stream kept as is (%s); its size limits could not be added: %s",
+                        error, update_error)
+            return
         log.info("scores stream kept as is: %s", error)

@@ -39,6 +39,13 @@ NATS_UP = Gauge("pulsar_operator_nats_up", "1 while NATS and the retrain consume
                 registry=REGISTRY)
 LEADER = Gauge("pulsar_operator_leader", "1 while this replica holds the leader Lease and acts.",
                registry=REGISTRY)
+SCORE_EVENTS = Counter("pulsar_operator_score_events", "Score events read from PULSAR_SCORES "
+                       "by outcome: folded, invalid, oversized (more than MAX_EVENT_KEYS "
+                       "forecasts), evicted (oldest periods dropped over the cache's bound).",
+                       ["outcome"], registry=REGISTRY)
+SCORE_ERRORS_REFUSED = Counter("pulsar_operator_score_errors_refused", "Scored forecasts "
+                               "refused from score events, by reason (non_finite: NaN or "
+                               "infinite error).", ["reason"], registry=REGISTRY)
 TASKS = Gauge("pulsar_operator_asyncio_tasks", "Asyncio tasks alive in the operator's loop "
               "(flat in the number of SurgeModels: there is no task per object).",
               registry=REGISTRY)

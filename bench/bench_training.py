@@ -1,60 +1,81 @@
-"""Training time of each model on the full real file (features built once).
+"""Training cost on the full real file: wall time and peak memory per recipe, one process each.
 
-Usage: python bench/bench_training.py [path.parquet] [--epochs N]
-Prints seconds per step and each step's ratio to ElasticNet training, measured in this run.
+Usage: python bench/bench_training.py [path.parquet] [--recipes today new ...] [--seed 7]
+Each recipe trains exactly as `pulsar train` does (features, the rolling-origin backtest with
+every fold, the CNN seed ensemble, the trees where the recipe has them, the served choice) in
+a child process of its own, so its peak RSS is its own. Recipes:
+- today: training.Recipe.before_issue_23() (features v1, ElasticNet + CNN ensemble);
+- new: training.Recipe() (features v2, + boosted trees, calendar guard, balanced choices);
+- new-lean: new with cnn_max_train_rows halved (the CNN ensemble's row budget, a setting).
+Prints seconds, peak RSS and each recipe's ratio to the first one, measured in this run (the
+machine's other load hits both alike; run it on an idle machine for absolute numbers).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / \
     "tehran_kandoo_snapshots.parquet"
+RECIPES = ("today", "new", "new-lean")
+
+
+def _child(path: Path, recipe_name: str, seed: int) -> None:
+    import pandas as pd
+
+    from pulsar_core.settings import TrainSettings
+    from pulsar_core.training import Recipe, peak_rss_mb, train_forecaster
+
+    snapshots = pd.read_parquet(path)
+    params = TrainSettings(holdout_days=1.0, seed=seed)
+    recipe = Recipe.before_issue_23() if recipe_name == "today" else Recipe()
+    if recipe_name == "new-lean":
+        params = params.model_copy(update={"cnn_max_train_rows": params.cnn_max_train_rows // 2})
+    started = time.perf_counter()
+    forecaster, _ = train_forecaster(snapshots, params, recipe=recipe, progress=lambda _: None)
+    wall = time.perf_counter() - started
+    timings = forecaster.metadata["timings"]
+    print(json.dumps({"wall": wall, "peak_rss_mb": peak_rss_mb(),
+                      "steps": {k: v for k, v in timings.items() if k.endswith("_seconds")}}))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("path", nargs="?", type=Path, default=DEFAULT)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=["today", "new"])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--child", choices=RECIPES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.path.exists():
         print(f"skipped: real data not found at {args.path} (../shared/data is optional)")
         return 0
-    from pulsar_core.features import FeatureSpec, build_features
-    from pulsar_core.models.cnn import CNNConfig, train_cnn
-    from pulsar_core.models.elasticnet import ElasticNetConfig, train_elasticnet
-    from pulsar_core.settings import TrainSettings
-    from pulsar_core.training import _split, time_splits
-
-    params = TrainSettings()
-    snapshots = pd.read_parquet(args.path)
-    spec = FeatureSpec.for_minutes(params.horizons_minutes, params.window)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-    features = build_features(snapshots, spec)
-    seconds["features (all rows)"] = time.perf_counter() - clock
-    splits = time_splits(features, params.holdout_days)
-    train = _split(features, spec, None, splits.valid_start)
-    valid = _split(features, spec, splits.valid_start, splits.test_start)
-    clock = time.perf_counter()
-    train_elasticnet(train, spec.horizons, ElasticNetConfig(
-        alpha=params.elasticnet_alpha, l1_ratio=params.elasticnet_l1_ratio))
-    seconds["elasticnet"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    config = CNNConfig(epochs=args.epochs, seed=params.seed)
-    cnn = train_cnn(train, valid, spec.horizons, config)
-    seconds["cnn"] = time.perf_counter() - clock
-    print(f"{len(snapshots)} rows; train anchors {len(train)}, CNN rows capped at "
-          f"{config.max_train_rows}, {len(cnn.history)} epochs run (early stopping)")
-    print(f"{'step':<22} {'seconds':>9} {'x elasticnet':>13}")
-    for name, value in seconds.items():
-        print(f"{name:<22} {value:9.1f} {value / seconds['elasticnet']:13.2f}")
-    print(f"cnn per epoch          {seconds['cnn'] / max(1, len(cnn.history)):9.1f}")
+    if args.child:
+        _child(args.path, args.child, args.seed)
+        return 0
+    results = {}
+    for name in args.recipes:
+        clock = time.perf_counter()
+        done = subprocess.run([sys.executable, __file__, str(args.path), "--child", name,
+                               "--seed", str(args.seed)], capture_output=True, text=True,
+                              check=True, env=os.environ.copy())
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{name}: {results[name]['wall']:.1f}s training "
+              f"({time.perf_counter() - clock:.1f}s with start-up and loading), peak RSS "
+              f"{results[name]['peak_rss_mb']:.0f} MB; "
+              + ", ".join(f"{k.removesuffix('_seconds')} {v:.1f}s"
+                          for k, v in results[name]["steps"].items()), flush=True)
+    first = args.recipes[0]
+    print(f"\n{'recipe':<10} {'wall s':>8} {'x ' + first:>10} {'peak MB':>8} "
+          f"{'x ' + first:>10}  (goal: < 240 s and < 3072 MB on an idle 2-core machine)")
+    for name, r in results.items():
+        print(f"{name:<10} {r['wall']:8.1f} {r['wall'] / results[first]['wall']:10.2f} "
+              f"{r['peak_rss_mb']:8.0f} {r['peak_rss_mb'] / results[first]['peak_rss_mb']:10.2f}")
     return 0
 
 

@@ -31,6 +31,10 @@ class Metrics:
         self.fallbacks = Counter(
             "pulsar_fallbacks_total", "Requests answered without the CNN, by reason.", ["reason"],
             registry=r)
+        self.outside_range = Counter(
+            "pulsar_outside_training_range_total",
+            "Series forecast without their calendar inputs (time of day), which lay outside "
+            "the range the model was trained on.", registry=r)
         self.breaker_state = Gauge(
             "pulsar_cnn_breaker_state", "CNN circuit breaker: 0 closed, 1 open, 2 half-open.",
             registry=r)

@@ -272,6 +272,9 @@ class ForecastService:
                                               fallback=self.settings.fallback,
                                               skipped_because=BREAKER_OPEN)
         self.metrics.predict_latency.observe(time.perf_counter() - started)
+        outside = int(getattr(output, "outside_range", 0))  # bundles before issue 23: none
+        if outside:
+            self.metrics.outside_range.inc(outside)
         return output
 
     def _count(self, items: list[dict[str, Any]]) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -51,6 +54,96 @@ TASKS = Gauge("pulsar_operator_asyncio_tasks", "Asyncio tasks alive in the opera
               registry=REGISTRY)
 
 dead_letters.register_metrics(REGISTRY)  # pulsar_dead_letters_total{source,outcome}
+
+# status.phase values (reconciler.finish and _refuse) and status.lastTraining.outcome values.
+PHASES = ("Pending", "Training", "Serving", "Degraded", "Paused", "Failed")
+TRAINING_OUTCOMES = ("Running", "Succeeded", "Failed")
+MODELS = Gauge("pulsar_operator_models", "SurgeModels by namespace and status.phase, as this "
+               "replica last wrote them (every phase of a namespace that has models, 0 "
+               "included); the acting replica's (pulsar_operator_leader 1) are current.",
+               ["namespace", "phase"], registry=REGISTRY)
+LAST_TRAINING = Gauge("pulsar_operator_last_training", "SurgeModels by namespace and the outcome "
+                      "of their last training Job (Running, Succeeded, Failed; never trained: "
+                      "not counted), as this replica last wrote them.",
+                      ["namespace", "outcome"], registry=REGISTRY)
+TRAINING_DURATION = Histogram(
+    "pulsar_operator_training_duration_seconds", "Training Jobs by outcome (succeeded / "
+    "failed): from lastTraining.startedAt to the end the operator saw; observed once per "
+    "Job, when the status that ends it is written.", ["outcome"], registry=REGISTRY,
+    buckets=(60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200, 14400, 28800))
+for _outcome in ("succeeded", "failed"):  # exported at 0, so the first one is an increase
+    TRAINING_DURATION.labels(_outcome)
+
+Key = tuple[str, str]
+_models: dict[Key, tuple[str | None, str | None]] = {}  # key -> (phase, last training outcome)
+_per_namespace: dict[str, int] = {}
+_timed: dict[Key, str] = {}  # key -> the last Job whose duration was observed
+
+
+def observe_status(key: Key, before: Mapping[str, Any] | None,
+                   after: Mapping[str, Any]) -> None:
+    """Count a model's status as written (phase, last training outcome) and observe the
+    duration of a training Job when this write ends it. A Job is observed once: `before`
+    already holding its end (a restarted operator reads status from the API) or the Job
+    already timed here (a patch retried) observes nothing."""
+    training: Mapping[str, Any] = after.get("lastTraining") or {}
+    _count(key, after.get("phase"), training.get("outcome"))
+    job, outcome = training.get("job"), training.get("outcome")
+    previous: Mapping[str, Any] = (before or {}).get("lastTraining") or {}
+    if outcome not in ("Succeeded", "Failed") or not job or _timed.get(key) == job \
+            or (previous.get("job"), previous.get("outcome")) == (job, outcome):
+        return
+    _timed[key] = str(job)
+    started, ended = _time(training.get("startedAt")), _time(training.get("completedAt"))
+    if started is not None and ended is not None:
+        TRAINING_DURATION.labels(str(outcome).lower()).observe(
+            max(0.0, (ended - started).total_seconds()))
+
+
+def forget(key: Key) -> None:
+    """A deleted model leaves the gauges (its namespace's series too, once it has none)."""
+    _timed.pop(key, None)
+    if key in _models:
+        phase, outcome = _models.pop(key)
+        _add(key[0], phase, outcome, -1)
+
+
+def _count(key: Key, phase: str | None, outcome: str | None) -> None:
+    old = _models.get(key)
+    if old == (phase, outcome):
+        return
+    if old is not None:
+        _add(key[0], *old, -1)
+    _models[key] = (phase, outcome)
+    _add(key[0], phase, outcome, 1)
+
+
+def _add(namespace: str, phase: str | None, outcome: str | None, amount: int) -> None:
+    count = _per_namespace.get(namespace, 0)
+    if count == 0 and amount > 0:
+        for known in PHASES:
+            MODELS.labels(namespace, known).set(0)
+        for known in TRAINING_OUTCOMES:
+            LAST_TRAINING.labels(namespace, known).set(0)
+    if phase:
+        MODELS.labels(namespace, phase).inc(amount)
+    if outcome:
+        LAST_TRAINING.labels(namespace, outcome).inc(amount)
+    _per_namespace[namespace] = count + amount
+    if _per_namespace[namespace] <= 0:
+        del _per_namespace[namespace]
+        for gauge, label in ((MODELS, "phase"), (LAST_TRAINING, "outcome")):
+            for value in {sample.labels[label] for family in gauge.collect()
+                          for sample in family.samples
+                          if sample.labels["namespace"] == namespace}:
+                gauge.remove(namespace, value)
+
+
+def _time(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def count_tasks_of(loop: asyncio.AbstractEventLoop) -> None:

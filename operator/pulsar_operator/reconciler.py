@@ -510,5 +510,6 @@ async def _write(runtime: Runtime, key: Key, meta: dict[str, Any], original: dic
     if patch is not None:
         await runtime.kube.patch(SURGEMODELS, key[0], key[1], {"status": patch}, sub="status")
     runtime.statuses[key] = status
+    metrics.observe_status(key, original, status)
     for decision in decisions:
         await post_event(runtime.kube, key[0], key[1], str(meta.get("uid", "")), decision)

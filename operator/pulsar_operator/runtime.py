@@ -196,6 +196,7 @@ class Runtime:
         self.specs.pop(key, None)
         self.next_due.pop(key, None)
         self.locks.pop(key, None)
+        metrics.forget(key)  # a deleted model leaves the phase gauges
 
 
 def due_keys(runtime: Runtime, now: datetime | None = None) -> list[Key]:

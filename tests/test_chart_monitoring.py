@@ -1,6 +1,6 @@
 """The chart's Grafana dashboard and Prometheus alerts: valid PromQL (checked by Prometheus's own
-`promtool`), every alert unit-tested, every series one the services or kube-state-metrics export,
-and rendered by Helm only when asked for."""
+`promtool`), every alert unit-tested, every series one Pulsar's own services export (no
+kube-state-metrics), and rendered by Helm only when asked for."""
 
 from __future__ import annotations
 
@@ -20,9 +20,6 @@ MONITORING = CHART / "files" / "monitoring"
 RULES = MONITORING / "prometheus-rules.yaml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 RULES_TEST = Path(__file__).parent / "monitoring" / "rules-test.yaml"
-# kube-state-metrics' own Job series the rules and dashboard read (trainer Jobs).
-KSM_JOB_SERIES = {"kube_job_failed", "kube_job_status_start_time",
-                  "kube_job_status_completion_time"}
 # What Grafana substitutes before it sends a query.
 GRAFANA_VARIABLES = {"$namespace": ".*", "$__rate_interval": "5m", "$__range": "1h"}
 SERIES = re.compile(r"\b((?:pulsar|kube)_[a-z0-9_]+)\b")
@@ -53,7 +50,7 @@ def _rule_exprs() -> list[str]:
 
 
 def _exported_series() -> set[str]:
-    """Sample names the operator and predictor registries and the KSM config can produce."""
+    """Sample names the operator, predictor and bridge registries can produce."""
     from prometheus_client import CollectorRegistry
     from pulsar_bridge.metrics import BridgeMetrics
     from pulsar_operator import metrics as operator_metrics
@@ -66,10 +63,7 @@ def _exported_series() -> set[str]:
     for registry in (operator_metrics.REGISTRY, Metrics().registry, BridgeMetrics().registry):
         for family in registry.collect():
             names |= {family.name + suffix for suffix in suffixes.get(family.type, [""])}
-    ksm = yaml.safe_load((MONITORING / "kube-state-metrics-surgemodel.yaml").read_text())
-    for resource in ksm["spec"]["resources"]:
-        names |= {f"{resource['metricNamePrefix']}_{m['name']}" for m in resource["metrics"]}
-    return names | KSM_JOB_SERIES
+    return names
 
 
 def test_rule_file_passes_promtool_check() -> None:

@@ -304,6 +304,9 @@ def _metadata(forecaster: Forecaster, valid: EvaluationReport, test: EvaluationR
         "rows": {"features": len(features), "validation": len(backtest.results[-1].valid.actual),
                  "test": len(backtest.results[-1].test.actual)},
         "cnn_members": len(getattr(cnn, "members", [cnn])) if cnn is not None else 0,
+        "hgb_trees": [len(f.roots) if f is not None else 0 for f in forecaster.hgb.fits]
+        if forecaster.hgb is not None else [],
+        "feature_version": forecaster.spec.version,
         # the predictor refuses cells of other resolutions: this model never saw them
         "h3_resolutions": resolutions(features.keys[Col.HEXAGON].to_numpy()),
         # the predictor's live buffer: cells far from these are refused, their series are

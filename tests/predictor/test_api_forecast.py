@@ -57,7 +57,7 @@ async def test_forecast_from_explicit_history_model_probes_and_metrics(settings,
             assert item["hexagon"] == h3.int_to_str(item["hexagon_id"])
             assert item["service_type"] == 1 and item["direction"] in {"up", "down", "flat"}
             assert item["low_confidence"] == (item["confidence"] < 0.6)
-            assert item["model"] in {"cnn", "blend", "elasticnet"} or \
+            assert item["model"] in {"cnn", "blend", "elasticnet", "hgb"} or \
                     item["model"].startswith("baseline")
             assert item["explanation"]
         only_30 = await client.post("/v1/forecast", json={

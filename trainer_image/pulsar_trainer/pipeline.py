@@ -163,7 +163,8 @@ def _train_in_run(settings: TrainSettings, loaded: LoadResult, run_id: str, reus
     tracking.log_evaluation(report, forecaster.metadata)
     table = report.format_table()
     if report.backtest is not None:
-        table = f"{report.backtest.format()}\n\nlast fold (the bundle's test day):\n{table}"
+        table = (f"{report.backtest.format()}\n\n{report.backtest.format_bands()}\n\n"
+                 f"last fold (the bundle's test day):\n{table}")
     paired = _pair_with_champion(settings, forecaster, report, loaded.snapshots, say)
     say("logging the bundle to MLflow")
     bundle = log_bundle(forecaster, report, example_rows(loaded.snapshots))

@@ -165,8 +165,11 @@ def log_evaluation(report: EvaluationReport, metadata: dict[str, Any]) -> None:
         mlflow.log_text(backtest.table().to_csv(index=False), "evaluation/backtest_folds.csv")
         mlflow.log_text(backtest.service_table().to_csv(index=False),
                         "evaluation/backtest_by_service.csv")
+        mlflow.log_text(backtest.band_table().to_csv(index=False),
+                        "evaluation/backtest_by_band.csv")
         mlflow.log_dict(backtest.to_dict(), "evaluation/backtest.json")
-        table = f"{backtest.format()}\n\nlast fold (the bundle's test day):\n{table}"
+        table = (f"{backtest.format()}\n\n{backtest.format_bands()}\n\n"
+                 f"last fold (the bundle's test day):\n{table}")
     mlflow.log_text(table, TABLE_ARTIFACT)
     mlflow.log_dict(report.to_dict(), "evaluation/report.json")
     with tempfile.TemporaryDirectory(prefix="pulsar-plot-") as tmp:

@@ -6,7 +6,9 @@ every fold, the CNN seed ensemble, the trees where the recipe has them, the serv
 a child process of its own, so its peak RSS is its own. Recipes:
 - today: training.Recipe.before_issue_23() (features v1, ElasticNet + CNN ensemble);
 - new: training.Recipe() (features v2, + boosted trees, calendar guard, balanced choices);
+- new-par: new with its folds in two worker processes (Recipe.fold_workers=2);
 - new-lean: new with cnn_max_train_rows halved (the CNN ensemble's row budget, a setting).
+Peak RSS of new-par is the parent's; each worker's is printed beside it.
 Prints seconds, peak RSS and each recipe's ratio to the first one, measured in this run (the
 machine's other load hits both alike; run it on an idle machine for absolute numbers).
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / \
     "tehran_kandoo_snapshots.parquet"
-RECIPES = ("today", "new", "new-lean")
+RECIPES = ("today", "new", "new-par", "new-lean")
 
 
 def _child(path: Path, recipe_name: str, seed: int) -> None:
@@ -34,14 +36,18 @@ def _child(path: Path, recipe_name: str, seed: int) -> None:
 
     snapshots = pd.read_parquet(path)
     params = TrainSettings(holdout_days=1.0, seed=seed)
-    recipe = Recipe.before_issue_23() if recipe_name == "today" else Recipe()
+    recipe = Recipe.before_issue_23() if recipe_name == "today" else Recipe(
+        fold_workers=2 if recipe_name == "new-par" else 1)
     if recipe_name == "new-lean":
         params = params.model_copy(update={"cnn_max_train_rows": params.cnn_max_train_rows // 2})
     started = time.perf_counter()
     forecaster, _ = train_forecaster(snapshots, params, recipe=recipe, progress=lambda _: None)
     wall = time.perf_counter() - started
     timings = forecaster.metadata["timings"]
-    print(json.dumps({"wall": wall, "peak_rss_mb": peak_rss_mb(),
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"wall": wall, "peak_rss_mb": peak_rss_mb(), "worker_rss_mb": children,
                       "steps": {k: v for k, v in timings.items() if k.endswith("_seconds")}}))
 
 
@@ -67,7 +73,8 @@ def main() -> int:
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{name}: {results[name]['wall']:.1f}s training "
               f"({time.perf_counter() - clock:.1f}s with start-up and loading), peak RSS "
-              f"{results[name]['peak_rss_mb']:.0f} MB; "
+              f"{results[name]['peak_rss_mb']:.0f} MB (largest worker "
+              f"{results[name]['worker_rss_mb']:.0f} MB); "
               + ", ".join(f"{k.removesuffix('_seconds')} {v:.1f}s"
                           for k, v in results[name]["steps"].items()), flush=True)
     first = args.recipes[0]

@@ -65,6 +65,10 @@ class Recipe:
     guard_calendar: bool = True  # calendar inputs outside their training range -> the trees
     balanced: bool = True  # walk-forward blend + served choice, time-of-day bands equal
     cnn_valid_rows: int | None = 30_000  # CNN early stopping on a sample (None: all rows)
+    # Folds trained in this many processes at once (1: in this process). Each worker maps the
+    # features from one temporary copy on disk and returns its scores; the bundle's fold
+    # returns its models through Forecaster.save / load.
+    fold_workers: int = 1
     boosting_config: BoostingConfig = field(default_factory=BoostingConfig)
 
     @classmethod
@@ -217,9 +221,16 @@ def run_backtest(features: FeatureSet, spec: FeatureSpec, params: TrainSettings,
                          f"{params.holdout_days:g}): provide more days of data or lower "
                          "holdout_days")
     recipe = recipe or Recipe()
-    results, timings = [], {"elasticnet_seconds": 0.0, "cnn_seconds": 0.0, "hgb_seconds": 0.0}
+    results: list[FoldResult] = []
+    timings = {"elasticnet_seconds": 0.0, "cnn_seconds": 0.0, "hgb_seconds": 0.0}
     forecaster = None
-    for fold in folds:
+    if recipe.fold_workers > 1 and len(folds) > 1:
+        results, forecaster, spent_all = _parallel_folds(features, spec, folds, params, recipe,
+                                                         timezone, say)
+        for spent in spent_all:
+            for name, value in spent.items():
+                timings[name] = timings.get(name, 0.0) + value
+    for fold in folds if forecaster is None else []:
         say("fold " + fold.describe(timezone))
         forecaster = None  # the previous fold's models are not needed any more
         result, forecaster, spent = _fit_fold(features, spec, fold, params, recipe, say)
@@ -229,6 +240,61 @@ def run_backtest(features: FeatureSet, spec: FeatureSpec, params: TrainSettings,
     assert forecaster is not None
     walk_forward(results, spec.horizons, timezone if recipe.balanced else None)
     return Backtest(results, spec.horizons, timezone), forecaster, timings
+
+
+_ARRAYS = ("tabular", "sequence", "current", "targets")
+
+
+def _fold_worker(directory: str, spec: FeatureSpec, fold: Fold, params: TrainSettings,
+                 recipe: Recipe, keep: bool) -> tuple[FoldResult, dict[str, float]]:
+    """One fold in a worker process: features mapped from `directory`; with `keep`, the
+    fold's models are saved to `directory`/<fold> (torch modules do not pickle)."""
+    from pathlib import Path
+
+    root = Path(directory)
+    arrays = {name: np.load(root / f"{name}.npy", mmap_mode="r") for name in _ARRAYS
+              if (root / f"{name}.npy").exists()}
+    names = (root / "names.txt").read_text().split("\n")
+    features = FeatureSet(pd.read_pickle(root / "keys.pkl"), arrays["tabular"], names,
+                          arrays["sequence"], arrays["current"], arrays.get("targets"))
+    result, forecaster, timings = _fit_fold(features, spec, fold, params, recipe,
+                                            lambda _: None)
+    if keep:
+        forecaster.save(root / "bundle")
+    return result, timings
+
+
+def _parallel_folds(features: FeatureSet, spec: FeatureSpec, folds: list[Fold],
+                    params: TrainSettings, recipe: Recipe, timezone: str,
+                    say: Callable[[str], None],
+                    ) -> tuple[list[FoldResult], Forecaster, list[dict[str, float]]]:
+    """Every fold in `recipe.fold_workers` spawned processes, the costliest (latest) first."""
+    import multiprocessing
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="pulsar-folds-") as directory:
+        root = Path(directory)
+        for name in _ARRAYS:
+            value = getattr(features, name)
+            if value is not None:
+                np.save(root / f"{name}.npy", value)
+        features.keys.to_pickle(root / "keys.pkl")  # our own file, read back by our workers
+        (root / "names.txt").write_text("\n".join(features.tabular_names))
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding torch
+        with ProcessPoolExecutor(min(recipe.fold_workers, len(folds)),
+                                 mp_context=context) as pool:
+            jobs = {pool.submit(_fold_worker, directory, spec, fold, params, recipe,
+                                fold is folds[-1]): fold for fold in reversed(folds)}
+            done: dict[str, tuple[FoldResult, dict[str, float]]] = {}
+            for job, fold in jobs.items():
+                done[fold.name] = job.result()
+                say(f"fold {fold.describe(timezone)}: trained in "
+                    f"{done[fold.name][0].seconds:.1f}s (worker process)")
+        forecaster = Forecaster.load(root / "bundle")
+    results = [done[fold.name][0] for fold in folds]
+    return results, forecaster, [done[fold.name][1] for fold in folds]
 
 
 def train_forecaster(snapshots: pd.DataFrame, params: TrainSettings, *,

@@ -237,3 +237,16 @@ def test_a_bundle_from_before_the_trees_and_ranges_still_loads_and_serves(tmp_pa
     assert loaded.spec.version == 1 and loaded.hgb is None
     result = loaded.predict(frame)
     assert result.outside_range == 0 and np.isfinite(result.frame[ForecastCol.VALUE]).all()
+
+
+def test_folds_in_worker_processes_give_the_same_backtest_and_bundle():
+    from pulsar_core.training import Recipe
+
+    frame = city_frame(days=4)
+    params = TrainSettings(horizons_minutes=[30.0], holdout_days=1.0, cnn_epochs=1,
+                           cnn_channels=8, cnn_batch_size=64, cnn_seeds=1)
+    alone, report = train_forecaster(frame, params)
+    pooled, pooled_report = train_forecaster(frame, params, recipe=Recipe(fold_workers=2))
+    assert len(report.backtest.results) == 2
+    pd.testing.assert_frame_equal(pooled_report.backtest.table(), report.backtest.table())
+    pd.testing.assert_frame_equal(pooled.predict(frame).frame, alone.predict(frame).frame)

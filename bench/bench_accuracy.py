@@ -5,7 +5,9 @@ Usage: python bench/bench_accuracy.py [path.parquet] [--epochs N] [--cnn-seeds K
 Trains exactly as `pulsar train` does (one fold per calendar day in the city's time zone that
 has a training day and a validation day before it) and prints, per fold and horizon, the served
 model's MAE beside the fold's strongest simple baseline on the same rows, the mean / worst /
-spread of that ratio, and the per-service-type ratios; then training wall time and peak RSS.
+spread of that ratio, the ratios by local time-of-day band and per service type; then training
+wall time and peak RSS. The daytime-session check and today's recipe on the same rows:
+bench/bench_time_of_day.py.
 With several --seeds it trains once per seed and prints how far the served MAEs move.
 """
 
@@ -104,6 +106,7 @@ def main() -> int:
         print(report.backtest.format())
         print("\nper service type (mean / worst fold of served / strongest baseline):")
         print(report.backtest.by_service().round(3).to_string())
+        print("\n" + report.backtest.format_bands())
         print("\nper fold and local hour of the anchor (served / strongest baseline):")
         print(_sessions(report))
         print("\n" + "\n".join(_goals(report)))

@@ -119,7 +119,7 @@ async def time_to_promotion(trials: int, check_seconds: float, mlflow_uri: str,
                 f"bench-{trial}", city=f"c{trial}", registeredModel=f"pulsar-bench-rollout-{trial}",
                 rollout=rollout, training={"horizonsMinutes": [30, 60]})
         async with running_operator(server, nats_url=nats_url, registry_poll_seconds=300.0,
-                                    resync_seconds=0.5, rollout_check_seconds=check_seconds,
+                                    rollout_check_seconds=check_seconds,
                                     mlflow_tracking_uri=mlflow_uri):
             for trial in range(trials):
                 name, city = f"bench-{trial}", f"c{trial}"

@@ -50,8 +50,6 @@ class OperatorSettings(BaseSettings):
         "ca.crt and namespace (the server is KUBERNETES_SERVICE_HOST/PORT).")
     namespaces: list[str] = Field(default_factory=list, description="Watch these; [] = all.")
     workers: int = Field(16, ge=1, le=256, description="Concurrent reconciles of the resync loop.")
-    resync_seconds: float = Field(30.0, gt=0, description="How often due models are queued "
-                                  "(cron slots, registry polls, deadlines).")
     full_resync_seconds: float = Field(
         600.0, gt=0, description="Longest time between two reconciles of a model with nothing "
         "due (level-triggered safety net; spread ±25% per model).")

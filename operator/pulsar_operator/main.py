@@ -20,10 +20,11 @@ from pulsar_operator.kube import Kube, KubeError
 from pulsar_operator.leader import LeaderElection
 from pulsar_operator.login import connection_info
 from pulsar_operator.nats_link import run_nats
-from pulsar_operator.reconciler import reconcile
-from pulsar_operator.runtime import Key, Runtime, due_keys, slim
+from pulsar_operator.reconciler import ModelGone, reconcile
+from pulsar_operator.runtime import Key, Runtime, slim
 from pulsar_operator.spec import GROUP, PLURAL, VERSION, InvalidSpec
 from pulsar_operator.training import job_outcome
+from pulsar_operator.workqueue import WorkQueue
 
 RESOURCE: dict[str, Any] = {"group": GROUP, "version": VERSION, "plural": PLURAL}
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
@@ -79,6 +80,7 @@ async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo,
     memo["runtime"] = runtime
     metrics.count_tasks_of(asyncio.get_running_loop())
     if config.standalone:
+        metrics.LEADER.set(1)  # the one replica acts: the alerts that count the leader's see it
         await _start_acting(runtime)
         return
     runtime.election = LeaderElection(
@@ -90,9 +92,10 @@ async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo,
 
 
 async def _start_acting(runtime: Runtime) -> None:
-    """The leader's loops: resync ticker, workers, the NATS consumer; then look at everything."""
+    """The leader's loops: the workers and the NATS consumer; then look at everything."""
     config = runtime.settings
-    runtime.acting.append(asyncio.create_task(_ticker(runtime)))
+    # a fresh queue: a key a cancelled worker held must not stay held across leaderships
+    runtime.queue = WorkQueue(base_delay=1.0, max_delay=config.max_backoff_seconds)
     runtime.acting += [asyncio.create_task(_worker(runtime)) for _ in range(config.workers)]
     if config.nats_url:
         runtime.acting.append(asyncio.create_task(run_nats(runtime, config.nats_url)))
@@ -124,36 +127,36 @@ async def operator_cleanup(memo: kopf.Memo, **_: Any) -> None:
     await runtime.kube.close()
 
 
-async def _ticker(runtime: Runtime) -> None:
-    """The one periodic pass (no task per object): queue only the models whose next due time
-    (cron slot, registry poll, deadline, slow safety resync) has come; events queue the rest."""
-    while True:
-        await asyncio.sleep(runtime.settings.resync_seconds)
-        runtime.queue.add_all(due_keys(runtime))
-
-
 async def _worker(runtime: Runtime) -> None:
+    """Take a key, reconcile it, answer the queue: its requeue_after on success, a per-key
+    exponential backoff on failure, nothing for an invalid spec (its next edit queues it)."""
+    queue = runtime.queue
     while True:
-        key, forced, source = await runtime.queue.take()
-        body = runtime.catalog.bodies.get(key)
-        if body is None:
-            continue
+        key, waited = await queue.get()
+        metrics.QUEUE_LAG.observe(waited)
+        metrics.QUEUE_DEPTH.set(queue.depth())
         try:
-            outcome = await reconcile(runtime, body, forced=forced, source=source)
-        except InvalidSpec:
-            metrics.ERRORS.labels("invalid_spec").inc()  # in status and an Event already
-            continue
+            body = runtime.catalog.bodies.get(key)  # read once the key is ours (D2)
+            if body is None:
+                continue
+            outcome = await reconcile(runtime, body)
+        except (InvalidSpec, ModelGone) as stop:
+            if isinstance(stop, InvalidSpec):
+                metrics.ERRORS.labels("invalid_spec").inc()  # in status and an Event already
+            queue.forget(key)
         except KubeError as error:
             metrics.ERRORS.labels("kubernetes").inc()
-            log.warning("reconcile of %s/%s: %s", *key, error)
-            outcome = None
+            log.warning("reconcile of %s/%s: %s; retrying in %.0fs", *key, error,
+                        queue.retry(key))
         except Exception:  # a worker must survive any single model's failure
             metrics.ERRORS.labels("unexpected").inc()
-            log.exception("reconcile of %s/%s failed", *key)
-            continue
-        retry = 5.0 if outcome is None else outcome.retry_after
-        if retry is not None:  # a dependency is down or a child was refused: back off
-            asyncio.get_running_loop().call_later(retry, runtime.queue.add, key)
+            log.exception("reconcile of %s/%s failed; retrying in %.0fs", *key,
+                          queue.retry(key))
+        else:
+            queue.forget(key)
+            queue.schedule(key, outcome.requeue_after)
+        finally:
+            queue.done(key)
 
 
 def needs_reconcile(previous: dict[str, Any] | None, body: dict[str, Any]) -> bool:
@@ -185,7 +188,7 @@ async def surgemodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
                     *catalog.by_retrain_subject(catalog.retrain_subject(key)),
                     *catalog.bridge_peers(key)]
                    if key in catalog.bodies else [])
-        runtime.forget(key)
+        runtime.forget(key)  # its queue entry and backoff too
         runtime.queue.add_all(k for k in sharing if k != key)  # a refused one may own it now
         return
     previous = runtime.catalog.bodies.get(key)
@@ -194,9 +197,7 @@ async def surgemodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
     if peers != runtime.catalog.bridge_peers(key):  # a bridge's scope gained or lost a model:
         runtime.queue.add_all(set(peers + runtime.catalog.bridge_peers(key)) - {key})  # re-own
     if needs_reconcile(previous, dict(body)):
-        # a changed spec or annotation (approval!) re-reads the registry; a new model starts
-        # its Job first and leaves the registry to the loop
-        runtime.queue.add(key, registry=previous is not None, source="event")
+        runtime.queue.add(key)
 
 
 def _what_matters(kind: str, body: dict[str, Any] | None) -> Any:
@@ -237,9 +238,7 @@ def _enqueue_owner(event: kopf.RawEvent, memo: kopf.Memo) -> None:
     owners: list[dict[str, Any]] = meta.get("ownerReferences") or []
     for owner in owners:
         if owner.get("kind") == "SurgeModel":
-            finished = kind == "Job" and current is not None and \
-                job_outcome(current)[0] != "Running"
-            runtime.queue.add((meta["namespace"], owner["name"]), registry=finished)
+            runtime.queue.add((meta["namespace"], owner["name"]))
 
 
 async def child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:

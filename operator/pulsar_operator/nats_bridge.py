@@ -202,7 +202,13 @@ async def listen_registered(runtime: Runtime, client: Client) -> None:
             return
         keys = ([(event.surge_model.namespace, event.surge_model.name)] if event.surge_model
                 else runtime.catalog.by_registered_model(event.model_name))
+        if not keys:
+            return  # not a model of ours: nothing remembered (the map stays bounded)
+        with contextlib.suppress(ValueError):  # a version is a number; the event is a hint
+            version = int(event.version)
+            runtime.announced[event.model_name] = max(
+                version, runtime.announced.get(event.model_name, 0))
         for key in keys:
-            runtime.queue.add(key, registry=True)
+            runtime.queue.add(key)  # the reconcile sees an unseen version: reads MLflow
 
     await client.subscribe(MODEL_REGISTERED, cb=on_message)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import logging
-import math
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from pulsar_operator.conditions import iso, set_condition
 from pulsar_operator.kube import SURGEMODELS, KubeError
 from pulsar_operator.policy import Policy
 from pulsar_operator.recorder import Decision, post_event
-from pulsar_operator.rollout import LIVE_PHASES, remove_challenger, sync_rollout
+from pulsar_operator.rollout import remove_challenger, sync_rollout
 from pulsar_operator.runtime import Key, Runtime
 from pulsar_operator.serving import sync_predictor, utcnow
 from pulsar_operator.signals import sync_signals
@@ -43,8 +41,15 @@ from pulsar_operator.status import (
     Step,
     Training,
 )
+from pulsar_operator.timing import (
+    due_work,
+    inputs_of,
+    next_rollout_check,
+    registry_backoff,
+    requeue_after,
+)
 from pulsar_operator.training import observe_job, start_training
-from pulsar_operator.triggers import next_cron_slot, parse_time
+from pulsar_operator.triggers import parse_time
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,80 +57,16 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a reconcile left behind; `retry_after` is set while a dependency is down."""
+    """What a reconcile left behind: its status, when it wants to run again (the work
+    queue's schedule) and what was down or refused, if anything."""
 
     status: dict[str, Any]
-    retry_after: float | None = None
+    requeue_after: float
     error: str | None = None
 
 
-def _spread(key: Key, seconds: float, width: float = 0.2) -> float:
-    """`seconds` ± width/2, fixed per model: 1,000 models created at once do not poll at once."""
-    fraction = int(hashlib.sha256("/".join(key).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return seconds * (1 + width * (fraction - 0.5))
-
-
-def _registry_next(runtime: Runtime, key: Key, registry: Registry | None,
-                   now: datetime) -> datetime | None:
-    """When the registry should be read next (None: now)."""
-    registry = registry or Registry()
-    retry_at = parse_time(registry.retry_at)
-    if retry_at is not None:
-        return retry_at
-    checked = parse_time(registry.checked_at)
-    if checked is None:
-        return None
-    return next_poll(checked, _spread(key, runtime.settings.registry_poll_seconds), now)
-
-
-def next_poll(checked: datetime, interval: float, now: datetime) -> datetime:
-    """`checked` + one interval, unless that is a whole interval past: a check time persisted
-    long ago (it is written only with other changes, and a restart forgets the newer one in
-    memory) keeps the model's phase on the next slot from now, so 1,000 models restarted
-    together do not all read MLflow at once."""
-    due = checked + timedelta(seconds=interval)
-    late = (now - due).total_seconds()
-    if late <= interval:
-        return due
-    return due + timedelta(seconds=interval * math.ceil(late / interval))
-
-
-def _registry_due(runtime: Runtime, key: Key, registry: Registry | None, forced: bool) -> bool:
-    now = utcnow()
-    due = _registry_next(runtime, key, registry, now)
-    return forced or due is None or now >= due
-
-
-def next_due(runtime: Runtime, key: Key, spec: SurgeModelSpec | None, status: Status,
-             now: datetime) -> datetime:
-    """The next time this model needs a reconcile without any watch event: a cron slot, the
-    registry poll or retry, a rollout deadline, a live rollout's re-check, else the slow
-    safety resync."""
-    times = [now + timedelta(seconds=_spread(key, runtime.settings.full_resync_seconds, 0.5))]
-    if spec is not None and not spec.paused:
-        times.append(next_cron_slot(spec.training.schedule, now))
-        times.append(_registry_next(runtime, key, status.registry, now) or now)
-        training = status.last_training or Training()
-        job_check = (parse_time(training.started_at) or now) + _start_grace(runtime)
-        if training.outcome == "Running" and job_check > now:
-            times.append(job_check)  # a Job whose pods cannot start gets no watch event
-        predictor = status.predictor or Predictor()
-        started = parse_time(predictor.rollout_started_at)
-        if started is not None and not predictor.rolled_out_at:
-            times.append(started + timedelta(seconds=spec.serving.rollout_deadline_seconds))
-        if status.rollout is not None and status.rollout.phase in LIVE_PHASES:
-            times.append(now + timedelta(seconds=_spread(
-                key, runtime.settings.rollout_check_seconds)))  # score events queue nothing
-    return min(times)
-
-
-def _start_grace(runtime: Runtime) -> timedelta:
-    return timedelta(seconds=runtime.settings.job_start_grace_seconds)
-
-
-def _backoff(runtime: Runtime, registry: Registry | None) -> float:
-    failures = (registry.failures or 0) if registry is not None else 0
-    return float(min(runtime.settings.max_backoff_seconds, 2.0 * 2 ** min(failures, 10)))
+class ModelGone(LookupError):
+    """The SurgeModel was deleted while its reconcile ran: nothing more is written for it."""
 
 
 def registry_down(registry: Registry | None, error: RegistryUnavailable, delay: float,
@@ -149,7 +90,9 @@ async def _registry_step(runtime: Runtime, model: SurgeModel, status: Status,
     except RegistryUnavailable as error:
         metrics.ERRORS.labels("mlflow").inc()
         kept = error.kept if isinstance(error, AliasNotMoved) else Status()
-        down = registry_down(status.registry, error, _backoff(runtime, status.registry), now)
+        failures = (status.registry.failures or 0) if status.registry is not None else 0
+        down = registry_down(status.registry, error,
+                             registry_backoff(runtime.settings, failures), now)
         return Step(kept.merged(down.part), down.decisions), str(error)
     recovered = (Decision("MLflowRecovered", "MLflow registry reachable again"),) \
         if status.registry is not None and status.registry.failures else ()
@@ -281,18 +224,18 @@ def finish(status: Status, paused: bool, generation: int, error: str | None,
     return status.updated(conditions=conditions, observed_generation=generation, phase=phase)
 
 
-async def reconcile(runtime: Runtime, body: dict[str, Any], *, forced: bool = False,
-                    source: str = "loop") -> Outcome:
-    """Bring one SurgeModel's children and status to the state its spec and MLflow ask for."""
+async def reconcile(runtime: Runtime, body: dict[str, Any]) -> Outcome:
+    """Bring one SurgeModel's children and status to the state its spec and MLflow ask for.
+    The work queue guarantees one reconcile per model at a time; nothing tells it why it
+    runs: it reads what it needs to decide."""
     meta = body["metadata"]
     key: Key = (meta["namespace"], meta["name"])
-    async with runtime.lock(key):
-        started = time.monotonic()
-        metrics.RECONCILES.labels(source).inc()
-        try:
-            return await _reconcile(runtime, body, key, forced, source)
-        finally:
-            metrics.DURATION.observe(time.monotonic() - started)
+    started = time.monotonic()
+    metrics.RECONCILES.labels("queue").inc()
+    try:
+        return await _reconcile(runtime, body, key)
+    finally:
+        metrics.DURATION.observe(time.monotonic() - started)
 
 
 @dataclass
@@ -310,8 +253,7 @@ class _Pass:
             self.decisions.extend(step.decisions)
 
 
-async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: bool,
-                     source: str) -> Outcome:
+async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key) -> Outcome:
     meta = body["metadata"]
     generation = int(meta.get("generation") or 1)
     original = runtime.statuses.get(key) or {k: v for k, v in (body.get("status") or {}).items()
@@ -331,9 +273,13 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: b
     model = SurgeModel(name=key[1], namespace=key[0], uid=str(meta.get("uid", "")), spec=spec,
                        platform=runtime.platform, generation=generation)
     run.status = run.status.updated(retrain_subject=model.retrain_subject)
+    annotations = dict(meta.get("annotations") or {})
+    inputs = inputs_of(body.get("spec") or {}, annotations)
+    inputs_changed = runtime.registry_inputs.setdefault(key, inputs) != inputs
     if not spec.paused:
-        await _steps(runtime, key, model, run, dict(meta.get("annotations") or {}),
-                     meta.get("creationTimestamp"), forced, source)
+        await _steps(runtime, key, model, run, annotations, meta.get("creationTimestamp"),
+                     inputs_changed)
+    runtime.registry_inputs[key] = inputs
     nats_change = _nats_decision(run.status, runtime.nats_error)
     if nats_change is not None:
         run.decisions.append(nats_change)
@@ -346,9 +292,11 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key, forced: b
                       child_error)
     status = finished.dump()
     await _write(runtime, key, meta, original, status, run.decisions)
-    runtime.next_due[key] = next_due(runtime, key, spec, finished, utcnow())
-    return Outcome(status, _retry_after(runtime, finished, run.error, kept.part), run.error or
-                   child_error)
+    job = (finished.last_training or Training()).job
+    start_check = runtime.start_checks.get(f"{key[0]}/{job}") if job else None
+    wait = requeue_after(runtime.settings, key, spec, finished, utcnow(),
+                         rollout_next=runtime.rollout_next.get(key), start_check=start_check)
+    return Outcome(status, wait, run.error or child_error)
 
 
 async def _refuse(runtime: Runtime, key: Key, meta: dict[str, Any], original: dict[str, Any],
@@ -362,53 +310,46 @@ async def _refuse(runtime: Runtime, key: Key, meta: dict[str, Any], original: di
     await _write(runtime, key, meta, original, refused, decisions)
 
 
-def _retry_after(runtime: Runtime, status: Status, error: str | None,
-                 rejected: RejectedChild | None) -> float | None:
-    """How soon to try again: the registry's retryAt while MLflow is down, a backoff on the
-    repeats of a refused child; None when nothing failed."""
-    if error is not None:
-        retry_at = parse_time(status.registry.retry_at if status.registry else None)
-        return max(1.0, (retry_at - utcnow()).total_seconds()) if retry_at else 5.0
-    if rejected is not None:
-        return float(min(runtime.settings.max_backoff_seconds,
-                         5.0 * 2 ** min(rejected.failures, 8)))
-    return None
-
-
 async def _steps(runtime: Runtime, key: Key, model: SurgeModel, run: _Pass,
-                 annotations: dict[str, str], created_at: str | None, forced: bool,
-                 source: str) -> None:
+                 annotations: dict[str, str], created_at: str | None,
+                 inputs_changed: bool) -> None:
     """Training, registry, live rollout and predictor steps of an unpaused model."""
     now = utcnow()
+    grace = timedelta(seconds=runtime.settings.job_start_grace_seconds)
     ended = await observe_job(runtime.kube, model, run.status.last_training, runtime.children,
-                              now, _start_grace(runtime), runtime.start_checks)
+                              now, grace, runtime.start_checks)
     run.take(ended)
+    if key not in runtime.catalog.bodies:
+        raise ModelGone(key)  # deleted meanwhile: create nothing for it
     run.take(await _guarded(start_training(runtime.kube, model, run.status, annotations,
                                            parse_time(created_at) or now, now),
                             "trainer Job", run.rejected))
-    finished = ended is not None and ended.part.last_training is not None and \
+    job_finished = ended is not None and ended.part.last_training is not None and \
         ended.part.last_training.outcome != "Running"
+    due = due_work(runtime.settings, key, run.status, inputs_changed=inputs_changed,
+                   job_finished=job_finished,
+                   announced=runtime.announced.get(model.registered_model),
+                   rollout_next=runtime.rollout_next.get(key), now=now)
     registry = run.status.registry
-    if source != "loop" and not forced and not finished:
-        runtime.queue.add(key)  # registry work goes to the bounded loop: Jobs come first
-    elif _registry_due(runtime, key, registry, forced or finished):
+    if due.registry:
         read, run.error = await _registry_step(runtime, model, run.status, annotations, now)
         run.take(read)
     elif registry is not None and registry.error:
         run.error = registry.error
-    run.error = await _serving_steps(runtime, model, now, forced, source, run)
+    run.error = await _serving_steps(runtime, key, model, now, due.rollout, run)
     run.take(await _guarded(sync_signals(
         runtime.kube, model, run.status.signals,
         runtime.catalog.bridge_owner(model.spec.signals_subject), runtime.children),
         "signal bridge", run.rejected))
 
 
-async def _serving_steps(runtime: Runtime, model: SurgeModel, now: datetime, forced: bool,
-                         source: str, run: _Pass) -> str | None:
+async def _serving_steps(runtime: Runtime, key: Key, model: SurgeModel, now: datetime,
+                         rollout_due: bool, run: _Pass) -> str | None:
     """Live rollout and predictor; the MLflow error, if any (also the registry's, if any)."""
     error = run.error
-    if error is None and run.status.rollout is not None and (source == "loop" or forced):
-        try:  # the live rollout reads NATS and MLflow: bounded loop only, like the registry
+    if error is None and run.status.rollout is not None and rollout_due:
+        runtime.rollout_next[key] = next_rollout_check(runtime.settings, key, now)
+        try:  # the live rollout reads NATS and MLflow: on its own clock, like the registry
             run.take(await _guarded(sync_rollout(runtime, model, run.status, now),
                                     "challenger", run.rejected))
         except RegistryUnavailable as failure:
@@ -436,6 +377,8 @@ def _check_registry_owner(runtime: Runtime, key: Key) -> None:
     would serve production's champion, or retrain on its requests): the younger one is refused
     until it names its own."""
     catalog = runtime.catalog
+    if key not in catalog.bodies:
+        raise ModelGone(key)
     name, subject = catalog.registered_name(key), catalog.retrain_subject(key)
     own_name = f"pulsar-{key[0]}-{key[1]}"
     for field, what, owner, example in (

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from pulsar_core.events import model_retrain_subject, signals_subject
@@ -20,6 +18,7 @@ from pulsar_operator.kube import Kube
 from pulsar_operator.leader import LeaderElection
 from pulsar_operator.score_book import ScoreBook
 from pulsar_operator.spec import SurgeModelSpec
+from pulsar_operator.workqueue import WorkQueue
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -126,41 +125,6 @@ class Catalog:
                                                .get("creationTimestamp") or ""), key))
 
 
-class WorkQueue:
-    """Unique keys waiting for a reconcile; a key queued twice is reconciled once."""
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        self._queued: dict[Key, float] = {}
-        self.force_registry: set[Key] = set()
-        self.from_events: set[Key] = set()
-
-    def add(self, key: Key, registry: bool = False, source: str = "loop") -> None:
-        if registry:
-            self.force_registry.add(key)
-        if source == "event":
-            self.from_events.add(key)
-        if key not in self._queued:
-            self._queued[key] = time.monotonic()
-            self._queue.put_nowait(key)
-            metrics.QUEUE_DEPTH.set(len(self._queued))
-
-    def add_all(self, keys: Iterable[Key]) -> None:
-        for key in keys:
-            self.add(key)
-
-    async def take(self) -> tuple[Key, bool, str]:
-        """(key, registry check forced, "event" when a watch event asked for it else "loop")."""
-        key = await self._queue.get()
-        metrics.QUEUE_LAG.observe(time.monotonic() - self._queued.pop(key, time.monotonic()))
-        metrics.QUEUE_DEPTH.set(len(self._queued))
-        forced = key in self.force_registry
-        source = "event" if key in self.from_events else "loop"
-        self.force_registry.discard(key)
-        self.from_events.discard(key)
-        return key, forced, source
-
-
 @dataclass
 class Runtime:
     """Everything handlers need; lives in kopf's memo for the operator's lifetime."""
@@ -173,34 +137,26 @@ class Runtime:
     score_book: ScoreBook | None = None  # PULSAR_SCORES reader while NATS is connected
     nats_error: str | None = None  # set while NATS is unreachable (see nats_link)
     catalog: Catalog = field(default_factory=Catalog)
-    queue: WorkQueue = field(default_factory=WorkQueue)
+    # every reconcile goes through it; every timed wish of every model is in it
+    queue: WorkQueue[Key] = field(default_factory=WorkQueue)
     statuses: dict[Key, dict[str, Any]] = field(default_factory=dict)
     specs: dict[Key, tuple[dict[str, Any], SurgeModelSpec]] = field(default_factory=dict)
-    # when each model next needs a reconcile with no watch event (cron, registry, deadlines)
-    next_due: dict[Key, datetime] = field(default_factory=dict)
     start_checks: dict[str, datetime] = field(default_factory=dict)  # training.start_check_due
-    locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    # what a model's last registry read depended on (timing.inputs_of): a change reads again
+    registry_inputs: dict[Key, str] = field(default_factory=dict)
+    # the newest version MLflow announced per registered model (model.registered events)
+    announced: dict[str, int] = field(default_factory=dict)
+    rollout_next: dict[Key, datetime] = field(default_factory=dict)  # live rollout re-checks
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    # the leader's loops (ticker, workers, NATS): empty while this replica stands by
+    # the leader's loops (workers, NATS): empty while this replica stands by
     acting: list[asyncio.Task[None]] = field(default_factory=list)
     election: LeaderElection | None = None
     # latest Job/Deployment bodies from kopf's watch streams: (kind, namespace, name) -> body
     children: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
-    def lock(self, key: Key) -> asyncio.Lock:
-        return self.locks.setdefault(key, asyncio.Lock())
-
     def forget(self, key: Key) -> None:
         self.catalog.drop(key)
-        self.statuses.pop(key, None)
-        self.specs.pop(key, None)
-        self.next_due.pop(key, None)
-        self.locks.pop(key, None)
+        self.queue.remove(key)
+        for memory in (self.statuses, self.specs, self.registry_inputs, self.rollout_next):
+            memory.pop(key, None)
         metrics.forget(key)  # a deleted model leaves the phase gauges
-
-
-def due_keys(runtime: Runtime, now: datetime | None = None) -> list[Key]:
-    """Models never reconciled here, or whose next due time has come."""
-    now = now or datetime.now(UTC)
-    return [key for key in runtime.catalog.bodies
-            if (due := runtime.next_due.get(key)) is None or due <= now]

@@ -42,7 +42,7 @@ def _operator(control: ControlPlane, workdir: Path, name: str) -> tuple[subproce
             "PULSAR_NAMESPACES": f'["{NS}"]', "PULSAR_LEASE_NAMESPACE": NS,
             "PULSAR_LEASE_SECONDS": str(LEASE_SECONDS),
             "PULSAR_LEASE_RENEW_SECONDS": str(RENEW_SECONDS), "PULSAR_IDENTITY": name,
-            "PULSAR_RESYNC_SECONDS": "2", "PULSAR_METRICS_PORT": "0",
+            "PULSAR_METRICS_PORT": "0",
             "PULSAR_LIVENESS_PORT": "0", "PULSAR_LOG_FORMAT": "plain"}
     log = workdir / f"{name}.log"
     process = subprocess.Popen([sys.executable, "-m", "pulsar_cli.main", "operator"], env=env,

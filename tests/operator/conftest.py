@@ -101,7 +101,7 @@ async def running_operator(server: Any, **overrides: Any) -> AsyncIterator[dict[
 
     options: dict[str, Any] = {
         "kube_api_url": str(server.url).rstrip("/"), "standalone": True, "metrics_port": 0,
-        "liveness_port": 0, "resync_seconds": 0.5, "registry_poll_seconds": 1.0,
+        "liveness_port": 0, "registry_poll_seconds": 1.0, "rollout_check_seconds": 1.0,
         "max_backoff_seconds": 1.0, "workers": 4, **overrides}
     settings = OperatorSettings(**options)
     stop = threading.Event()
@@ -118,7 +118,9 @@ async def running_operator(server: Any, **overrides: Any) -> AsyncIterator[dict[
         # generous: an MLflow call in a worker thread cannot be cancelled, only waited for
         done, _ = await asyncio.wait({task}, timeout=60)
         if not done:
-            pending = sorted(t.get_name() for t in asyncio.all_tasks() if not t.done())
+            pending = sorted(f"{t.get_name()} {t.get_coro()!r} at "
+                             f"{[f'{f.f_code.co_name}:{f.f_lineno}' for f in t.get_stack()]}"
+                             for t in asyncio.all_tasks() if not t.done())
             task.cancel()
             raise AssertionError(f"the operator did not stop within 60 s; tasks: {pending}")
         task.result()

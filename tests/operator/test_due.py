@@ -1,4 +1,5 @@
-"""When a model next needs a reconcile without a watch event (the ticker queues only those)."""
+"""When: what a reconcile pass must do, and when the model runs next without a watch event
+(timing.py, the one place that decides it)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pulsar_operator.config import OperatorSettings
-from pulsar_operator.reconciler import _spread
-from pulsar_operator.reconciler import next_due as _next_due
-from pulsar_operator.runtime import Catalog, Runtime, due_keys
 from pulsar_operator.spec import parse_spec
 from pulsar_operator.status import Status
+from pulsar_operator.timing import due_work, requeue_after
+from pulsar_operator.timing import next_due as _next_due
+from pulsar_operator.timing import spread as _spread
 
 NOW = datetime(2026, 11, 29, 10, 7, 30, tzinfo=UTC)
 KEY = ("pulsar", "tehran-eco")
 
 
-def next_due(runtime: Runtime, key: tuple[str, str], spec: Any, status: dict[str, Any],
-             now: datetime) -> datetime:
+def next_due(settings: OperatorSettings, key: tuple[str, str], spec: Any,
+             status: dict[str, Any], now: datetime) -> datetime:
     """The operator's next_due on a status as the API holds it."""
-    return _next_due(runtime, key, spec, Status.parse(status), now)
+    return _next_due(settings, key, spec, Status.parse(status), now)
 
 
-def _runtime(poll: float = 3600.0) -> Runtime:
-    config = OperatorSettings(mlflow_tracking_uri="sqlite://", registry_poll_seconds=poll,
-                              full_resync_seconds=600)
-    return Runtime(settings=config, kube=None, registry=None, platform=None)  # type: ignore[arg-type]
+def _runtime(poll: float = 3600.0) -> OperatorSettings:
+    return OperatorSettings(mlflow_tracking_uri="sqlite://", registry_poll_seconds=poll,
+                            full_resync_seconds=600)
 
 
 def _spec(**training: Any) -> Any:
@@ -66,14 +66,40 @@ def test_a_paused_model_only_has_the_safety_resync() -> None:
     assert timedelta(seconds=450) <= due <= timedelta(seconds=750)
 
 
-def test_the_ticker_queues_new_and_due_models_only() -> None:
-    runtime = _runtime()
-    runtime.catalog = Catalog()
-    for name in ("new", "due", "later"):
-        runtime.catalog.put({"metadata": {"namespace": "pulsar", "name": name}})
-    runtime.next_due[("pulsar", "due")] = NOW - timedelta(seconds=1)
-    runtime.next_due[("pulsar", "later")] = NOW + timedelta(seconds=60)
-    assert sorted(due_keys(runtime, NOW)) == [("pulsar", "due"), ("pulsar", "new")]
+def test_a_refused_child_backs_off_and_the_answer_is_seconds() -> None:
+    quiet = {"registry": {"checkedAt": NOW.isoformat()}}
+    spec = _spec(schedule="0 0 1 1 *")
+    calm = requeue_after(_runtime(), KEY, spec, Status.parse(quiet), NOW)
+    assert 450 <= calm <= 750  # nothing pending: the safety resync
+    refused = {**quiet, "rejectedChild": {"message": "x", "failures": 2, "at": NOW.isoformat()}}
+    assert requeue_after(_runtime(), KEY, spec, Status.parse(refused), NOW) == 20.0
+
+
+def test_what_a_pass_must_do_is_read_from_state_not_from_why_it_was_queued() -> None:
+    settings = _runtime(poll=300)
+    checked = Status.parse({"registry": {"checkedAt": NOW.isoformat()},
+                            "champion": {"version": "3"}, "challenger": {"version": "4"}})
+
+    def due(**overrides: Any) -> tuple[bool, bool]:
+        options: dict[str, Any] = {"inputs_changed": False, "job_finished": False,
+                                   "announced": None, "rollout_next": None, "now": NOW}
+        found = due_work(settings, KEY, overrides.pop("status", checked),
+                         **(options | overrides))
+        return found.registry, found.rollout
+
+    assert due() == (False, False)  # polled just now, nothing new
+    assert due(now=NOW + timedelta(seconds=400)) == (True, False)  # the poll came
+    assert due(job_finished=True)[0] and due(inputs_changed=True)[0]
+    assert due(announced=5) == (True, False)  # MLflow announced a version status never saw
+    assert due(announced=4) == (False, False)  # already judged
+    never = Status.parse({})
+    assert due(status=never)[0]  # never read
+    rolling = Status.parse({"registry": {"checkedAt": NOW.isoformat()},
+                            "rollout": {"phase": "Shadowing"}})
+    assert due(status=rolling) == (False, True)  # first look at a rollout
+    later = NOW + timedelta(seconds=30)
+    assert due(status=rolling, rollout_next=later) == (False, False)
+    assert due(status=rolling, rollout_next=later, now=later) == (False, True)
 
 
 def test_child_churn_that_a_reconcile_does_not_read_queues_nothing() -> None:

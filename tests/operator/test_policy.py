@@ -60,7 +60,7 @@ def test_quantities_above_1pi_are_refused() -> None:
 
 @pytest.mark.parametrize("image", ["Attacker/X", "x;rm -rf /", "a b", "ghcr.io/x:", "x@sha1:ab"])
 def test_malformed_images_are_refused_with_an_example(image: str) -> None:
-    with pytest.raises(InvalidSpec, match="not an image reference.*ghcr.io"):
+    with pytest.raises(InvalidSpec, match=r"not an image reference.*ghcr\.io"):
         _spec(training={"image": image})
 
 

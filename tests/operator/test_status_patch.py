@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pulsar_operator.reconciler import next_poll, status_patch
+from pulsar_operator.reconciler import status_patch
+from pulsar_operator.timing import next_poll
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 AT = "2026-11-29T12:00:00Z"

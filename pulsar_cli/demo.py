@@ -328,7 +328,7 @@ def _artifact(settings: TrainSettings, run_id: str | None, path: str,
 
 def print_top(data: ReportData) -> None:
     """The top risers per horizon (largest expected absolute increase), with the % beside."""
-    from pulsar_cli.report import change_label
+    from pulsar_core.pages.hexmap import change_label
 
     def confidence(item: dict[str, Any]) -> str:
         return "n/a" if item["confidence"] is None else f"{item['confidence']:.2f}"

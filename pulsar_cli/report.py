@@ -1,10 +1,11 @@
 """`./.pulsar/report.html`: one self-contained page (inline CSS, SVG and script; no network).
 
 Per service type a map of the H3 hexagons coloured by expected change with a horizon switch
-(`hexmap`), the replayed hexagons that got no forecast with the predictor's reason, the top risers
-per horizon ranked by expected absolute increase, the trainer's forecast-vs-actual plot (one panel
-per evaluable horizon) and the evaluation per horizon: the served model marked, each model's MAE
-beside the strongest baseline's.
+(`pulsar_core.pages`, the predictor's live page draws the same maps), the replayed hexagons that
+got no forecast with the predictor's reason, the top risers per horizon ranked by expected
+absolute increase, the trainer's forecast-vs-actual plot (one panel per evaluable horizon) and
+the evaluation per horizon: the served model marked, each model's MAE beside the strongest
+baseline's.
 """
 
 from __future__ import annotations
@@ -16,18 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulsar_cli.hexmap import CSS as MAP_CSS
-from pulsar_cli.hexmap import SCRIPT, change_label, hexagon_map, risers
 from pulsar_core.evaluation import EvaluationReport, served_label
+from pulsar_core.pages.hexmap import change_label, risers
+from pulsar_core.pages.shell import map_sections, page
 
-__all__ = ["ReportData", "change_label", "render"]
-
-CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:right}th{background:#f4f4f4}td.text{text-align:left}tr.served td{font-weight:bold;
-background:#fff6d5}img{max-width:100%}
-""" + MAP_CSS
+__all__ = ["ReportData", "render"]
 
 
 @dataclass
@@ -129,26 +123,6 @@ def missing_section(data: ReportData) -> str:
             f"<th>reason</th></tr>{listed}</table>")
 
 
-def map_sections(maps: dict[int, list[dict[str, Any]]],
-                 missing: dict[int, list[dict[str, str]]]) -> list[str]:
-    """One heading and switchable map per service type (shared with the live page)."""
-    parts = []
-    for service in sorted(set(maps) | set(missing)):
-        items, without = maps.get(service, []), len(missing.get(service, []))
-        hexagons = len({i["hexagon"] for i in items})
-        parts.append(f"<h3>Service type {service}: {hexagons} hexagons"
-                     + (f", {without} without a forecast" if without else "")
-                     + "</h3>" + hexagon_map(service, items))
-    return parts
-
-
-def page(title: str, body: list[str], head: str = "") -> str:
-    """A whole self-contained HTML page."""
-    return (f'<!DOCTYPE html><html><head><meta charset="utf-8">{head}<title>{html.escape(title)}'
-            f"</title><style>{CSS}</style><script>{SCRIPT}</script></head><body>"
-            + "\n".join(body) + "</body></html>\n")
-
-
 def render(data: ReportData) -> str:
     """The whole report as one string."""
     model = data.model
@@ -171,21 +145,3 @@ def render(data: ReportData) -> str:
                  else "<p>The training run logged no evaluation.</p>")
     parts += [f"<p>{html.escape(note)}</p>" for note in data.notes]
     return page("Pulsar demo", parts)
-
-
-def live_page(model: dict[str, Any], maps: dict[int, list[dict[str, Any]]],
-              refresh_seconds: int = 60) -> str:
-    """The predictor's GET /map: its current live forecasts on the report's map, reloaded by the
-    browser (the chosen horizon survives the reload in the URL's #horizon=...)."""
-    count = sum(len({i["hexagon"] for i in items}) for items in maps.values())
-    issued = max((str(i["issued_for"]) for items in maps.values() for i in items), default="")
-    parts = [f"<h1>Pulsar live: {html.escape(str(model.get('name')))} version "
-             f"{html.escape(str(model.get('version')))}</h1>",
-             f'<p data-live-hexagons="{count}">What drivers are told now: {count} hexagon '
-             f"series with a live forecast, newest data {html.escape(issued) or 'none yet'}; "
-             f"this page reloads every {refresh_seconds} s.</p>"]
-    if not maps:
-        parts.append("<p>No live forecasts yet: the predictor has received no live signals "
-                     "(NATS) it can forecast from.</p>")
-    parts += map_sections(maps, {})
-    return page("Pulsar live", parts, f'<meta http-equiv="refresh" content="{refresh_seconds}">')

@@ -14,9 +14,10 @@ import pandas as pd
 from pulsar_cli import demo
 from pulsar_cli.demo_stack import DemoStack, port_open, replay
 from pulsar_cli.live_map import LiveMap, is_fresh, newest_periods, poll_map
-from pulsar_cli.report import ReportData, change_label, render
+from pulsar_cli.report import ReportData, render
 from pulsar_core.contract import Col
 from pulsar_core.events import signals_subject
+from pulsar_core.pages.hexmap import change_label
 
 TINY = ["--hexagons", "25", "--days", "4", "--cnn-epochs", "1"]
 SVG = "{http://www.w3.org/2000/svg}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pulsar_cli.hexmap import (
+from pulsar_core.pages.hexmap import (
     change_at,
     change_label,
     colour,

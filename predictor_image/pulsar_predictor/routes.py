@@ -126,7 +126,7 @@ async def live_map(request: Request) -> HTMLResponse:
     """The live forecasts on the demo report's map: what drivers are told right now."""
     import json
 
-    from pulsar_cli.report import live_page
+    from pulsar_core.pages.live import live_page
     from pulsar_predictor.render import model_ref
     from pulsar_predictor.service import horizons_of
 

@@ -34,6 +34,7 @@ from pulsar_cli.main import COMMANDS
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 CONSTRAINTS = "docker/constraints.txt"
+PULSAR_SCRIPT = PYPROJECT["project"]["scripts"]["pulsar"]  # module:function
 TORCH = "torch==2.13.0"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 BASE_ARG = "BASE_IMAGE"  # tests/images builds pass a local base and torch index as build args
@@ -206,9 +207,11 @@ def entrypoint_problems(text: str, command: str) -> list[str]:
         return [f"ENTRYPOINT {argv}: must run an existing `pulsar` subcommand {list(COMMANDS)}"]
     if argv[1] != command:
         return [f"ENTRYPOINT {argv}: this image runs `pulsar {command}`"]
-    package = COMMANDS[command][0].split(".")[0]
     copied = " ".join(args for keyword, args in instructions(text) if keyword == "COPY")
-    return [] if package in copied else [f"`pulsar {command}` needs {package}, never copied"]
+    # `pulsar` itself (the console script's dispatcher) and the package serving the command.
+    needed = {PULSAR_SCRIPT.split(".")[0], COMMANDS[command][0].split(".")[0]}
+    return [f"`pulsar {command}` needs {package}, never copied" for package in sorted(needed)
+            if not re.search(rf"(^|\s)(\S*/)?{package}(/|\s|$)", copied)]
 
 
 def copy_problems(text: str) -> list[str]:
@@ -371,3 +374,22 @@ def test_constraints_pin_the_images_closure_and_nothing_else() -> None:
 def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".venv", ".pulsar", "mlruns", "tests", "bench", ".git"} <= ignored
+
+
+def test_an_image_without_the_pulsar_dispatcher_is_caught() -> None:
+    """`pulsar serve` runs the console script's module before the predictor's: both ship."""
+    package = PULSAR_SCRIPT.split(".")[0]
+    image = IMAGES[2]
+    text = "\n".join(line for line in image.text.splitlines()
+                     if not re.match(rf"COPY (\S*/)?{package}[/\s]", line))
+    assert text != image.text
+    assert f"needs {package}, never copied" in " ".join(entrypoint_problems(text, image.command))
+
+
+def test_the_predictor_image_ships_the_pulsar_command_not_the_cli() -> None:
+    """The predictor imports nothing from pulsar_cli (.importlinter); its image carries only the
+    dispatcher its ENTRYPOINT runs, not the demo, its processes or its report."""
+    sources = [source for keyword, args in instructions(IMAGES[2].text) if keyword == "COPY"
+               and not args.startswith("--from=") for source in args.split()[:-1]]
+    cli = [source for source in sources if source.split("/")[0] == "pulsar_cli"]
+    assert cli == ["pulsar_cli/__init__.py", f"{PULSAR_SCRIPT.split(':')[0].replace('.', '/')}.py"]

@@ -163,7 +163,8 @@ for top in sys.argv[1:]:
 print("\\n".join(failed) or "all imported")
 """
 # What runs in each image: the operator image carries all of pulsar_core but runs only what
-# pulsar_operator imports (the ml extra, h3 and scipy, is not installed there).
+# pulsar_operator imports (the ml extra, h3 and scipy, is not installed there); the predictor's
+# pulsar_cli is the `pulsar` command alone (pulsar_cli.main).
 PACKAGES = {"operator": ("pulsar_operator",),
             "trainer": ("pulsar_core", "pulsar_cli", "pulsar_trainer"),
             "predictor": ("pulsar_core", "pulsar_cli", "pulsar_predictor", "pulsar_bridge")}
@@ -179,6 +180,15 @@ def test_every_module_of_the_images_packages_imports(built: dict[str, float],
     # Another image's package is absent by design (pulsar_cli.demo imports them all).
     foreign = [line for line in missing if "No module named 'pulsar_" in line]
     assert [line for line in missing if line not in foreign] == [], "\n".join(missing)
+
+
+def test_the_predictor_image_has_the_pulsar_command_and_the_map_but_not_the_demo(
+        built: dict[str, float]) -> None:
+    image = next(image for image in IMAGES if image.name == "predictor")
+    names = ("pulsar_cli.main", "pulsar_cli.demo", "pulsar_cli.report", "pulsar_core.pages.live")
+    script = f"import importlib.util as u; print([n for n in {names!r} if u.find_spec(n)])"
+    out = _run(image, pod_for(image), ["python", "-c", script]).strip().splitlines()[-1]
+    assert out == "['pulsar_cli.main', 'pulsar_core.pages.live']", out
 
 
 @pytest.mark.parametrize("image", [image for image in IMAGES if image.name != "operator"],

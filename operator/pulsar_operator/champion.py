@@ -67,7 +67,9 @@ async def _call(runtime: Runtime, method: str, *args: Any) -> Any:
 
 async def announce(runtime: Runtime, model: SurgeModel, version: str,
                    previous: str | None) -> None:
-    """Publish ModelPromoted so predictors hot-swap; NATS trouble is logged, not fatal."""
+    """Publish ModelPromoted: news for dashboards and for standalone predictors that follow
+    the alias. The operator's own predictors are pinned and move by a Deployment edit, so NATS
+    trouble here is logged, never fatal."""
     if runtime.publisher is None:
         return
     event = ModelPromoted(model_name=model.registered_model, version=version,

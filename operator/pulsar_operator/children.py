@@ -6,41 +6,30 @@ add (a revision annotation, a clusterIP) and labels added by hand are left alone
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
-_QUANTITY = re.compile(r"^([+-]?[0-9]+(?:\.[0-9]*)?|[+-]?\.[0-9]+)([eE][+-]?[0-9]+|[a-zA-Z]*)$")
-_SUFFIX: dict[str, Decimal | int] = {
-    "": 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-    "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+from pulsar_operator.spec_rules import quantity
 
 
-def quantity(value: Any) -> Decimal | None:
-    """A Kubernetes quantity's value ("500m" == "0.5", "1Gi" == "1024Mi"), None if not one."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    match = _QUANTITY.match(str(value))
-    if match is None:
-        return None
-    number, suffix = match.groups()
-    try:
-        if suffix[:1] in ("e", "E"):
-            return Decimal(number) * Decimal(10) ** int(suffix[1:])
-        return Decimal(number) * Decimal(_SUFFIX[suffix]) if suffix in _SUFFIX else None
-    except (InvalidOperation, ValueError):
-        return None
+def drift(live: Any, wanted: Any, path: str = "") -> list[str]:
+    """The fields of `wanted` that `live` does not hold with the same value (dotted paths,
+    list items by index); [] when it holds them all."""
+    if isinstance(wanted, dict):
+        if not isinstance(live, dict):
+            return [path or "."]
+        return [field for key, value in wanted.items()
+                for field in drift(live.get(key), value, f"{path}.{key}" if path else key)]
+    if isinstance(wanted, list):
+        if not isinstance(live, list) or len(live) != len(wanted):
+            return [path or "."]
+        return [field for index, (item, want) in enumerate(zip(live, wanted, strict=True))
+                for field in drift(item, want, f"{path}[{index}]")]
+    if live == wanted:
+        return []
+    number = quantity(wanted)
+    return [] if number is not None and number == quantity(live) else [path or "."]
 
 
 def holds(live: Any, wanted: Any) -> bool:
     """Every field of `wanted` is in `live` with the same value (lists item by item)."""
-    if isinstance(wanted, dict):
-        return isinstance(live, dict) and all(holds(live.get(key), value)
-                                              for key, value in wanted.items())
-    if isinstance(wanted, list):
-        return isinstance(live, list) and len(live) == len(wanted) and all(
-            holds(item, want) for item, want in zip(live, wanted, strict=True))
-    if live == wanted:
-        return True
-    number = quantity(wanted)
-    return number is not None and number == quantity(live)
+    return not drift(live, wanted)

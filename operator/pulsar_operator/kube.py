@@ -61,6 +61,10 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
         else info.as_ssl_context()
 
 
+FIELD_MANAGER = "pulsar-operator"  # in managedFields of everything it writes (not "Python")
+_WRITES = ("POST", "PATCH", "PUT")
+
+
 class Kube:
     """create / get / merge-patch, the only verbs the reconciler needs."""
 
@@ -70,7 +74,7 @@ class Kube:
         self._relogin = relogin
         self._auth = info.as_http_headers()
         self._session = aiohttp.ClientSession(
-            headers={"Accept": "application/json"},
+            headers={"Accept": "application/json", "User-Agent": FIELD_MANAGER},
             connector=aiohttp.TCPConnector(ssl=_ssl_context(info), limit=limit),
             timeout=aiohttp.ClientTimeout(total=30))
 
@@ -93,6 +97,8 @@ class Kube:
         headers = dict(self._auth)
         if body is not None:
             headers["Content-Type"] = content_type
+        if method in _WRITES:
+            path += ("&" if "?" in path else "?") + f"fieldManager={FIELD_MANAGER}"
         try:
             async with self._session.request(method, self.server + path, json=body,
                                              headers=headers) as response:

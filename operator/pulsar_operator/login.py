@@ -42,7 +42,11 @@ def connection_info(api_url: str | None, settings: kopf.OperatorSettings,
     """Explicit URL (kubectl proxy, tests) first, then the service account, then kubeconfig."""
     if api_url:
         return kopf.ConnectionInfo(server=api_url, insecure=True)
-    info = in_cluster(account_dir) or kopf.login_with_kubeconfig(settings=settings)
+    try:
+        info = in_cluster(account_dir) or kopf.login_with_kubeconfig(settings=settings)
+    except FileNotFoundError as missing:  # KUBECONFIG names a file that is not there
+        raise kopf.LoginError(f"KUBECONFIG names a missing file ({missing.filename}); fix it, "
+                              "or unset it to use ~/.kube/config") from None
     if info is None:
         raise kopf.LoginError(
             "no Kubernetes credentials: run in a pod with a service account token "

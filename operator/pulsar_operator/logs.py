@@ -19,10 +19,17 @@ class QuietEventHandlers(logging.Filter):
                     and _EVENT_HANDLER_DONE.match(record.getMessage()))
 
 
+# structured fields a log call may pass (`extra={"namespace": ..., "model": ..., "reason": ...}`;
+# `name` is taken: it is the logger's)
+FIELDS = ("namespace", "model", "reason")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": self.formatTime(record), "level": record.levelname,
                  "logger": record.name, "message": record.getMessage()}
+        entry |= {field: str(value) for field in FIELDS
+                  if (value := getattr(record, field, None)) is not None}
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)

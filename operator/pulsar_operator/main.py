@@ -147,11 +147,13 @@ async def _worker(runtime: Runtime) -> None:
         except KubeError as error:
             metrics.ERRORS.labels("kubernetes").inc()
             log.warning("reconcile of %s/%s: %s; retrying in %.0fs", *key, error,
-                        queue.retry(key))
+                        queue.retry(key), extra={"namespace": key[0], "model": key[1],
+                                                 "reason": "KubernetesError"})
         except Exception:  # a worker must survive any single model's failure
             metrics.ERRORS.labels("unexpected").inc()
             log.exception("reconcile of %s/%s failed; retrying in %.0fs", *key,
-                          queue.retry(key))
+                          queue.retry(key), extra={"namespace": key[0], "model": key[1],
+                                                   "reason": "UnexpectedError"})
         else:
             queue.forget(key)
             queue.schedule(key, outcome.requeue_after)

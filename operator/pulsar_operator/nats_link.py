@@ -39,10 +39,13 @@ class NatsLink:
         self.runtime = runtime
         self.url = url
         self.lost = asyncio.Event()  # the session is over: start a new one
+        self.closing = False  # we close it ourselves (stopping, stepping down): not an outage
         self.stale = asyncio.Event()  # reconnected in-session: re-create stream and consumer
 
     def down(self, cause: str) -> None:
         """Record NATS as unavailable; a change re-checks every model's status."""
+        if self.closing:
+            return
         # the cause can quote a whole message or protocol dump: status and Events get a line
         short = cause if len(cause) <= 200 else cause[:200] + "…"
         message = f"NATS at {redact(self.url)} unavailable: {short}; retrying with backoff"
@@ -114,5 +117,6 @@ async def run_nats(runtime: Runtime, url: str) -> None:
         finally:
             runtime.publisher = None
             runtime.score_book = None
+            link.closing = True
             with contextlib.suppress(Exception):
                 await client.close()

@@ -166,10 +166,19 @@ def _nats_decision(status: Status, nats_error: str | None) -> Decision | None:
     return None
 
 
+def _failed_training(status: Status) -> Training | None:
+    training = status.last_training
+    return training if training is not None and training.outcome == "Failed" else None
+
+
 def _readiness(status: Status) -> tuple[bool, str, str]:
     """Ready stays True while any replica serves: a rollout keeps the previous pods answering."""
     champion = status.champion.version if status.champion else None
     predictor = status.predictor or Predictor()
+    failed = _failed_training(status)
+    if not champion and failed is not None:
+        return False, "TrainingFailed", (f"no champion yet and training {failed.job} failed: "
+                                         f"{failed.message or 'see its pods'}")
     if not champion:
         return False, "NoChampion", "no version is the champion yet"
     endpoint, ready = predictor.endpoint, predictor.ready_replicas or 0
@@ -220,7 +229,8 @@ def finish(status: Status, paused: bool, generation: int, error: str | None,
     conditions = set_condition(conditions, "Ready", ready, ready_reason, ready_message,
                                generation)
     phase = ("Paused" if paused else "Degraded" if degraded else "Training" if running
-             else "Serving" if ready else "Pending")
+             else "Serving" if ready else "Failed" if ready_reason == "TrainingFailed"
+             else "Pending")
     return status.updated(conditions=conditions, observed_generation=generation, phase=phase)
 
 

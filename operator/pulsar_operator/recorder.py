@@ -39,7 +39,8 @@ async def post_event(kube: Kube, namespace: str, name: str, uid: str, decision: 
         "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
     }
     log.log(logging.WARNING if decision.warning else logging.INFO, "%s/%s %s: %s",
-            namespace, name, decision.reason, decision.message)
+            namespace, name, decision.reason, decision.message,
+            extra={"namespace": namespace, "model": name, "reason": decision.reason})
     try:
         await kube.create(EVENTS, body)
     except KubeError as error:

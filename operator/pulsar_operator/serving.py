@@ -16,7 +16,7 @@ from pulsar_operator.builders import (
     predictor_name,
     short_hash,
 )
-from pulsar_operator.children import holds
+from pulsar_operator.children import drift
 from pulsar_operator.conditions import iso
 from pulsar_operator.kube import (
     AUTOSCALERS,
@@ -82,6 +82,8 @@ async def sync_predictor(kube: Kube, model: SurgeModel, status: Status, now: dat
     predictor, revert_to = rollout_progress(
         model, predictor.updated(ready_replicas=ready, replicas=replicas, available=available),
         version, status.last_good_version, available, exceeded, now)
+    if predictor.rollout_failed and predictor.rollout_failed != previous.rollout_failed:
+        decisions.append(Decision("RolloutFailed", predictor.rollout_failed, True))
     return Step(Status(predictor=predictor), tuple(decisions)), revert_to
 
 
@@ -160,8 +162,10 @@ async def _repair_reason(kube: Kube, manifest: dict[str, Any],
         if live is None:
             return f"{kind} {name} was missing; recreated"
         watched[(kind, meta["namespace"], name)] = live
-    if not holds(live, manifest):
-        return f"{kind} {name} differed from the SurgeModel in fields the operator owns; restored"
+    fields = drift(live, manifest)
+    if fields:
+        shown = ", ".join(fields[:5]) + (f" and {len(fields) - 5} more" if len(fields) > 5 else "")
+        return f"{kind} {name} differed from the SurgeModel in {shown}; restored"
     return None
 
 

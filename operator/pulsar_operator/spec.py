@@ -24,7 +24,7 @@ from pulsar_core.fallback import Fallback
 from pulsar_core.gate import PromotionPolicy
 from pulsar_core.live_evidence import RolloutPolicy
 from pulsar_core.settings import horizon_problem
-from pulsar_operator.spec_rules import IMAGE_REF, MAX_QUANTITY, data_uri_problem, quantity_value
+from pulsar_operator.spec_rules import IMAGE_REF, MAX_QUANTITY, data_uri_problem, quantity
 
 GROUP = "forecasting.pulsar.dev"
 VERSION = "v1alpha1"
@@ -68,7 +68,7 @@ def _quantity(value: object) -> int | str:
         raise ValueError(f"{value!r} is negative; requests and limits must be >= 0")
     if not _QUANTITY.fullmatch(text):
         raise ValueError(f"{value!r} is not a Kubernetes quantity; write one {_EXAMPLES}")
-    if quantity_value(text) > MAX_QUANTITY:
+    if (quantity(text) or 0) > MAX_QUANTITY:
         raise ValueError(f"{value!r} is more than 1Pi: no node has it, and a pod asking for it "
                          "never starts; write a real size " + _EXAMPLES)
     return value

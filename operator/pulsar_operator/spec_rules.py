@@ -20,10 +20,11 @@ _SYSTEM = re.compile(r"^(file://)?/(" + "|".join(SYSTEM_DIRS) + r")(/|$)")
 # The largest request or limit (1Pi): `10e999` is a quantity no node has, and a Job asking
 # for it waits forever.
 MAX_QUANTITY = Decimal(2**50)
-_SUFFIX: dict[str, int | Decimal] = {
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3,
-    "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+_QUANTITY = re.compile(r"^([+-]?[0-9]+(?:\.[0-9]*)?|[+-]?\.[0-9]+)([eE][+-]?[0-9]+|[a-zA-Z]*)$")
+_SUFFIX: dict[str, Decimal | int] = {
+    "": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("0.001"), "k": 10**3,
+    "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20,
+    "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 
 
 def data_uri_problem(uri: str) -> str | None:
@@ -41,13 +42,17 @@ def data_uri_problem(uri: str) -> str | None:
     return None
 
 
-def quantity_value(text: str) -> Decimal:
-    """The number a quantity string (already matching the CRD's pattern) stands for."""
-    body = text.lstrip("+")
-    for suffix in sorted(_SUFFIX, key=len, reverse=True):
-        if body.endswith(suffix) and not body[: -len(suffix)].endswith(("e", "E")):
-            return Decimal(body[: -len(suffix)]) * Decimal(_SUFFIX[suffix])
+def quantity(value: object) -> Decimal | None:
+    """A Kubernetes quantity's value ("500m" == "0.5", "1Gi" == "1024Mi"), None if not one."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    match = _QUANTITY.match(str(value))
+    if match is None:
+        return None
+    number, suffix = match.groups()
     try:
-        return Decimal(body)
-    except InvalidOperation:
-        raise ValueError(f"{text!r} is not a quantity") from None
+        if suffix[:1] in ("e", "E") and suffix[1:]:
+            return Decimal(number) * Decimal(10) ** int(suffix[1:])
+        return Decimal(number) * Decimal(_SUFFIX[suffix]) if suffix in _SUFFIX else None
+    except (InvalidOperation, ValueError):
+        return None

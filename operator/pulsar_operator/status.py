@@ -73,6 +73,7 @@ class Training(Part):
     outcome: str | None = None
     message: str | None = None
     completed_at: str | None = None
+    deferred: str | None = None  # a spec change's trigger that waits for this Job to end
 
 
 class LastTrigger(Part):

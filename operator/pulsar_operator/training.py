@@ -210,8 +210,15 @@ async def observe_job(kube: Kube, model: SurgeModel, training: Training | None,
     return job_ended(training, outcome, message, now)
 
 
-def coalesced(trigger: Trigger, state: TriggerState) -> Step[Status]:
-    """A trigger that arrives while a Job runs joins it: it is recorded as handled."""
+def coalesced(trigger: Trigger, state: TriggerState, running: Training) -> Step[Status]:
+    """A trigger that arrives while a Job runs joins it: it is recorded as handled. A spec
+    change cannot join (the Job trains the old spec): it waits, said once."""
+    if trigger.kind == "spec":
+        if running.deferred == trigger.id:
+            return Step(Status())
+        return Step(Status(last_training=running.updated(deferred=trigger.id)), (
+            Decision("RetrainDeferred", f"the training spec changed while Job {running.job} "
+                     "runs; the new spec trains once it ends"),))
     if trigger.kind == "retrain":
         return Step(Status(last_retrain_request=state.pending_request),
                     (Decision("RetrainCoalesced", f"request {state.pending_request} "
@@ -251,7 +258,7 @@ async def start_training(kube: Kube, model: SurgeModel, status: Status,
     if status.last_training is not None and status.last_training.outcome == "Running":
         if trigger.kind == "retrain":
             metrics.COALESCED.inc()
-        return coalesced(trigger, state)
+        return coalesced(trigger, state, status.last_training)
     manifest = build_training_job(model, trigger)
     if not model.platform.service_account:
         await kube.create(SERVICE_ACCOUNTS, build_trainer_service_account(model))

@@ -27,7 +27,7 @@ def _created_after(items: list[dict[str, Any]], moment: datetime) -> list[str]:
             if datetime.fromisoformat(item["metadata"]["creationTimestamp"]) > moment]
 
 
-def test_deleting_a_scope_together_creates_nothing_and_logs_no_traceback(
+def test_deleting_a_scope_together_creates_nothing_and_logs_no_traceback_and_writes_as_pulsar(
         installed: Installed) -> None:
     api = installed.api
     restricted_namespace(api, NS)
@@ -36,6 +36,11 @@ def test_deleting_a_scope_together_creates_nothing_and_logs_no_traceback(
     wait_for(lambda: all((api.get("SurgeModel", name, NS) or {}).get("status", {}).get("phase")
                          for name in NAMES) or None, 60, "every model reconciled once",
              installed.diagnose)
+    # what the operator writes carries its own field manager, not the HTTP library's
+    owner = api.get("SurgeModel", "r0", NS) or {}
+    managers = {entry["manager"] for entry in owner["metadata"].get("managedFields") or []
+                if entry.get("subresource") == "status"}
+    assert managers == {"pulsar-operator"}, managers
     before = len(installed.operator_log())
     deleted_at = datetime.now(UTC).replace(microsecond=0)
     for name in NAMES:

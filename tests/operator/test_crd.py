@@ -62,7 +62,8 @@ def test_crd_metadata_printer_columns_and_status() -> None:
     version = crd["spec"]["versions"][0]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Champion", "MAE@30m", "Live MAE@30m", "Rollout", "Ready", "Age"]
+    assert columns == ["Phase", "Champion", "MAE@30m", "Live MAE@30m", "Rollout", "Ready",
+                       "Reason", "Age"]
 
 
 def test_every_spec_field_is_typed_and_described() -> None:

@@ -185,3 +185,7 @@ async def test_a_failed_trainer_is_quoted_in_status_and_the_event(k8s: Any,
             what="the TrainingFailed Event")
         assert warning["type"] == "Warning" and NO_FILE in warning["message"]
         assert NO_FILE in condition(k8s, "tehran-eco", "Training")["message"]
+        # no champion and the training failed: phase Failed, and Ready says why (not Pending)
+        await eventually(lambda: status_of(k8s, "tehran-eco").get("phase") == "Failed")
+        ready = condition(k8s, "tehran-eco", "Ready")
+        assert ready["reason"] == "TrainingFailed" and NO_FILE in ready["message"]

@@ -43,3 +43,35 @@ def test_nats_outage_message_is_one_short_line_without_the_password() -> None:
     link.down("unexpected message: " + "x" * 5000)
     assert runtime.nats_error is not None
     assert "s3cret" not in runtime.nats_error and len(runtime.nats_error) < 320
+
+
+def test_closing_the_session_ourselves_is_no_outage(caplog: Any) -> None:
+    runtime = _Runtime()
+    link = NatsLink(runtime, "nats://127.0.0.1:4222")  # type: ignore[arg-type]
+    link.closing = True  # stopping or stepping down
+    with caplog.at_level(logging.WARNING):
+        link.down("connection lost")
+    assert runtime.nats_error is None and "unavailable" not in caplog.text
+
+
+def test_json_lines_carry_namespace_model_and_reason_as_fields() -> None:
+    import io
+    import json
+
+    from pulsar_operator.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("pulsar_operator.test_json_fields")
+    logger.addHandler(handler)
+    try:
+        logger.warning("pulsar/tehran-eco Promoted: version 3",
+                       extra={"namespace": "pulsar", "model": "tehran-eco", "reason": "Promoted"})
+        logger.warning("no fields")
+    finally:
+        logger.removeHandler(handler)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (first["namespace"], first["model"], first["reason"]) == (
+        "pulsar", "tehran-eco", "Promoted")
+    assert "namespace" not in second and second["logger"] == "pulsar_operator.test_json_fields"

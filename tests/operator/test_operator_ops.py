@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -66,3 +67,31 @@ def test_missing_settings_fail_fast_with_the_variable_named(
     monkeypatch.delenv("PULSAR_MLFLOW_TRACKING_URI", raising=False)
     assert cli.main([]) == 2
     assert "PULSAR_MLFLOW_TRACKING_URI" in capsys.readouterr().err
+
+
+def test_no_kubernetes_credentials_exit_2_with_the_ways_to_give_them(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    monkeypatch.setenv("PULSAR_MLFLOW_TRACKING_URI", "sqlite:///x.db")
+    monkeypatch.setenv("PULSAR_SERVICE_ACCOUNT_DIR", str(tmp_path / "no-account"))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
+    for name in ("PULSAR_KUBE_API_URL", "KUBERNETES_SERVICE_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert "no Kubernetes credentials" in err and "PULSAR_KUBE_API_URL" in err
+    assert "Traceback" not in err
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    assert cli.main([]) == 2
+    assert "KUBECONFIG names a missing file" in capsys.readouterr().err
+
+
+def test_outside_a_pod_without_a_lease_namespace_exit_2_naming_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PULSAR_MLFLOW_TRACKING_URI", "sqlite:///x.db")
+    monkeypatch.setenv("PULSAR_KUBE_API_URL", "http://127.0.0.1:1")  # kubectl proxy: no namespace
+    for name in ("PULSAR_LEASE_NAMESPACE", "PULSAR_STANDALONE"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main([]) == 2
+    assert "PULSAR_LEASE_NAMESPACE" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.operator.conftest import (
@@ -172,3 +173,38 @@ async def test_an_autoscaled_predictor_gets_an_owned_autoscaler_until_autoscalin
                          what="the Deployment back on spec.serving.replicas")
         await eventually(lambda: not objects(k8s, DISRUPTION_BUDGETS),
                          what="the budget deleted at 1 replica")
+
+
+async def test_a_first_rollout_that_fails_posts_one_rolloutfailed_event(
+        k8s: Any, mlflow_uri: str) -> None:
+    register_version(mlflow_uri, REGISTERED, GOOD)
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        await eventually(lambda: deployment_version(k8s, "tehran-eco") == "1")
+        await api(k8s, "PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/"
+                  "tehran-eco-predictor/status", {"status": {"readyReplicas": 0, "conditions": [
+                      {"type": "Progressing", "status": "False",
+                       "reason": "ProgressDeadlineExceeded"}]}})
+        await eventually(lambda: condition(k8s, "tehran-eco", "Ready").get("reason")
+                         == "RolloutFailed", what="Ready=False RolloutFailed")
+        events = await eventually(lambda: [e for e in events_of(k8s, "tehran-eco")
+                                           if e["reason"] == "RolloutFailed"],
+                                  what="the RolloutFailed Event")
+        assert events[0]["type"] == "Warning" and "no earlier version" in events[0]["message"]
+        await asyncio.sleep(3)  # more passes: the Event is not repeated
+        assert len([e for e in events_of(k8s, "tehran-eco") if e["reason"] == "RolloutFailed"]) \
+            == 1
+
+
+async def test_a_hand_edited_predictor_is_repaired_and_the_event_names_the_field(
+        k8s: Any, mlflow_uri: str) -> None:
+    register_version(mlflow_uri, REGISTERED, GOOD)
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        await eventually(lambda: deployment_version(k8s, "tehran-eco") == "1")
+        await api(k8s, "PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/"
+                  "tehran-eco-predictor", {"spec": {"replicas": 7}})
+        repaired = await eventually(lambda: next(
+            (e for e in events_of(k8s, "tehran-eco") if e["reason"] == "PredictorRepaired"),
+            None), what="the PredictorRepaired Event")
+        assert "spec.replicas" in repaired["message"], repaired["message"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -307,3 +308,22 @@ async def test_nats_down_degrades_keeps_reconciling_and_recovers(
             await eventually(lambda: len(_retrain_jobs(k8s)) == 2, what="retrain after restart")
     finally:
         outage.stop()
+
+
+async def test_a_spec_change_during_a_job_is_deferred_said_once_and_trained_after(
+        k8s: Any, mlflow_uri: str) -> None:
+    k8s.objects[SM, NS, "tehran-eco"] = surge_model("tehran-eco")
+    async with running_operator(k8s, mlflow_tracking_uri=mlflow_uri):
+        first = (await eventually(lambda: status_of(k8s, "tehran-eco").get("lastTraining")))["job"]
+        await patch_model(k8s, "tehran-eco", {"metadata": {"generation": 2},
+                                              "spec": {"training": {"window": 16}}})
+        deferred = await eventually(lambda: [e for e in events_of(k8s, "tehran-eco")
+                                             if e["reason"] == "RetrainDeferred"],
+                                    what="the RetrainDeferred Event")
+        assert first in deferred[0]["message"]
+        await asyncio.sleep(2)  # more passes while the Job runs: said once, one Job
+        assert len([e for e in events_of(k8s, "tehran-eco")
+                    if e["reason"] == "RetrainDeferred"]) == 1
+        assert len(objects(k8s, JOBS)) == 1
+        await finish_job(k8s, first)
+        await eventually(lambda: len(objects(k8s, JOBS)) == 2, what="the new spec's Job")

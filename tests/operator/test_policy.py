@@ -10,7 +10,7 @@ import yaml
 from pulsar_operator.config import OperatorSettings
 from pulsar_operator.policy import Policy, shortest_gap_minutes
 from pulsar_operator.spec import InvalidSpec, parse_spec
-from pulsar_operator.spec_rules import IMAGE_REF, data_uri_problem, quantity_value
+from pulsar_operator.spec_rules import IMAGE_REF, data_uri_problem, quantity
 
 CRD = Path(__file__).resolve().parents[2] / "crds/surgemodels.forecasting.pulsar.dev.yaml"
 
@@ -49,7 +49,7 @@ def test_ordinary_data_uris_pass_the_fixed_rules(uri: str) -> None:
 def test_quantities_read_as_kubernetes_reads_them(text: str, value: str) -> None:
     from decimal import Decimal
 
-    assert quantity_value(text) == Decimal(value)
+    assert quantity(text) == Decimal(value)
 
 
 def test_quantities_above_1pi_are_refused() -> None:

@@ -87,7 +87,7 @@ def short_hash(text: str, length: int = 10) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def _dns_name(prefix: str, suffix: str, limit: int = 63) -> str:
+def dns_name(prefix: str, suffix: str, limit: int = 63) -> str:
     """`<prefix><suffix>` cut to `limit` chars; a long prefix is shortened with its own hash."""
     if len(prefix) + len(suffix) <= limit:
         return prefix + suffix
@@ -97,20 +97,20 @@ def _dns_name(prefix: str, suffix: str, limit: int = 63) -> str:
 
 def job_name(model: SurgeModel, trigger: Trigger) -> str:
     """`<model>-train-<hash(trigger id)>`: the same trigger always names the same Job."""
-    return _dns_name(model.name, f"-train-{short_hash(trigger.id)}")
+    return dns_name(model.name, f"-train-{short_hash(trigger.id)}")
 
 
 def predictor_name(model: SurgeModel) -> str:
-    return _dns_name(model.name, "-predictor")
+    return dns_name(model.name, "-predictor")
 
 
 def trainer_service_account(model: SurgeModel) -> str:
     """The platform's account when configured (e.g. for object-store access), else the model's."""
-    return model.platform.service_account or _dns_name(model.name, "-trainer")
+    return model.platform.service_account or dns_name(model.name, "-trainer")
 
 
 def labels(model: SurgeModel, component: str) -> dict[str, str]:
-    instance = _dns_name(model.name, "")
+    instance = dns_name(model.name, "")
     return {
         "app.kubernetes.io/name": "pulsar",
         "app.kubernetes.io/instance": instance,
@@ -394,7 +394,7 @@ def predictor_endpoint(model: SurgeModel) -> str:
 
 def bridge_name(model: SurgeModel) -> str:
     """`<model>-bridge`: the signal bridge Deployment of the model that owns its scope."""
-    return _dns_name(model.name, "-bridge")
+    return dns_name(model.name, "-bridge")
 
 
 def bridge_settings(model: SurgeModel) -> BridgeSettings:

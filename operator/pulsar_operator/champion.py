@@ -3,9 +3,8 @@ the alias, announce it, and show both versions in status."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ from pulsar_core.registry import RegistryUnavailable, VersionInfo
 from pulsar_operator import metrics
 from pulsar_operator.builders import SurgeModel
 from pulsar_operator.conditions import iso
+from pulsar_operator.mlflow_client import AsyncRegistry
 from pulsar_operator.recorder import Decision
 from pulsar_operator.runtime import Runtime
 from pulsar_operator.shadow_plan import start_shadow, takes_shadow
@@ -60,9 +60,14 @@ class AliasNotMoved(RegistryUnavailable):
         self.uri, self.kept = cause.uri, kept
 
 
-async def _call(runtime: Runtime, method: str, *args: Any) -> Any:
-    """A registry call off the event loop; MLflow outages arrive as RegistryUnavailable."""
-    return await asyncio.to_thread(getattr(runtime.registry, method), *args)
+@dataclass(frozen=True)
+class ChampionMove:
+    """A decision to move the `champion` alias: to `version`, replacing `previous` (None when
+    the move must not record it as the last good version, as in a rollback), and why."""
+
+    version: str
+    previous: str | None
+    reason: str
 
 
 async def announce(runtime: Runtime, model: SurgeModel, version: str,
@@ -90,19 +95,24 @@ def champion_moved(target: VersionInfo, previous: str | None, now: datetime) -> 
     return part
 
 
-async def set_champion(runtime: Runtime, model: SurgeModel, target: VersionInfo,
-                       previous: str | None, reason: str) -> None:
-    """Move the alias to `target`, count it and tell the predictors."""
-    await _call(runtime, "set_alias", model.registered_model, target.version)
-    metrics.PROMOTIONS.labels(reason).inc()
-    await announce(runtime, model, target.version, previous)
+async def move_champion(runtime: Runtime, model: SurgeModel, move: ChampionMove,
+                        now: datetime) -> Status:
+    """The one place the alias moves (a promotion, a shadow's win, a rollback, a revert):
+    read the target from MLflow, point the alias at it, count and announce it; the status
+    part that says so. An outage raises RegistryUnavailable with the alias unmoved."""
+    mlflow = AsyncRegistry(runtime.registry)
+    target = await mlflow.get_version(model.registered_model, move.version)
+    await mlflow.set_alias(model.registered_model, target.version)
+    metrics.PROMOTIONS.labels(move.reason).inc()
+    await announce(runtime, model, target.version, move.previous)
+    return champion_moved(target, move.previous, now)
 
 
 def promotion_step(model: SurgeModel, status: Status, plan: PromotionPlan,
                    champion: VersionInfo | None,
-                   now: datetime) -> tuple[Step[Status], VersionInfo | None]:
-    """The status parts and Events of a promotion plan, and the version the alias must move
-    to (None: it stays, or a shadow goes first)."""
+                   now: datetime) -> tuple[Step[Status], ChampionMove | None]:
+    """The status parts and Events of a promotion plan, and the alias move it asks for (None:
+    the alias stays, or a shadow goes first). Pure: nothing is moved here."""
     part, decisions = Status(), list[Decision]()
     if plan.judgement is not None:
         part = part.updated(challenger=challenger_status(plan.judgement))
@@ -120,10 +130,7 @@ def promotion_step(model: SurgeModel, status: Status, plan: PromotionPlan,
                 else f"shadows champion {champion.version} (spec.rollout.strategy shadow)")
         plan = replace(plan, target=None, event_reason=None, warning=False,
                        reason=f"version {plan.target.version} passed the gate and {then}")
-    if plan.target is not None:
-        part = part.merged(champion_moved(plan.target, champion.version if champion else None,
-                                          now))
-    elif champion is not None:
+    if plan.target is None and champion is not None:
         kept = status.champion.promoted_at if status.champion else None
         part = part.updated(champion={**version_summary(champion),
                                       "promotedAt": kept or iso(now)})
@@ -134,25 +141,28 @@ def promotion_step(model: SurgeModel, status: Status, plan: PromotionPlan,
         decisions.append(Decision(plan.event_reason, plan.reason, plan.warning))
     part = part.updated(promotion=Promotion(reason=plan.reason, event_reason=plan.event_reason,
                                             checked_at=iso(now)))
-    return Step(part, tuple(decisions)), plan.target
+    move = None if plan.target is None else ChampionMove(
+        plan.target.version, champion.version if champion else None, plan.event_reason or "")
+    return Step(part, tuple(decisions)), move
 
 
 async def sync_registry(runtime: Runtime, model: SurgeModel, status: Status,
                         annotations: dict[str, str], now: datetime) -> Step[Status]:
     """Judge the newest version and keep status.champion equal to the registry's alias."""
     name = model.registered_model
-    versions: list[VersionInfo] = await _call(runtime, "versions", name)
-    champion: VersionInfo | None = await _call(runtime, "get_alias", name)
+    mlflow = AsyncRegistry(runtime.registry)
+    versions = await mlflow.versions(name)
+    champion = await mlflow.get_alias(name)
     plan = plan_promotion(versions, champion, model.spec.promotion.to_policy(), now=now,
                           pinned=model.spec.serving.model_version,
                           judged=judged_from_status(status.challenger),
                           approved_version=annotations.get(APPROVE_ANNOTATION))
-    step, target = promotion_step(model, status, plan, champion, now)
-    if target is not None:
+    step, move = promotion_step(model, status, plan, champion, now)
+    if move is not None:
         try:
-            await set_champion(runtime, model, target, champion.version if champion else None,
-                               plan.event_reason or "")
+            moved = await move_champion(runtime, model, move, now)
         except RegistryUnavailable as error:  # the verdict stays in status, as it was reached
             kept = Status(challenger=step.part.challenger) if plan.judgement else Status()
             raise AliasNotMoved(error, kept) from error
+        step = Step(step.part.merged(moved), step.decisions)
     return step

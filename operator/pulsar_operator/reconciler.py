@@ -15,13 +15,7 @@ from pulsar_core.events import model_retrain_subject
 from pulsar_core.registry import RegistryUnavailable
 from pulsar_operator import metrics
 from pulsar_operator.builders import SurgeModel
-from pulsar_operator.champion import (
-    AliasNotMoved,
-    _call,
-    champion_moved,
-    set_champion,
-    sync_registry,
-)
+from pulsar_operator.champion import AliasNotMoved, ChampionMove, move_champion, sync_registry
 from pulsar_operator.conditions import iso, set_condition
 from pulsar_operator.kube import SURGEMODELS, KubeError
 from pulsar_operator.policy import Policy
@@ -104,12 +98,11 @@ async def _revert(runtime: Runtime, model: SurgeModel, status: Status, to: str,
                   now: datetime) -> Step[Status]:
     """Move the alias back to `to`: the predictor of the champion never became ready."""
     bad = status.champion.version if status.champion is not None else None
-    target = await _call(runtime, "get_version", model.registered_model, to)
-    await set_champion(runtime, model, target, None, "RolloutReverted")
+    moved = await move_champion(runtime, model, ChampionMove(to, None, "RolloutReverted"), now)
     challenger = (status.challenger or Challenger()).updated(
         version=bad, passed=False, reason=f"predictor for version {bad} never became ready",
         judged_at=iso(now))
-    return Step(champion_moved(target, None, now).updated(challenger=challenger), (
+    return Step(moved.updated(challenger=challenger), (
         Decision("RolloutReverted", f"predictor for version {bad} was not ready within the "
                  f"deadline; reverted to version {to}", True),))
 

@@ -25,11 +25,11 @@ from pulsar_core.live_scores import scores_subject
 from pulsar_operator import metrics
 from pulsar_operator.builders import (
     SurgeModel,
-    _dns_name,
     build_predictor_deployment,
+    dns_name,
     labels,
 )
-from pulsar_operator.champion import _call, champion_moved, set_champion
+from pulsar_operator.champion import ChampionMove, move_champion
 from pulsar_operator.children import holds
 from pulsar_operator.conditions import iso, set_condition
 from pulsar_operator.kube import DEPLOYMENTS, KubeError
@@ -54,7 +54,7 @@ LIVE_PHASES = ("Shadowing", "Watching")  # judged again every rollout_check_seco
 
 
 def challenger_name(model: SurgeModel) -> str:
-    return _dns_name(model.name, "-challenger")
+    return dns_name(model.name, "-challenger")
 
 
 def build_challenger_deployment(model: SurgeModel, version: str) -> dict[str, Any]:
@@ -151,12 +151,12 @@ async def _shadow(runtime: Runtime, model: SurgeModel, rollout: Rollout,
     metrics.ROLLOUT_VERDICTS.labels(verdict.verdict).inc()
     rollout = rollout.updated(decided_at=iso(now))
     if verdict.verdict == "promote":
-        target = await _call(runtime, "get_version", model.registered_model, challenger)
-        await set_champion(runtime, model, target, champion, "ShadowPromoted")
+        moved = await move_champion(runtime, model,
+                                    ChampionMove(challenger, champion, "ShadowPromoted"), now)
         last = max(p.period_start for periods in pairs.values() for p in periods)
         watching = rollout.updated(phase="Watching", promoted_at=iso(now), previous=champion,
                                    evidence_until=iso(last))
-        return Step(champion_moved(target, champion, now).updated(rollout=watching), (
+        return Step(moved.updated(rollout=watching), (
             Decision("ShadowPromoted", f"version {challenger} promoted on live evidence: "
                      f"{verdict.reason}"),))
     retired = (judged or Challenger()).updated(
@@ -206,10 +206,9 @@ async def _watch(runtime: Runtime, model: SurgeModel, rollout: Rollout,
         return Step(Status(rollout=rollout))
     if result.verdict == "keep":
         return Step(Status(rollout=rollout.updated(phase="Promoted", watched_until=iso(now))))
-    target = await _call(runtime, "get_version", model.registered_model, previous)
-    await set_champion(runtime, model, target, None, "RolledBack")
+    moved = await move_champion(runtime, model, ChampionMove(previous, None, "RolledBack"), now)
     metrics.ROLLBACKS.inc()
-    back = champion_moved(target, None, now).updated(
+    back = moved.updated(
         last_good_version=previous,
         challenger=Challenger(version=current, passed=False, awaiting_approval=False,
                               reason=f"rolled back after promotion: {result.reason}",

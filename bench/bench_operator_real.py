@@ -7,15 +7,19 @@ etcd RSS, and after settling the operator's idle CPU and its API request rate (c
 API server's audit log, the operator's ServiceAccount only). Then the retrain path: 20 models
 whose first Job completes (a process kubelet runs a stand-in trainer that exits 0), one NATS
 retrain request each, seconds from publish to the new Job being visible (p50/p99).
-Ratios are printed against the 100-model run of the same session.
+Ratios are printed against the 100-model run of the same session. With `--baseline REF` every
+measurement runs twice in the same session, once with the operator of git revision REF (a
+worktree, first on PYTHONPATH) and once with this tree's, and the ratios are against REF. The
+reconciles per model come from the operator's own pulsar_operator_reconciles_total.
 
-Usage: python bench/bench_operator_real.py [--sizes 100 1000] [--settle 30]
+Usage: python bench/bench_operator_real.py [--sizes 100 1000] [--settle 30] [--baseline REF]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -26,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +48,7 @@ from pulsar_core.events import retrain_subject  # noqa: E402
 from tests.support.envtest import ControlPlane, running_plane  # noqa: E402
 from tests.support.kubeapi import Api  # noqa: E402
 from tests.support.kubelet import ProcessKubelet  # noqa: E402
-from tests.support.services import NatsServer, running_mlflow_server  # noqa: E402
+from tests.support.services import NatsServer, free_port, running_mlflow_server  # noqa: E402
 
 NS, ACCOUNT = "bench", "pulsar-operator"
 USER = f"system:serviceaccount:{NS}:{ACCOUNT}"
@@ -83,14 +88,54 @@ def plane(workdir: Path) -> Iterator[tuple[ControlPlane, Api, Path]]:
 REGISTRY_POLL_SECONDS = 300.0  # the operator's default
 
 
+@dataclass(frozen=True)
+class Engine:
+    """Which operator code runs: this tree (code None) or a worktree of another revision."""
+
+    name: str
+    code: Path | None = None
+
+    def pythonpath(self) -> str | None:
+        if self.code is None:
+            return None
+        return os.pathsep.join(str(self.code / part) for part in
+                               ("", "operator", "predictor_image", "trainer_image"))
+
+
+@contextmanager
+def baseline_worktree(ref: str) -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="pulsar-baseline-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), ref],
+                   check=True, capture_output=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)],
+                       check=False, capture_output=True)
+
+
+def reconciles(port: int) -> float:
+    """pulsar_operator_reconciles_total summed over its labels, from the operator's /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("pulsar_operator_reconciles_total"))
+
+
 def start_operator(control: ControlPlane, account: Path, mlflow: str, workdir: Path,
                    nats_url: str | None = None,
                    registry_poll: float = REGISTRY_POLL_SECONDS,
-                   job_start_grace: float = 60.0) -> subprocess.Popen[bytes]:
+                   job_start_grace: float = 60.0, engine: Engine = Engine("this tree"),
+                   metrics_port: int = 0) -> subprocess.Popen[bytes]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("PULSAR_")}
+    if engine.pythonpath():
+        env["PYTHONPATH"] = str(engine.pythonpath())
     env |= {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(control.port),
             "PULSAR_SERVICE_ACCOUNT_DIR": str(account), "PULSAR_MLFLOW_TRACKING_URI": mlflow,
-            "PULSAR_METRICS_PORT": "0", "PULSAR_LIVENESS_PORT": "0", "PULSAR_STANDALONE": "true",
+            "PULSAR_METRICS_PORT": str(metrics_port), "PULSAR_LIVENESS_PORT": "0",
+            "PULSAR_STANDALONE": "true",
             "PULSAR_LOG_FORMAT": "plain", "PULSAR_HOST": "127.0.0.1",
             "PULSAR_REGISTRY_POLL_SECONDS": str(registry_poll),
             "PULSAR_JOB_START_GRACE_SECONDS": str(job_start_grace)}
@@ -98,7 +143,7 @@ def start_operator(control: ControlPlane, account: Path, mlflow: str, workdir: P
         env["PULSAR_NATS_URL"] = nats_url
     log = (workdir / "operator.log").open("wb")
     return subprocess.Popen([sys.executable, "-m", "pulsar_cli.main", "operator"], env=env,
-                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+                            cwd=engine.code or workdir, stdout=log, stderr=subprocess.STDOUT)
 
 
 def progress(api: Api) -> tuple[int, int]:
@@ -130,13 +175,16 @@ def audit_breakdown(log: Path, since: datetime, until: datetime) -> Counter[str]
 
 
 def scale_run(count: int, order: str, mlflow: str, settle: float,
-              registry_poll: float, job_start_grace: float) -> dict[str, float]:
+              registry_poll: float, job_start_grace: float,
+              engine: Engine) -> dict[str, Any]:
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp, plane(Path(tmp)) as (control, api, account):
         operator = None
         if order == "running":
             operator = start_operator(control, account, mlflow, Path(tmp),
                                       registry_poll=registry_poll,
-                                      job_start_grace=job_start_grace)
+                                      job_start_grace=job_start_grace, engine=engine,
+                                      metrics_port=port)
             time.sleep(5)  # let it log in and start its watches before the models arrive
         started = time.monotonic()
         for index in range(count):
@@ -144,7 +192,8 @@ def scale_run(count: int, order: str, mlflow: str, settle: float,
         if operator is None:
             operator = start_operator(control, account, mlflow, Path(tmp),
                                       registry_poll=registry_poll,
-                                      job_start_grace=job_start_grace)
+                                      job_start_grace=job_start_grace, engine=engine,
+                                      metrics_port=port)
             started = time.monotonic()
         watched = psutil.Process(operator.pid)
         peak = 0.0
@@ -156,6 +205,7 @@ def scale_run(count: int, order: str, mlflow: str, settle: float,
                 break
             time.sleep(0.5)
         elapsed = time.monotonic() - started
+        passes = reconciles(port)  # by the time every model has its Job and status
         time.sleep(settle)  # kopf's idle workers exit; Job/Pod churn calms down
         cpu_before, window_start = sum(watched.cpu_times()[:2]), datetime.now(UTC)
         time.sleep(settle)
@@ -165,7 +215,8 @@ def scale_run(count: int, order: str, mlflow: str, settle: float,
         requests = sum(idle.values())
         print(f"idle requests by kind: {dict(idle.most_common(6))}", flush=True)
         total = audit_requests(control.audit_log, datetime.min.replace(tzinfo=UTC), window_end)
-        result = {"count": count, "order": order, "seconds": elapsed, "jobs": jobs,
+        result = {"engine": engine.name, "count": count, "order": order, "seconds": elapsed,
+                  "reconciles_per_model": passes / count, "jobs": jobs,
                   "statuses": statuses, "peak_rss_mb": max(peak, rss_mb(operator.pid)),
                   "operator_cpu_s": sum(watched.cpu_times()[:2]), "idle_cpu_pct": idle_cpu * 100,
                   "idle_requests_per_s": requests / settle, "operator_requests": total,
@@ -184,7 +235,7 @@ async def _publish(url: str, subject: str, msg_id: str) -> None:
     await client.close()
 
 
-def retrain_latency(mlflow: str, count: int = 20) -> list[float]:
+def retrain_latency(mlflow: str, engine: Engine, count: int = 20) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp, plane(Path(tmp)) as (control, api, account):
         nats_server = NatsServer(Path(tmp) / "jetstream")
         nats_server.start()
@@ -192,7 +243,8 @@ def retrain_latency(mlflow: str, count: int = 20) -> list[float]:
             kubelet = ProcessKubelet(Api(http), Path(tmp) / "pods", "127.0.0.1", control.port,
                                      control.pki.ca_crt, stand_ins={("pulsar", "train"): ["true"]})
             kubelet.start()
-            operator = start_operator(control, account, mlflow, Path(tmp), nats_server.url)
+            operator = start_operator(control, account, mlflow, Path(tmp), nats_server.url,
+                                      engine=engine)
             try:
                 for index in range(count):
                     api.create(model(index))
@@ -233,31 +285,47 @@ def main() -> None:
                         help="PULSAR_JOB_START_GRACE_SECONDS; no node runs the 1,000 Jobs' pods "
                         "here, so each is asked about at grace, 2x, 4x ... of its wait")
     parser.add_argument("--skip-retrain", action="store_true")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also run the operator of this git revision, first, as the baseline")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, running_mlflow_server(Path(tmp)) as mlflow:
-        results = []
+    with contextlib.ExitStack() as stack:
+        engines = [Engine("this tree")]
+        if args.baseline:
+            engines.insert(0, Engine(args.baseline,
+                                     stack.enter_context(baseline_worktree(args.baseline))))
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        mlflow = stack.enter_context(running_mlflow_server(Path(tmp)))
+        results, latencies = [], {}
         for size in args.sizes:
             for order in args.orders:
-                results.append(scale_run(size, order, mlflow, args.settle, args.registry_poll,
-                                         args.job_start_grace))
-                print(f"measured: {results[-1]}", flush=True)
-        latencies = [] if args.skip_retrain else sorted(retrain_latency(mlflow))
+                for engine in engines:
+                    results.append(scale_run(size, order, mlflow, args.settle,
+                                             args.registry_poll, args.job_start_grace, engine))
+                    print(f"measured: {results[-1]}", flush=True)
+        if not args.skip_retrain:
+            latencies = {engine.name: sorted(retrain_latency(mlflow, engine))
+                         for engine in engines}
+    report(results, latencies, args.registry_poll, args.settle)
+
+
+def report(results: list[dict[str, Any]], latencies: dict[str, list[float]],
+           registry_poll: float, settle: float) -> None:
     base = results[0]
-    print(f"{'models':>6} {'operator':>9} {'all Jobs+status s':>17} {'x':>5} {'op RSS MB':>9} "
-          f"{'op CPU s':>8} {'idle CPU %':>10} {'idle req/s':>10} {'apiserver MB':>12} "
-          f"{'etcd MB':>7}")
+    print(f"{'engine':>10} {'models':>6} {'operator':>9} {'all Jobs+status s':>17} {'x':>5} "
+          f"{'passes/model':>12} {'op RSS MB':>9} {'op CPU s':>8} {'idle CPU %':>10} "
+          f"{'idle req/s':>10} {'apiserver MB':>12} {'etcd MB':>7}")
     for r in results:
-        print(f"{r['count']:>6} {r['order']:>9} {r['seconds']:>17.1f} "
-              f"{r['seconds'] / base['seconds']:>5.1f} {r['peak_rss_mb']:>9.0f} "
-              f"{r['operator_cpu_s']:>8.1f} {r['idle_cpu_pct']:>10.2f} "
-              f"{r['idle_requests_per_s']:>10.2f} {r['apiserver_rss_mb']:>12.0f} "
-              f"{r['etcd_rss_mb']:>7.0f}")
-    print(f"registry poll {args.registry_poll:g} s, idle window {args.settle:g} s")
-    if not latencies:
-        return
-    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
-    print(f"retrain request -> Job visible over {len(latencies)} requests: "
-          f"p50 {statistics.median(latencies):.2f} s, p99 {p99:.2f} s, max {latencies[-1]:.2f} s")
+        print(f"{r['engine'][:10]:>10} {r['count']:>6} {r['order']:>9} {r['seconds']:>17.1f} "
+              f"{r['seconds'] / base['seconds']:>5.2f} {r['reconciles_per_model']:>12.2f} "
+              f"{r['peak_rss_mb']:>9.0f} {r['operator_cpu_s']:>8.1f} "
+              f"{r['idle_cpu_pct']:>10.2f} {r['idle_requests_per_s']:>10.2f} "
+              f"{r['apiserver_rss_mb']:>12.0f} {r['etcd_rss_mb']:>7.0f}")
+    print(f"registry poll {registry_poll:g} s, idle window {settle:g} s; x = against the "
+          "first row (the baseline when --baseline is given)")
+    for name, values in latencies.items():
+        p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
+        print(f"{name}: retrain request -> Job visible over {len(values)} requests: "
+              f"p50 {statistics.median(values):.2f} s, p99 {p99:.2f} s, max {values[-1]:.2f} s")
 
 
 if __name__ == "__main__":

@@ -19,14 +19,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from pulsar_operator.builders import (
-    SCRATCH,
-    Platform,
-    SurgeModel,
-    Trigger,
-    build_predictor_deployment,
-    build_training_job,
-)
+from pulsar_operator.builders import SCRATCH, build_predictor_deployment, build_training_job
+from pulsar_operator.domain import Platform, SurgeModel, Trigger
 from pulsar_operator.spec import parse_spec
 
 from pulsar_cli.main import COMMANDS

@@ -3,84 +3,33 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic_settings import BaseSettings
 
-from pulsar_core.events import model_retrain_subject
 from pulsar_core.settings import (
     BridgeSettings,
     ServeSettings,
     TrainSettings,
-    registered_model_name,
 )
-from pulsar_operator.credentials import ChildCredentials, without_credentials
-from pulsar_operator.spec import GROUP, KIND, VERSION, SurgeModelSpec
+from pulsar_operator.domain import SurgeModel, Trigger
+from pulsar_operator.names import (
+    GROUP,
+    KIND,
+    MANAGER,
+    MODEL_LABEL,
+    TRIGGER_ANNOTATION,
+    TRIGGER_KIND_ANNOTATION,
+    VERSION,
+    VERSION_ANNOTATION,
+)
 
-MANAGER = "pulsar-operator"
-MODEL_LABEL = f"{GROUP}/model"
-TRIGGER_ANNOTATION = f"{GROUP}/trigger-id"
-VERSION_ANNOTATION = f"{GROUP}/model-version"
 SCRATCH = "/tmp"
 # The per-pod request rate an autoscaler reads from the custom-metrics API: an adapter (e.g.
 # prometheus-adapter) derives it from the predictor's pulsar_requests_total counter.
 REQUEST_RATE_METRIC = "pulsar_requests_per_second"
 BRIDGE = "signal-bridge"  # the bridge's app.kubernetes.io/component
-TriggerKind = Literal["spec", "schedule", "retrain", "manual"]
 C = TypeVar("C", bound=BaseSettings)
-
-
-@dataclass(frozen=True)
-class Platform:
-    """Cluster wiring shared by all models (from OperatorSettings)."""
-
-    mlflow_tracking_uri: str
-    nats_url: str | None = None
-    service_account: str | None = None
-    credentials: ChildCredentials = field(default_factory=ChildCredentials)
-
-    @property
-    def child_mlflow_uri(self) -> str:
-        """The tracking URI children get: never with credentials (those come by reference)."""
-        return without_credentials(self.mlflow_tracking_uri) or ""
-
-    @property
-    def child_nats_url(self) -> str | None:
-        return without_credentials(self.nats_url)
-
-
-@dataclass(frozen=True)
-class SurgeModel:
-    """One SurgeModel as the builders see it: identity, parsed spec and platform wiring."""
-
-    name: str
-    namespace: str
-    uid: str
-    spec: SurgeModelSpec
-    platform: Platform
-    generation: int = 1
-
-    @property
-    def registered_model(self) -> str:
-        return self.spec.registered_model or registered_model_name(self.spec.city,
-                                                                   self.spec.service_type)
-
-    @property
-    def retrain_subject(self) -> str:
-        return self.spec.retrain_subject or model_retrain_subject(
-            self.registered_model, self.spec.city, self.spec.service_type)
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """Why a training run starts; `id` makes the Job name deterministic."""
-
-    kind: TriggerKind
-    id: str
-    reason: str = ""
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def short_hash(text: str, length: int = 10) -> str:
@@ -245,7 +194,7 @@ def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
         }],
         "volumes": [{"name": "scratch", "emptyDir": {}}, *credentials.volumes(nats=nats)],
     }
-    annotations = {TRIGGER_ANNOTATION: trigger.id, f"{GROUP}/trigger-kind": trigger.kind}
+    annotations = {TRIGGER_ANNOTATION: trigger.id, TRIGGER_KIND_ANNOTATION: trigger.kind}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

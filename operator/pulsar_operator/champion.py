@@ -13,14 +13,14 @@ from pulsar_core.gate import scores_from_tags
 from pulsar_core.promotion import Judged, Judgement, PromotionPlan, plan_promotion
 from pulsar_core.registry import RegistryUnavailable, VersionInfo
 from pulsar_operator import metrics
-from pulsar_operator.builders import SurgeModel
-from pulsar_operator.conditions import iso
+from pulsar_operator.clock import iso
+from pulsar_operator.domain import SurgeModel
 from pulsar_operator.mlflow_client import AsyncRegistry
+from pulsar_operator.names import APPROVE_ANNOTATION
 from pulsar_operator.recorder import Decision
 from pulsar_operator.runtime import Runtime
 from pulsar_operator.shadow_plan import start_shadow, takes_shadow
 from pulsar_operator.status import Challenger, Champion, Promotion, Status, Step
-from pulsar_operator.triggers import APPROVE_ANNOTATION
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import kopf
 
-    from pulsar_operator import logs, metrics
-    from pulsar_operator import main as handlers
+    from pulsar_operator import handlers, logs, metrics
     from pulsar_operator.login import connection_info
 
     try:  # no credentials at all is a setup error: say so once and exit, not retry for good

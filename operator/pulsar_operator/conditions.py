@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
+
+from pulsar_operator.clock import now_iso
 
 CONDITION_TYPES = ("Ready", "Training", "Promoted", "Degraded", "Rollout")
 
-
-def iso(moment: datetime) -> str:
-    """`2025-11-26T08:04:02Z`: the timestamp format of every status field."""
-    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def now_iso() -> str:
-    return iso(datetime.now(UTC))
 
 
 def set_condition(conditions: list[dict[str, Any]], kind: str, ok: bool | None, reason: str,

@@ -11,6 +11,8 @@ from urllib.parse import quote
 import aiohttp
 import kopf
 
+from pulsar_operator.names import GROUP, MANAGER, PLURAL, VERSION
+
 _CORE = {"pods", "services", "events", "configmaps", "secrets"}
 
 
@@ -52,7 +54,7 @@ AUTOSCALERS = Ref("autoscaling/v2", "horizontalpodautoscalers")
 EVENTS = Ref("v1", "events")
 PODS = Ref("v1", "pods")
 LEASES = Ref("coordination.k8s.io/v1", "leases")
-SURGEMODELS = Ref("forecasting.pulsar.dev/v1alpha1", "surgemodels")
+SURGEMODELS = Ref(f"{GROUP}/{VERSION}", PLURAL)
 
 
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
@@ -61,7 +63,7 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
         else info.as_ssl_context()
 
 
-FIELD_MANAGER = "pulsar-operator"  # in managedFields of everything it writes (not "Python")
+FIELD_MANAGER = MANAGER  # in managedFields of everything it writes (not "Python")
 _WRITES = ("POST", "PATCH", "PUT")
 
 

@@ -23,9 +23,9 @@ from pulsar_core.events import (
 )
 from pulsar_operator import metrics
 from pulsar_operator.kube import SURGEMODELS, KubeError
+from pulsar_operator.names import RETRAIN_ANNOTATION, RETRAIN_REASON_ANNOTATION
 from pulsar_operator.recorder import Decision, post_event
 from pulsar_operator.runtime import Key, Runtime
-from pulsar_operator.triggers import RETRAIN_ANNOTATION, RETRAIN_REASON_ANNOTATION
 
 log = logging.getLogger(__name__)
 

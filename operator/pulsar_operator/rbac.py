@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pulsar_operator.spec import GROUP, PLURAL
+from pulsar_operator.names import GROUP, PLURAL
 
 RULES: list[dict[str, Any]] = [
     # Exactly the calls tests/operator/test_rbac_coverage.py sees on the wire (kopf never GETs a

@@ -14,15 +14,16 @@ from typing import Any, TypeVar
 from pulsar_core.events import model_retrain_subject
 from pulsar_core.registry import RegistryUnavailable
 from pulsar_operator import metrics
-from pulsar_operator.builders import SurgeModel
 from pulsar_operator.champion import AliasNotMoved, ChampionMove, move_champion, sync_registry
-from pulsar_operator.conditions import iso, set_condition
+from pulsar_operator.clock import iso, parse_time, utcnow
+from pulsar_operator.conditions import set_condition
+from pulsar_operator.domain import SurgeModel
 from pulsar_operator.kube import SURGEMODELS, KubeError
 from pulsar_operator.policy import Policy
 from pulsar_operator.recorder import Decision, post_event
 from pulsar_operator.rollout import remove_challenger, sync_rollout
 from pulsar_operator.runtime import Key, Runtime
-from pulsar_operator.serving import sync_predictor, utcnow
+from pulsar_operator.serving import sync_predictor
 from pulsar_operator.signals import sync_signals
 from pulsar_operator.spec import InvalidSpec, SurgeModelSpec, parse_spec
 from pulsar_operator.status import (
@@ -43,7 +44,6 @@ from pulsar_operator.timing import (
     requeue_after,
 )
 from pulsar_operator.training import observe_job, start_training
-from pulsar_operator.triggers import parse_time
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

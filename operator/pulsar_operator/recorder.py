@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pulsar_operator.builders import short_hash
-from pulsar_operator.conditions import now_iso
+from pulsar_operator.clock import now_iso
 from pulsar_operator.kube import Kube, KubeError, Ref
-from pulsar_operator.spec import GROUP, KIND, VERSION
+from pulsar_operator.names import GROUP, KIND, MANAGER, VERSION
 
 EVENTS = Ref("v1", "events")
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ async def post_event(kube: Kube, namespace: str, name: str, uid: str, decision: 
                            "namespace": namespace, "uid": uid},
         "reason": decision.reason, "message": decision.message[:1024],
         "type": "Warning" if decision.warning else "Normal",
-        "source": {"component": "pulsar-operator"},
+        "source": {"component": MANAGER},
         "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
     }
     log.log(logging.WARNING if decision.warning else logging.INFO, "%s/%s %s: %s",

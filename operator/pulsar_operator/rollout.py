@@ -23,15 +23,12 @@ from pulsar_core.live_evidence import (
 )
 from pulsar_core.live_scores import scores_subject
 from pulsar_operator import metrics
-from pulsar_operator.builders import (
-    SurgeModel,
-    build_predictor_deployment,
-    dns_name,
-    labels,
-)
+from pulsar_operator.builders import build_predictor_deployment, dns_name, labels
 from pulsar_operator.champion import ChampionMove, move_champion
 from pulsar_operator.children import holds
-from pulsar_operator.conditions import iso, set_condition
+from pulsar_operator.clock import iso, parse_time
+from pulsar_operator.conditions import set_condition
+from pulsar_operator.domain import SurgeModel
 from pulsar_operator.kube import DEPLOYMENTS, KubeError
 from pulsar_operator.recorder import Decision
 from pulsar_operator.runtime import Runtime
@@ -45,7 +42,6 @@ from pulsar_operator.status import (
     Step,
     WatchHorizon,
 )
-from pulsar_operator.triggers import parse_time
 
 H = TypeVar("H", ShadowHorizon, WatchHorizon)
 

@@ -12,8 +12,8 @@ from pulsar_core.events import model_retrain_subject, signals_subject
 from pulsar_core.registry import Registry
 from pulsar_core.settings import registered_model_name
 from pulsar_operator import metrics
-from pulsar_operator.builders import Platform
 from pulsar_operator.config import OperatorSettings
+from pulsar_operator.domain import Platform
 from pulsar_operator.kube import Kube
 from pulsar_operator.leader import LeaderElection
 from pulsar_operator.score_book import ScoreBook

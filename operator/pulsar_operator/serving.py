@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pulsar_operator.builders import (
-    SurgeModel,
     build_predictor_autoscaler,
     build_predictor_deployment,
     build_predictor_pdb,
@@ -17,7 +16,8 @@ from pulsar_operator.builders import (
     short_hash,
 )
 from pulsar_operator.children import drift
-from pulsar_operator.conditions import iso
+from pulsar_operator.clock import iso, parse_time
+from pulsar_operator.domain import SurgeModel
 from pulsar_operator.kube import (
     AUTOSCALERS,
     DEPLOYMENTS,
@@ -28,7 +28,6 @@ from pulsar_operator.kube import (
 )
 from pulsar_operator.recorder import Decision
 from pulsar_operator.status import Predictor, Status, Step
-from pulsar_operator.triggers import parse_time
 
 REFS: dict[str, Ref] = {"Deployment": DEPLOYMENTS, "Service": SERVICES,
                         "PodDisruptionBudget": DISRUPTION_BUDGETS,
@@ -168,6 +167,3 @@ async def _repair_reason(kube: Kube, manifest: dict[str, Any],
         return f"{kind} {name} differed from the SurgeModel in {shown}; restored"
     return None
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pulsar_core.registry import VersionInfo
-from pulsar_operator.conditions import iso
+from pulsar_operator.clock import iso
 from pulsar_operator.recorder import Decision
 from pulsar_operator.spec import SurgeModelSpec
 from pulsar_operator.status import Rollout, Step

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pulsar_operator.builders import SurgeModel, bridge_name, build_bridge_deployment, short_hash
+from pulsar_operator.builders import bridge_name, build_bridge_deployment, short_hash
 from pulsar_operator.children import holds
+from pulsar_operator.domain import SurgeModel
 from pulsar_operator.kube import DEPLOYMENTS, Kube, KubeError
 from pulsar_operator.recorder import Decision
 from pulsar_operator.runtime import Key

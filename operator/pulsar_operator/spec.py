@@ -26,10 +26,6 @@ from pulsar_core.live_evidence import RolloutPolicy
 from pulsar_core.settings import horizon_problem
 from pulsar_operator.spec_rules import IMAGE_REF, MAX_QUANTITY, data_uri_problem, quantity
 
-GROUP = "forecasting.pulsar.dev"
-VERSION = "v1alpha1"
-PLURAL = "surgemodels"
-KIND = "SurgeModel"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # The CRD's pattern for requests/limits values (a test keeps them equal): a non-negative
 # Kubernetes quantity such as 250m, 1.5Gi or 2e3 (see the comment in crds/).

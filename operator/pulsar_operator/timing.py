@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pulsar_operator.clock import parse_time
 from pulsar_operator.config import OperatorSettings
 from pulsar_operator.rollout import LIVE_PHASES
 from pulsar_operator.spec import SurgeModelSpec
 from pulsar_operator.status import Predictor, RejectedChild, Status, Training
-from pulsar_operator.triggers import next_cron_slot, parse_time
+from pulsar_operator.triggers import next_cron_slot
 
 Key = tuple[str, str]
 

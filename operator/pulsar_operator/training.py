@@ -11,17 +11,17 @@ from pulsar_core.redact import redact
 from pulsar_operator import metrics
 from pulsar_operator.builders import (
     TRAINER_CONTAINER,
-    SurgeModel,
-    Trigger,
     build_trainer_service_account,
     build_training_job,
     job_name,
 )
-from pulsar_operator.conditions import iso
+from pulsar_operator.clock import iso, parse_time
+from pulsar_operator.domain import SurgeModel, Trigger
 from pulsar_operator.kube import EVENTS, JOBS, PODS, SERVICE_ACCOUNTS, Kube
+from pulsar_operator.names import RETRAIN_REASON_ANNOTATION
 from pulsar_operator.recorder import Decision
 from pulsar_operator.status import LastTrigger, Status, Step, Training
-from pulsar_operator.triggers import TriggerState, next_trigger, parse_time, training_hash
+from pulsar_operator.triggers import TriggerState, next_trigger, training_hash
 
 # Container states no retry of the Job controller can cure: the pod spec itself is wrong, or
 # the image cannot be pulled (after the start grace, a pull backoff counts as cannot-pull).
@@ -252,7 +252,7 @@ async def start_training(kube: Kube, model: SurgeModel, status: Status,
     """Start the Job for the next trigger, or coalesce it into the Job already running."""
     state = TriggerState.read(status.dump(), annotations, created)
     trigger = next_trigger(model.spec, model.generation, state, now,
-                           annotations.get("forecasting.pulsar.dev/retrain-reason", ""))
+                           annotations.get(RETRAIN_REASON_ANNOTATION, ""))
     if trigger is None:
         return None
     if status.last_training is not None and status.last_training.outcome == "Running":

@@ -10,12 +10,11 @@ from typing import Any
 
 from croniter import croniter
 
-from pulsar_operator.builders import Trigger, short_hash
-from pulsar_operator.spec import GROUP, SurgeModelSpec
-
-RETRAIN_ANNOTATION = f"{GROUP}/retrain-request"
-RETRAIN_REASON_ANNOTATION = f"{GROUP}/retrain-reason"
-APPROVE_ANNOTATION = f"{GROUP}/approve-version"
+from pulsar_operator.builders import short_hash
+from pulsar_operator.clock import parse_time
+from pulsar_operator.domain import Trigger
+from pulsar_operator.names import RETRAIN_ANNOTATION
+from pulsar_operator.spec import SurgeModelSpec
 
 
 def training_hash(spec: SurgeModelSpec) -> str:
@@ -32,10 +31,6 @@ def training_hash(spec: SurgeModelSpec) -> str:
     return short_hash(json.dumps(relevant, sort_keys=True), 12)
 
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def last_cron_slot(schedule: str, now: datetime) -> datetime:

@@ -30,13 +30,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pulsar_operator.builders import (
-    Platform,
-    SurgeModel,
-    Trigger,
-    build_predictor_deployment,
-    build_training_job,
-)
+from pulsar_operator.builders import build_predictor_deployment, build_training_job
+from pulsar_operator.domain import Platform, SurgeModel, Trigger
 from pulsar_operator.spec import parse_spec
 
 from tests.support import images

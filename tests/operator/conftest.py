@@ -97,7 +97,7 @@ async def k8s(kmock: Any) -> Any:
 @contextlib.asynccontextmanager
 async def running_operator(server: Any, **overrides: Any) -> AsyncIterator[dict[str, Any]]:
     """Run the real operator (kopf.operator + our handlers) against KMock until the block ends."""
-    from pulsar_operator import main  # noqa: F401  (registers the handlers)
+    from pulsar_operator import handlers  # noqa: F401  (registers them with kopf)
 
     options: dict[str, Any] = {
         "kube_api_url": str(server.url).rstrip("/"), "standalone": True, "metrics_port": 0,

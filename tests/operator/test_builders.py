@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from pulsar_operator.builders import (
-    MODEL_LABEL,
-    Platform,
-    SurgeModel,
-    Trigger,
     build_predictor_deployment,
     build_predictor_service,
     build_training_job,
     job_name,
 )
+from pulsar_operator.domain import Platform, SurgeModel, Trigger
+from pulsar_operator.names import MODEL_LABEL
 from pulsar_operator.spec import parse_spec
 
 from pulsar_core.settings import ServeSettings, TrainSettings

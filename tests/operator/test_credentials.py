@@ -8,16 +8,14 @@ import logging
 from typing import Any
 
 from pulsar_operator.builders import (
-    Platform,
-    SurgeModel,
-    Trigger,
     build_bridge_deployment,
     build_predictor_deployment,
     build_training_job,
 )
 from pulsar_operator.config import OperatorSettings
 from pulsar_operator.credentials import NATS_TLS_DIR, ChildCredentials
-from pulsar_operator.main import platform_of
+from pulsar_operator.domain import Platform, SurgeModel, Trigger
+from pulsar_operator.handlers import platform_of
 from pulsar_operator.spec import parse_spec
 
 SECRET = "adm1n-S3CRET"

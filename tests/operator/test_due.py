@@ -103,7 +103,7 @@ def test_what_a_pass_must_do_is_read_from_state_not_from_why_it_was_queued() -> 
 
 
 def test_child_churn_that_a_reconcile_does_not_read_queues_nothing() -> None:
-    from pulsar_operator.main import _what_matters
+    from pulsar_operator.handlers import _what_matters
 
     job = {"kind": "Job", "spec": {"backoffLimit": 2}, "status": {"active": 1}}
     churned = {**job, "status": {"active": 1, "ready": 0, "uncountedTerminatedPods": {}}}

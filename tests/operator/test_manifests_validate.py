@@ -16,15 +16,13 @@ import kubernetes_validate
 import pytest
 import yaml
 from pulsar_operator.builders import (
-    Platform,
-    SurgeModel,
-    Trigger,
     build_bridge_deployment,
     build_predictor_autoscaler,
     build_predictor_deployment,
     build_predictor_service,
     build_training_job,
 )
+from pulsar_operator.domain import Platform, SurgeModel, Trigger
 from pulsar_operator.kube import Kube
 from pulsar_operator.recorder import Decision, post_event
 from pulsar_operator.spec import parse_spec

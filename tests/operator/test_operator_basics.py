@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pulsar_operator.builders import Platform, SurgeModel, Trigger, build_training_job
+from pulsar_operator.builders import build_training_job
+from pulsar_operator.domain import Platform, SurgeModel, Trigger
 from pulsar_operator.spec import parse_spec
 from pulsar_operator.triggers import training_hash
 

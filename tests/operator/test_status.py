@@ -104,7 +104,7 @@ def test_moving_the_champion_keeps_the_previous_one_as_last_good() -> None:
 
 
 def _shadow_model() -> Any:
-    from pulsar_operator.builders import Platform, SurgeModel
+    from pulsar_operator.domain import Platform, SurgeModel
     from pulsar_operator.spec import parse_spec
 
     spec = parse_spec({"city": "tehran", "serviceType": "eco", "data": {"uris": ["s3://b/"]}})

@@ -13,16 +13,17 @@ import kopf
 
 from pulsar_core.registry import Registry
 from pulsar_operator import metrics
-from pulsar_operator.builders import MANAGER, Platform
 from pulsar_operator.config import OperatorSettings, load_settings
 from pulsar_operator.credentials import ChildCredentials, without_credentials
+from pulsar_operator.domain import Platform
 from pulsar_operator.kube import Kube, KubeError
 from pulsar_operator.leader import LeaderElection
 from pulsar_operator.login import connection_info
+from pulsar_operator.names import GROUP, MANAGER, PLURAL, VERSION
 from pulsar_operator.nats_link import run_nats
 from pulsar_operator.reconciler import ModelGone, reconcile
 from pulsar_operator.runtime import Key, Runtime, slim
-from pulsar_operator.spec import GROUP, PLURAL, VERSION, InvalidSpec
+from pulsar_operator.spec import InvalidSpec
 from pulsar_operator.training import job_outcome
 from pulsar_operator.workqueue import WorkQueue
 

@@ -199,6 +199,10 @@ async def surgemodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
     runtime.catalog.put(copy.deepcopy(dict(body)))
     if peers != runtime.catalog.bridge_peers(key):  # a bridge's scope gained or lost a model:
         runtime.queue.add_all(set(peers + runtime.catalog.bridge_peers(key)) - {key})  # re-own
+    if previous is None:  # an older model may have arrived late: the owners of its names
+        catalog = runtime.catalog  # are decided again, and a refusal names the right one
+        runtime.queue.add_all({*catalog.by_registered_model(catalog.registered_name(key)),
+                               *catalog.by_retrain_subject(catalog.retrain_subject(key))} - {key})
     if needs_reconcile(previous, dict(body)):
         runtime.queue.add(key)
 

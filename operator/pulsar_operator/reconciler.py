@@ -6,7 +6,7 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -246,6 +246,7 @@ class _Pass:
     """What the steps of one reconcile decided so far."""
 
     status: Status
+    written: dict[str, Any]  # the status the API holds now (this pass may write twice)
     decisions: list[Decision] = dataclasses.field(default_factory=list)
     rejected: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None
@@ -261,7 +262,7 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key) -> Outcom
     generation = int(meta.get("generation") or 1)
     original = runtime.statuses.get(key) or {k: v for k, v in (body.get("status") or {}).items()
                                              if k != "kopf"}
-    run = _Pass(Status.parse(original))
+    run = _Pass(Status.parse(original), original)
     try:
         try:
             spec = _spec_of(runtime, key, meta, body)
@@ -279,9 +280,16 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key) -> Outcom
     annotations = dict(meta.get("annotations") or {})
     inputs = inputs_of(body.get("spec") or {}, annotations)
     inputs_changed = runtime.registry_inputs.setdefault(key, inputs) != inputs
+    async def checkpoint() -> None:
+        """Write what this pass decided so far (a Job it started) before slower work: an
+        operator killed after it never starts a second Job for a spec changed meanwhile."""
+        interim = finish(run.status, spec.paused, generation, None, runtime.nats_error).dump()
+        await _write(runtime, key, meta, run.written, interim, run.decisions)
+        run.written, run.decisions = interim, []
+
     if not spec.paused:
         await _steps(runtime, key, model, run, annotations, meta.get("creationTimestamp"),
-                     inputs_changed)
+                     inputs_changed, checkpoint)
     runtime.registry_inputs[key] = inputs
     nats_change = _nats_decision(run.status, runtime.nats_error)
     if nats_change is not None:
@@ -294,7 +302,7 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key) -> Outcom
     finished = finish(run.status, spec.paused, generation, run.error, runtime.nats_error,
                       child_error)
     status = finished.dump()
-    await _write(runtime, key, meta, original, status, run.decisions)
+    await _write(runtime, key, meta, run.written, status, run.decisions)
     job = (finished.last_training or Training()).job
     start_check = runtime.start_checks.get(f"{key[0]}/{job}") if job else None
     wait = requeue_after(runtime.settings, key, spec, finished, utcnow(),
@@ -315,7 +323,7 @@ async def _refuse(runtime: Runtime, key: Key, meta: dict[str, Any], original: di
 
 async def _steps(runtime: Runtime, key: Key, model: SurgeModel, run: _Pass,
                  annotations: dict[str, str], created_at: str | None,
-                 inputs_changed: bool) -> None:
+                 inputs_changed: bool, checkpoint: Callable[[], Awaitable[None]]) -> None:
     """Training, registry, live rollout and predictor steps of an unpaused model."""
     now = utcnow()
     grace = timedelta(seconds=runtime.settings.job_start_grace_seconds)
@@ -324,9 +332,13 @@ async def _steps(runtime: Runtime, key: Key, model: SurgeModel, run: _Pass,
     run.take(ended)
     if key not in runtime.catalog.bodies:
         raise ModelGone(key)  # deleted meanwhile: create nothing for it
+    before = run.status.last_training
     run.take(await _guarded(start_training(runtime.kube, model, run.status, annotations,
                                            parse_time(created_at) or now, now),
                             "trainer Job", run.rejected))
+    if run.status.last_training != before and (run.status.last_training or Training()).job \
+            != (before or Training()).job:
+        await checkpoint()  # a new Job: on record before MLflow is read
     job_finished = ended is not None and ended.part.last_training is not None and \
         ended.part.last_training.outcome != "Running"
     due = due_work(runtime.settings, key, run.status, inputs_changed=inputs_changed,

@@ -11,14 +11,21 @@ from pathlib import Path
 
 import pytest
 
+from pulsar_core.redact import split_credentials
 from tests.e2e.stack import Installed, install
 from tests.support import images
+from tests.support.auth_proxy import auth_proxy
 from tests.support.envtest import AssetsMissing, ControlPlane, find_assets
 from tests.support.kubeapi import Api
 from tests.support.kubelet import ProcessKubelet
 from tests.support.services import NatsServer, running_mlflow_server
 
 HARDENED = ("OwnerReferencesPermissionEnforcement",)
+# MLflow and NATS of this tier require these credentials; every namespace gets them as Secrets
+# (the chart's credentials values name them) and no pod spec, status, Event or log may hold them
+E2E_USER = "pulsar-e2e"
+MLFLOW_PASSWORD, NATS_PASSWORD = "mlfl0w-E2E-SECRET", "n4ts-E2E-SECRET"
+MLFLOW_SECRET, NATS_SECRET = "pulsar-mlflow", "pulsar-nats"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -98,6 +105,10 @@ def restricted_namespace(api: Api, name: str) -> None:
     api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
         "name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted",
                                  "pod-security.kubernetes.io/enforce-version": "latest"}}})
+    for secret, password in ((MLFLOW_SECRET, MLFLOW_PASSWORD), (NATS_SECRET, NATS_PASSWORD)):
+        api.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                   "metadata": {"name": secret, "namespace": name},
+                   "stringData": {"username": E2E_USER, "password": password}})
     deadline = time.monotonic() + 30
     while api.get("ServiceAccount", "default", name) is None:
         if time.monotonic() > deadline:
@@ -107,20 +118,29 @@ def restricted_namespace(api: Api, name: str) -> None:
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """NATS (JetStream) and MLflow, both refusing clients without the E2E credentials; the
+    URLs carry them, for the tests' own clients (the chart gets them without)."""
     root = tmp_path_factory.mktemp("services")
-    nats_server = NatsServer(root / "jetstream")
+    config = root / "nats.conf"
+    config.write_text(f'authorization {{ users = [ {{ user: "{E2E_USER}", '
+                      f'password: "{NATS_PASSWORD}" }} ] }}\n')
+    nats_server = NatsServer(root / "jetstream", config=config)
     nats_server.start()
     try:
-        with running_mlflow_server(root / "mlflow") as mlflow_url:
-            yield nats_server.url, mlflow_url
+        with running_mlflow_server(root / "mlflow") as upstream, \
+                auth_proxy(upstream, E2E_USER, MLFLOW_PASSWORD) as proxy:
+            nats_url = nats_server.url.replace("://", f"://{E2E_USER}:{NATS_PASSWORD}@")
+            yield nats_url, proxy.with_credentials()
     finally:
         nats_server.stop()
 
 
 @pytest.fixture(scope="session")
 def installed(admin: Api, kubelet: ProcessKubelet, services: tuple[str, str]) -> Installed:
-    nats_url, mlflow_url = services
+    nats_url, mlflow_url = (split_credentials(url)[0] for url in services)
+    secrets = {"mlflowSecret": MLFLOW_SECRET, "natsSecret": NATS_SECRET}
     values = {"mlflow": {"trackingUri": mlflow_url}, "nats": {"url": nats_url},
-              "operator": {"resyncSeconds": 2, "registryPollSeconds": 3,
+              "credentials": {"operator": secrets, "workloads": secrets},
+              "operator": {"registryPollSeconds": 3, "rolloutCheckSeconds": 2,
                            "jobStartGraceSeconds": 3, "logFormat": "plain"}}
     return install(admin, kubelet, values, restricted_namespace)

@@ -25,8 +25,9 @@ import pytest
 from pulsar_core.contract import PERIOD, RawCol
 from pulsar_core.data.synthetic import generate_kandoo_csv
 from pulsar_core.events import SIGNALS_STREAM, signals_subject
-from tests.e2e.conftest import restricted_namespace
+from tests.e2e.conftest import MLFLOW_PASSWORD, NATS_PASSWORD, restricted_namespace
 from tests.e2e.live_replay import LiveReplay
+from tests.e2e.readback import secrets_found
 from tests.e2e.stack import Installed, ready_pod_ips, wait_for
 from tests.support.clickhouse import (
     READER,
@@ -136,7 +137,7 @@ def test_clickhouse_to_live_forecasts_and_scores(installed: Installed,
                                                   services: tuple[str, str],
                                                   table: Table) -> None:
     api, diagnose = installed.api, installed.diagnose
-    nats_url, _ = services
+    nats_url, mlflow_url = services
     restricted_namespace(api, NS)
     api.apply(_secret())
     # history up to the newest closed period: what the trainer and the bridge's backfill read
@@ -195,8 +196,11 @@ def test_clickhouse_to_live_forecasts_and_scores(installed: Installed,
     metrics = httpx.get(f"http://{bridge_ips[0]}:8080/metrics", timeout=5).text
     assert _metric(metrics, "pulsar_bridge_periods_published_total") >= HEXAGONS
     assert "pulsar_bridge_rejected_rows_total{" not in metrics
-    log = installed.operator_log()
-    assert READER_PASSWORD not in log
+    # MLflow, NATS and ClickHouse all required credentials, and no object, log or MLflow
+    # record holds one: they reached the pods by reference only
+    leaks = secrets_found(installed, [NS], [MLFLOW_PASSWORD, NATS_PASSWORD, READER_PASSWORD],
+                          mlflow_url, REGISTERED)
+    assert leaks == {}, leaks
     api.delete("SurgeModel", NAME, NS)
     wait_for(lambda: not api.list("Deployment", NS) or None, 120,
              "the predictor and bridge Deployments garbage-collected", diagnose)

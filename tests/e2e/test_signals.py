@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import restricted_namespace
+from tests.e2e.conftest import NATS_SECRET, restricted_namespace
 from tests.e2e.stack import Installed, wait_for
 from tests.support.kubeapi import ApiError
 
@@ -67,9 +67,16 @@ def test_no_credential_value_in_anything_pulsar_writes(installed: Installed) -> 
     wait_for(created, 60, "the trainer Job, the bridge and their pods", installed.diagnose)
     bridge = api.get("Deployment", "readback-bridge", NS)
     assert bridge is not None and bridge["spec"]["strategy"]["type"] == "Recreate"
-    refs = [item["valueFrom"]["secretKeyRef"] for item in
-            bridge["spec"]["template"]["spec"]["containers"][0]["env"] if "valueFrom" in item]
-    assert {ref["key"] for ref in refs} == {"username", "password"}
+    refs = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in
+            bridge["spec"]["template"]["spec"]["containers"][0]["env"] if "valueFrom" in item}
+    clickhouse = {name: ref for name, ref in refs.items() if ref["name"] == "clickhouse-reader"}
+    assert clickhouse == {"PULSAR_CLICKHOUSE_USER": {"name": "clickhouse-reader",
+                                                     "key": "username"},
+                          "PULSAR_CLICKHOUSE_PASSWORD": {"name": "clickhouse-reader",
+                                                         "key": "password"}}
+    # the tier's NATS login reaches the bridge the same way (chart credentials.workloads)
+    assert {ref["name"] for name, ref in refs.items() if name.startswith("PULSAR_NATS_")} == \
+        {NATS_SECRET}
     # the kubelet resolved the references (the values reached the processes, by reference)
     pods = api.list("Pod", NS)
     assert pods

@@ -84,3 +84,22 @@ def test_boosted_trees_leave_out_calendar_features_and_match_sklearn_after_a_rou
     x[::7, 3] = np.nan
     np.testing.assert_allclose(_Trees.from_sklearn(reference).predict(x), reference.predict(x),
                                rtol=1e-9, atol=1e-9)
+
+
+def test_bagged_trees_predict_the_mean_of_their_fits():
+    from pulsar_core.models.boosting import _Trees, train_boosting
+    from pulsar_core.models.config import BoostingConfig
+
+    train, valid = _features()
+    one = [train_boosting(train, valid, SPEC.horizons[:1],
+                          BoostingConfig(max_iter=10, min_samples_leaf=5, seed=seed,
+                                         max_train_rows=200)).fits[0]
+           for seed in (3, 1003)]
+    x = valid.tabular.astype(float)[:, : one[0].feature.max() + 1]
+    merged = _Trees.average(one)
+    np.testing.assert_allclose(merged.predict(x), (one[0].predict(x) + one[1].predict(x)) / 2,
+                               rtol=1e-12, atol=1e-12)
+    bagged = train_boosting(train, valid, SPEC.horizons[:1],
+                            BoostingConfig(max_iter=10, min_samples_leaf=5, seed=3,
+                                           max_train_rows=200, bags=2))
+    assert len(bagged.fits[0].roots) == len(one[0].roots) + len(one[1].roots)

@@ -89,6 +89,27 @@ class _Trees:
                       arrays["value"], np.asarray(roots, np.int32),
                       float(np.ravel(model._baseline_prediction)[0]), depth)
 
+    @staticmethod
+    def average(parts: list[_Trees]) -> _Trees:
+        """One ensemble whose prediction is the mean of `parts`' (bagging): every tree kept,
+        leaf values and baselines divided by their count."""
+        if len(parts) == 1:
+            return parts[0]
+        offsets = np.cumsum([0] + [len(p.value) for p in parts[:-1]])
+        k = float(len(parts))
+
+        def joined(name: str, shift: bool = False) -> np.ndarray:
+            return np.concatenate([getattr(p, name) + o if shift else getattr(p, name)
+                                   for p, o in zip(parts, offsets, strict=True)])
+
+        leaf = joined("leaf")
+        left, right = joined("left", True), joined("right", True)
+        return _Trees(joined("feature"), joined("threshold"), joined("missing_left"),
+                      np.where(leaf, 0, left).astype(np.int32),
+                      np.where(leaf, 0, right).astype(np.int32), leaf, joined("value") / k,
+                      joined("roots", True).astype(np.int32),
+                      float(np.mean([p.baseline for p in parts])), max(p.depth for p in parts))
+
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         out = {f"{prefix}.{name}": getattr(self, name) for name in _FIELDS}
         return out | {f"{prefix}.roots": self.roots}
@@ -171,39 +192,54 @@ def _rows(targets: np.ndarray, column: int, limit: int, seed: int) -> np.ndarray
 def train_boosting(train: FeatureSet, valid: FeatureSet | None, horizons: tuple[int, ...],
                    config: BoostingConfig) -> BoostedTreesModel:
     """Fit one HistGradientBoostingRegressor per horizon on log1p(target); early stopping on
-    `valid` where it has targets at that horizon, else a fixed `config.max_iter` rounds."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
-    from threadpoolctl import threadpool_limits
-
+    `valid` where it has targets at that horizon, else a fixed `config.max_iter` rounds.
+    With `config.bags` > 1, each horizon averages that many fits on their own seeded row
+    samples (bagging: where the inputs leave the training range, single fits disagree)."""
     assert train.targets is not None
     names = boosting_features(list(train.tabular_names))
     model = BoostedTreesModel(horizons, names, [], config)
-    x_all = train.tabular
     columns = np.asarray([train.tabular_names.index(n) for n in names], np.int64)
     x_valid = None if valid is None else valid.tabular[:, columns]
     fits: list[_Trees | None] = []
     for i, horizon in enumerate(horizons):
-        rows = _rows(train.targets, i, config.max_train_rows, config.seed + i)
-        if len(rows) < 2 * config.min_samples_leaf:
-            log.info("boosted trees: too few training targets at horizon %d periods", horizon)
-            fits.append(None)
-            continue
-        val: dict[str, Any] = {}
-        if valid is not None and valid.targets is not None and x_valid is not None:
-            ok = np.flatnonzero(np.isfinite(valid.targets[:, i]))
-            if len(ok) >= config.min_samples_leaf:
-                ok = ok[:: max(1, len(ok) // config.max_valid_rows)]
-                val = {"X_val": x_valid[ok], "y_val": np.log1p(valid.targets[ok, i])}
-        regressor = HistGradientBoostingRegressor(
-            loss=config.loss, learning_rate=config.learning_rate, max_iter=config.max_iter,
-            max_leaf_nodes=config.max_leaf_nodes, max_depth=config.max_depth,
-            min_samples_leaf=config.min_samples_leaf, l2_regularization=config.l2,
-            max_bins=config.max_bins, early_stopping=bool(val),
-            n_iter_no_change=config.patience, random_state=config.seed + i)
-        # OpenMP workers spinning for a core another process holds cost more than they gain
-        # (models.cpu): the same thread policy as the CNN.
-        with threadpool_limits(limits=training_threads(), user_api="openmp"):
-            regressor.fit(x_all[rows][:, columns], np.log1p(train.targets[rows, i]), **val)
-        fits.append(_Trees.from_sklearn(regressor))
+        bags = []
+        for bag in range(config.bags):
+            fit = _fit_one(train, x_valid, valid, columns, i, config,
+                           config.seed + 1000 * bag + i)
+            if fit is None:
+                log.info("boosted trees: too few training targets at horizon %d", horizon)
+                break
+            bags.append(fit)
+        fits.append(_Trees.average(bags) if len(bags) == config.bags else None)
     model.fits = fits
     return model
+
+
+def _fit_one(train: FeatureSet, x_valid: np.ndarray | None, valid: FeatureSet | None,
+             columns: np.ndarray, i: int, config: BoostingConfig, seed: int) -> _Trees | None:
+    """One regressor at horizon index `i` on a seeded sample of the training rows."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from threadpoolctl import threadpool_limits
+
+    assert train.targets is not None
+    x_all = train.tabular
+    rows = _rows(train.targets, i, config.max_train_rows, seed)
+    if len(rows) < 2 * config.min_samples_leaf:
+        return None
+    val: dict[str, Any] = {}
+    if valid is not None and valid.targets is not None and x_valid is not None:
+        ok = np.flatnonzero(np.isfinite(valid.targets[:, i]))
+        if len(ok) >= config.min_samples_leaf:
+            ok = ok[:: max(1, len(ok) // config.max_valid_rows)]
+            val = {"X_val": x_valid[ok], "y_val": np.log1p(valid.targets[ok, i])}
+    regressor = HistGradientBoostingRegressor(
+        loss=config.loss, learning_rate=config.learning_rate, max_iter=config.max_iter,
+        max_leaf_nodes=config.max_leaf_nodes, max_depth=config.max_depth,
+        min_samples_leaf=config.min_samples_leaf, l2_regularization=config.l2,
+        max_bins=config.max_bins, early_stopping=bool(val),
+        n_iter_no_change=config.patience, random_state=seed)
+    # OpenMP workers spinning for a core another process holds cost more than they gain
+    # (models.cpu): the same thread policy as the CNN.
+    with threadpool_limits(limits=training_threads(), user_api="openmp"):
+        regressor.fit(x_all[rows][:, columns], np.log1p(train.targets[rows, i]), **val)
+    return _Trees.from_sklearn(regressor)

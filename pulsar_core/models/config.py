@@ -50,6 +50,7 @@ class BoostingConfig:
     l2: float = 1.0
     max_bins: int = 63
     patience: int = 10
-    max_train_rows: int = 60_000  # per horizon, a seeded sample
+    max_train_rows: int = 60_000  # per horizon and bag, a seeded sample
+    bags: int = 1  # fits averaged per horizon, each on its own sample
     max_valid_rows: int = 30_000
     seed: int = 7

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -54,8 +55,17 @@ def _client_as(control_plane: ControlPlane, admin: Api, account: str,
 def _dry_run(api: Api, body: dict[str, Any]) -> None:
     kind, plural = body["kind"], {"Job": "jobs", "Pod": "pods"}[body["kind"]]
     base = "/apis/batch/v1" if kind == "Job" else "/api/v1"
-    api._call("POST", f"{base}/namespaces/{NS}/{plural}", json=body,
-              params={"dryRun": "All"})
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            api._call("POST", f"{base}/namespaces/{NS}/{plural}", json=body,
+                      params={"dryRun": "All"})
+            return
+        except ApiError as error:
+            # a Role bound a moment ago: the authorizer's cache may not have it yet
+            if "cannot create resource" not in error.message or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def test_blocking_owner_references_need_the_finalizers_grant(

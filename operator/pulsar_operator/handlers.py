@@ -242,6 +242,9 @@ def _enqueue_owner(event: kopf.RawEvent, memo: kopf.Memo) -> None:
     if previous is not None and current is not None and \
             _what_matters(kind, previous) == _what_matters(kind, current):
         return
+    if previous is None and current is not None and not (
+            kind == "Job" and job_outcome(current)[0] != "Running"):
+        return  # first sight of a child a reconcile just made (or the start-up pass reads)
     owners: list[dict[str, Any]] = meta.get("ownerReferences") or []
     for owner in owners:
         if owner.get("kind") == "SurgeModel":

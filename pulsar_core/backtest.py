@@ -29,7 +29,14 @@ from pulsar_core.evaluation import (
     served_label,
 )
 from pulsar_core.folds import Fold, time_of_day_band
-from pulsar_core.models.blend import MEMBERS, Weights, choose_weights, combine, group_mean
+from pulsar_core.models.blend import (
+    MEMBERS,
+    Weights,
+    choose_weights,
+    combine,
+    group_codes,
+    group_mean,
+)
 
 MAX_WORSE_THAN_BASELINE = 1.02  # a fold may lose to its strongest baseline by 2% at most
 
@@ -92,8 +99,9 @@ def choose_served_balanced(scored: Scored, horizons: tuple[int, ...], groups: np
         if not rows.any():
             choice[horizon] = "baseline:persistence"
             continue
+        codes = group_codes(groups[rows])
         errors = {n: group_mean(np.abs(scored.forecasts[n][rows, i] - scored.actual[rows, i]),
-                                groups[rows]) for n in compared}
+                                codes) for n in compared}
         best = min(errors, key=lambda n: errors[n])
         choice[horizon] = best if best in LEARNED else f"baseline:{best}"
     return choice

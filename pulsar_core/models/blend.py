@@ -34,13 +34,20 @@ def combine(columns: dict[str, np.ndarray], weights: Weights) -> np.ndarray:
     return total
 
 
+def group_codes(groups: np.ndarray) -> np.ndarray:
+    """Integer codes 0..k-1 of group labels (sorting labels once, not per candidate)."""
+    return np.unique(groups, return_inverse=True)[1].reshape(-1)
+
+
 def group_mean(errors: np.ndarray, groups: np.ndarray | None) -> float:
-    """Mean absolute error, or the mean of the per-group means (each group counts equally)."""
+    """Mean absolute error, or the mean of the per-group means (each group counts equally);
+    integer `groups` are taken as codes (group_codes), anything else is coded first."""
     if groups is None:
         return float(errors.mean())
-    _, index = np.unique(groups, return_inverse=True)
-    sums = np.bincount(index, weights=errors)
-    return float((sums / np.bincount(index)).mean())
+    index = groups if np.issubdtype(groups.dtype, np.integer) else group_codes(groups)
+    counts = np.bincount(index)
+    present = counts > 0
+    return float((np.bincount(index, weights=errors)[present] / counts[present]).mean())
 
 
 def choose_weights(columns: dict[str, np.ndarray], actual: np.ndarray,
@@ -58,7 +65,7 @@ def choose_weights(columns: dict[str, np.ndarray], actual: np.ndarray,
         return {names[0]: 1.0}
     stacked = np.stack([columns[n][ok] for n in names], axis=1)
     grid = _grid(len(names))
-    labels = None if groups is None else groups[ok]
+    labels = None if groups is None else group_codes(groups[ok])
     errors = [group_mean(np.abs(stacked @ w - actual[ok]), labels) for w in grid]
     best = grid[int(np.argmin(errors))]
     return {n: float(w) for n, w in zip(names, best, strict=True) if w > 0}

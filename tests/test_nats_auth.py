@@ -3,7 +3,10 @@
 A real nats-server with JetStream requires TLS with client certificates (mutual TLS) and a
 user and password; a second one requires a token. The trainer's publisher, the operator's
 session, the predictor's feed, the bridge and `pulsar deadletters` all connect with the same
-variables, and refuse to start, naming the variable, when they are unusable.
+variables, and refuse to start, naming the variable, when they are unusable. Two more servers
+log in with nkeys: one knows a user by its public nkey (PULSAR_NATS_NKEY_SEED_FILE), one runs in
+operator (JWT) mode with an operator -> account -> user chain made here without `nsc`
+(PULSAR_NATS_CREDENTIALS_FILE, a .creds file).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import nkeys
 import pytest
 from pulsar_bridge.runtime import connect as bridge_connect
 from pulsar_bridge.signals import ensure_dedupe_window
@@ -27,6 +31,7 @@ from pulsar_core.events import MODEL_REGISTERED, ModelRegistered
 from pulsar_core.nats_auth import NatsAuth, NatsAuthError, nats_auth
 from pulsar_core.publisher import PublishError, publish_event_async
 from pulsar_core.settings import ServeSettings
+from tests.support.nats_keys import Decentralized, Key, decentralized, new_key
 from tests.support.services import NatsServer
 from tests.support.tls import TlsFiles, make_tls_files
 
@@ -71,11 +76,35 @@ def tokened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
                        f'authorization {{ token: "{TOKEN}" }}\n')
 
 
+@pytest.fixture(scope="module")
+def nkey_user() -> Key:
+    return new_key(nkeys.PREFIX_BYTE_USER)
+
+
+@pytest.fixture(scope="module")
+def nkeyed(tmp_path_factory: pytest.TempPathFactory, nkey_user: Key) -> Iterator[NatsServer]:
+    """Knows one user by its public nkey: a client proves it holds the seed by signing."""
+    yield from _server(tmp_path_factory.mktemp("nats-nkey"),
+                       f"authorization {{\n  users = [ {{ nkey: {nkey_user.public} }} ]\n}}\n")
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Decentralized:
+    return decentralized(tmp_path_factory.mktemp("nats-chain"))
+
+
+@pytest.fixture(scope="module")
+def operator_mode(tmp_path_factory: pytest.TempPathFactory,
+                  chain: Decentralized) -> Iterator[NatsServer]:
+    """Trusts one operator; its account (JetStream on) and user come as JWTs."""
+    yield from _server(tmp_path_factory.mktemp("nats-operator"), chain.server_config)
+
+
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """PULSAR_NATS_* for one test: the process reads them once, so the cache is cleared."""
     for name in ("USER", "PASSWORD", "TOKEN", "CA_FILE", "CERT_FILE", "KEY_FILE",
-                 "CREDENTIALS_FILE"):
+                 "CREDENTIALS_FILE", "NKEY_SEED_FILE"):
         monkeypatch.delenv(f"PULSAR_NATS_{name}", raising=False)
     nats_auth.cache_clear()
     yield monkeypatch
@@ -154,11 +183,125 @@ async def test_a_token_is_enough_for_a_token_server(
     assert await list_dead_letters(tokened.url, timeout=5) == []
 
 
+def _secret_file(folder: Path, name: str, content: bytes | str) -> Path:
+    path = folder / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    path.chmod(0o400)
+    return path
+
+
+async def test_an_nkey_seed_file_logs_in_and_another_seed_is_refused(
+        nkeyed: NatsServer, nkey_user: Key, tmp_path: Path, env: pytest.MonkeyPatch) -> None:
+    # nothing set: the server wants a login
+    with pytest.raises(DeadLettersUnavailable):
+        await list_dead_letters(nkeyed.url, timeout=2)
+    env.setenv("PULSAR_NATS_NKEY_SEED_FILE",
+               str(_secret_file(tmp_path, "user.nk", nkey_user.seed + b"\n")))
+    nats_auth.cache_clear()
+    assert await list_dead_letters(nkeyed.url, timeout=5) == []  # JetStream API
+    assert await publish_event_async(nkeyed.url, MODEL_REGISTERED, _registered()) == "core"
+    client = await bridge_connect(nkeyed.url)
+    try:
+        assert client.is_connected
+    finally:
+        await client.close()
+    # a well-formed user seed the server does not know
+    stranger = new_key(nkeys.PREFIX_BYTE_USER)
+    env.setenv("PULSAR_NATS_NKEY_SEED_FILE",
+               str(_secret_file(tmp_path, "other.nk", stranger.seed)))
+    nats_auth.cache_clear()
+    with pytest.raises(DeadLettersUnavailable) as refused:
+        await list_dead_letters(nkeyed.url, timeout=2)
+    assert stranger.seed.decode() not in str(refused.value)
+    with pytest.raises(PublishError, match="cannot connect to NATS"):
+        await publish_event_async(nkeyed.url, MODEL_REGISTERED, _registered(), timeout=2)
+
+
+async def test_a_credentials_file_logs_in_to_an_operator_mode_server(
+        operator_mode: NatsServer, chain: Decentralized, tmp_path: Path,
+        env: pytest.MonkeyPatch) -> None:
+    env.setenv("PULSAR_NATS_CREDENTIALS_FILE",
+               str(_secret_file(tmp_path, "user.creds", chain.creds)))
+    assert await list_dead_letters(operator_mode.url, timeout=5) == []
+    assert await publish_event_async(operator_mode.url, MODEL_REGISTERED, _registered()) == "core"
+    # the same-shaped file from an operator this server does not trust
+    foreign = decentralized(tmp_path)
+    env.setenv("PULSAR_NATS_CREDENTIALS_FILE",
+               str(_secret_file(tmp_path, "foreign.creds", foreign.creds)))
+    nats_auth.cache_clear()
+    with pytest.raises(DeadLettersUnavailable) as refused:
+        await list_dead_letters(operator_mode.url, timeout=2)
+    assert foreign.user_seed.decode() not in str(refused.value)
+
+
+async def test_the_operator_session_connects_with_a_credentials_file(
+        operator_mode: NatsServer, chain: Decentralized, tmp_path: Path,
+        env: pytest.MonkeyPatch) -> None:
+    from pulsar_operator.nats_link import NatsLink, open_session
+
+    env.setenv("PULSAR_NATS_CREDENTIALS_FILE",
+               str(_secret_file(tmp_path, "user.creds", chain.creds)))
+    runtime = SimpleNamespace(nats_error="closing")
+    client = await open_session(NatsLink(runtime, operator_mode.url))  # type: ignore[arg-type]
+    try:
+        assert client.is_connected
+    finally:
+        await client.close()
+
+
+def test_an_unusable_key_file_names_the_variable_never_the_seed(
+        tmp_path: Path, chain: Decentralized, env: pytest.MonkeyPatch) -> None:
+    user, account = new_key(nkeys.PREFIX_BYTE_USER), new_key(nkeys.PREFIX_BYTE_ACCOUNT)
+    typo = bytearray(user.seed)
+    typo[10] = ord("A") if typo[10] != ord("A") else ord("B")  # the CRC catches it
+    seed_file = _secret_file(tmp_path, "user.nk", user.seed)
+    cases: dict[str, tuple[dict[str, str], bytes]] = {
+        # two logins at once, each pair named
+        "PULSAR_NATS_TOKEN and PULSAR_NATS_NKEY_SEED_FILE are set: set one NATS login": (
+            {"PULSAR_NATS_TOKEN": "t", "PULSAR_NATS_NKEY_SEED_FILE": str(seed_file)}, b""),
+        "PULSAR_NATS_CREDENTIALS_FILE and PULSAR_NATS_NKEY_SEED_FILE are set": (
+            {"PULSAR_NATS_CREDENTIALS_FILE": str(_secret_file(tmp_path, "u.creds", chain.creds)),
+             "PULSAR_NATS_NKEY_SEED_FILE": str(seed_file)}, chain.user_seed),
+        "PULSAR_NATS_USER/PASSWORD and PULSAR_NATS_CREDENTIALS_FILE are set": (
+            {"PULSAR_NATS_USER": "u", "PULSAR_NATS_CREDENTIALS_FILE": str(tmp_path / "u.creds")},
+            chain.user_seed),
+        # missing, a folder, not a seed, a seed with a typo, not a user's seed
+        f"PULSAR_NATS_NKEY_SEED_FILE={tmp_path / 'missing.nk'} is not a readable file": (
+            {"PULSAR_NATS_NKEY_SEED_FILE": str(tmp_path / "missing.nk")}, b""),
+        f"PULSAR_NATS_CREDENTIALS_FILE={tmp_path} is not a readable file": (
+            {"PULSAR_NATS_CREDENTIALS_FILE": str(tmp_path)}, b""),
+        "PULSAR_NATS_NKEY_SEED_FILE=.* is not one user nkey seed .*does not decode": (
+            {"PULSAR_NATS_NKEY_SEED_FILE": str(_secret_file(tmp_path, "pw.nk", "hunter2"))},
+            b"hunter2"),
+        "PULSAR_NATS_NKEY_SEED_FILE=.*: the seed does not decode": (
+            {"PULSAR_NATS_NKEY_SEED_FILE": str(_secret_file(tmp_path, "typo.nk", bytes(typo)))},
+            bytes(typo)),
+        "PULSAR_NATS_NKEY_SEED_FILE=.* holds an nkey seed that is not a user's": (
+            {"PULSAR_NATS_NKEY_SEED_FILE": str(_secret_file(tmp_path, "acc.nk", account.seed))},
+            account.seed),
+        "PULSAR_NATS_CREDENTIALS_FILE=.* is not a NATS credentials file": (
+            {"PULSAR_NATS_CREDENTIALS_FILE": str(seed_file)}, user.seed),  # a seed, no JWT
+    }
+    for expected, (variables, secret) in cases.items():
+        for name in ("TOKEN", "USER", "CREDENTIALS_FILE", "NKEY_SEED_FILE"):
+            env.delenv(f"PULSAR_NATS_{name}", raising=False)
+        for name, value in variables.items():
+            env.setenv(name, value)
+        nats_auth.cache_clear()
+        with pytest.raises(NatsAuthError, match=expected) as unusable:
+            nats_auth()
+        assert not secret or secret.decode() not in str(unusable.value)
+    # and a good one: nats-py gets the path, never the seed
+    env.delenv("PULSAR_NATS_CREDENTIALS_FILE")
+    assert NatsAuth(nkey_seed_file=seed_file).connect_options() == {"nkeys_seed": str(seed_file)}
+
+
 def test_unusable_settings_name_the_variable_and_the_fix(
         tmp_path: Path, tls: TlsFiles, env: pytest.MonkeyPatch) -> None:
     cases = {
         "PULSAR_NATS_PASSWORD is set without PULSAR_NATS_USER": {"PULSAR_NATS_PASSWORD": "x"},
-        "not both": {"PULSAR_NATS_TOKEN": "t", "PULSAR_NATS_USER": "u"},
+        "PULSAR_NATS_USER/PASSWORD and PULSAR_NATS_TOKEN are set: set one NATS login, not both":
+            {"PULSAR_NATS_TOKEN": "t", "PULSAR_NATS_USER": "u"},
         "go together": {"PULSAR_NATS_CERT_FILE": str(tls.client_cert)},
         "PULSAR_NATS_CA_FILE=": {"PULSAR_NATS_CA_FILE": str(tmp_path / "missing.crt")},
     }
@@ -177,10 +320,15 @@ def test_unusable_settings_name_the_variable_and_the_fix(
         NatsAuth(ca_file=garbage).connect_options()
 
 
-def test_the_secrets_stay_out_of_reprs_and_are_masked_in_logs(tls: TlsFiles) -> None:
+def test_the_secrets_stay_out_of_reprs_and_are_masked_in_logs(tmp_path: Path) -> None:
     auth = NatsAuth(user=USER, password=PASSWORD)  # type: ignore[arg-type]
     assert PASSWORD not in repr(auth) and PASSWORD not in str(auth.model_dump())
     assert auth.secret_values() == [PASSWORD]
+    seed = tmp_path / "user.nk"
+    seed.write_bytes(new_key(nkeys.PREFIX_BYTE_USER).seed)
+    keyed = NatsAuth(nkey_seed_file=seed)
+    shown = repr(keyed) + str(keyed.model_dump()) + str(keyed.connect_options())
+    assert str(seed) in shown and seed.read_text() not in shown
 
 
 @pytest.mark.parametrize("command", ["serve", "bridge"])

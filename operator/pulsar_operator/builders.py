@@ -215,7 +215,8 @@ def build_training_job(model: SurgeModel, trigger: Trigger) -> dict[str, Any]:
 
 
 def serve_settings(model: SurgeModel, version: str) -> ServeSettings:
-    """The predictor's env contract, serving exactly `version` (rollbacks are Deployment edits)."""
+    """The predictor's env contract, serving exactly `version` (rollbacks are Deployment edits),
+    with the platform's HTTP limits (the chart's predictor.http) where it set them."""
     spec = model.spec
     return _exact(
         ServeSettings,
@@ -224,6 +225,7 @@ def serve_settings(model: SurgeModel, version: str) -> ServeSettings:
         nats_url=model.platform.child_nats_url, city=spec.city, service_type=spec.service_type,
         confidence_threshold=spec.serving.confidence_threshold,
         fallback=spec.serving.fallback, retrain_subject=model.retrain_subject,
+        **model.platform.predictor_http,
     )
 
 

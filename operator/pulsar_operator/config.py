@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pulsar_core.nats_auth import NatsAuthError, nats_auth
+from pulsar_core.settings import ServeSettings
 from pulsar_operator.login import SERVICE_ACCOUNT_DIR
+
+# The predictors' HTTP limits the platform may set (chart values predictor.http): operator
+# field -> the ServeSettings field every predictor Deployment gets it as. ServeSettings owns
+# their defaults and bounds: an unset one leaves the predictor at its default.
+PREDICTOR_HTTP = {f"predictor_{name}": name for name in (
+    "max_headers", "max_header_bytes", "header_timeout_seconds", "keep_alive_seconds",
+    "max_concurrency")}
+
+
+def _served(name: str) -> Any:
+    """An operator field, unset by default, with the bounds of ServeSettings' `name` (taken
+    from its Field, not copied), so the operator refuses at start what a predictor would."""
+    info = ServeSettings.model_fields[name]
+    bounds = {attr: getattr(item, attr) for item in info.metadata
+              for attr in ("ge", "gt", "le", "lt") if getattr(item, attr, None) is not None}
+    return Field(None, description=f"Every predictor's PULSAR_{name.upper()} (unset: the "
+                 f"predictor's default, {info.default}): {info.description}", **bounds)
 
 
 class OperatorSettings(BaseSettings):
@@ -85,6 +104,17 @@ class OperatorSettings(BaseSettings):
     retrain_max_deliver: int = Field(20, ge=1, description="Deliveries before a request is "
                                      "terminated (e.g. no SurgeModel matches).")
     log_format: str = Field("json", pattern="^(json|plain)$", description="json | plain.")
+    predictor_max_headers: int | None = _served("max_headers")
+    predictor_max_header_bytes: int | None = _served("max_header_bytes")
+    predictor_header_timeout_seconds: float | None = _served("header_timeout_seconds")
+    predictor_keep_alive_seconds: int | None = _served("keep_alive_seconds")
+    predictor_max_concurrency: int | None = _served("max_concurrency")
+
+    def predictor_http(self) -> dict[str, float]:
+        """The predictors' HTTP limits the platform set, by ServeSettings field (unset ones are
+        left out: the predictors keep ServeSettings' defaults)."""
+        values = {served: getattr(self, name) for name, served in PREDICTOR_HTTP.items()}
+        return {served: value for served, value in values.items() if value is not None}
 
 
 class SettingsError(RuntimeError):

@@ -3,6 +3,7 @@ wiring every model shares, and why a training starts."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -23,6 +24,9 @@ class Platform:
     nats_url: str | None = None
     service_account: str | None = None
     credentials: ChildCredentials = field(default_factory=ChildCredentials)
+    # ServeSettings field -> value for every predictor (the chart's predictor.http); a field
+    # left out keeps ServeSettings' default
+    predictor_http: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def child_mlflow_uri(self) -> str:

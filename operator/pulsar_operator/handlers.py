@@ -63,7 +63,7 @@ def platform_of(config: OperatorSettings) -> Platform:
                         "without them (a tenant picks their images): name a Secret in "
                         "the chart's credentials values for them", variable)
     return Platform(config.mlflow_tracking_uri, config.nats_url,
-                    config.trainer_service_account, credentials)
+                    config.trainer_service_account, credentials, config.predictor_http())
 
 
 @kopf.on.startup()

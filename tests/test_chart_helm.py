@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pulsar_operator.builders import build_predictor_deployment
+from pulsar_operator.config import PREDICTOR_HTTP, OperatorSettings
+from pulsar_operator.handlers import platform_of
 
 from tests.e2e.stack import CHART, render_chart
+from tests.operator.test_predictor_http import SET, _model
 
 helm = pytest.importorskip("helm_python", reason="pip install helm-python-sdk (the dev extra)")
 
@@ -82,3 +86,37 @@ def test_without_credentials_the_operator_gets_no_secret_env_or_volume() -> None
     names = {item["name"] for item in container["env"]}
     assert not names & {"MLFLOW_TRACKING_PASSWORD", "PULSAR_NATS_PASSWORD", "PULSAR_NATS_CA_FILE"}
     assert [m["name"] for m in container["volumeMounts"]] == ["tmp"]
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def test_predictor_http_limits_reach_every_predictor_only_when_set(monkeypatch) -> None:
+    """values -> the operator's env -> OperatorSettings -> each predictor Deployment's env."""
+    names = {item["name"] for item in _operator_container(render_chart({}))["env"]}
+    assert not names & {f"PULSAR_{field.upper()}" for field in PREDICTOR_HTTP}  # one owner
+
+    http: dict[str, float] = {_camel(served): SET[served] for served in PREDICTOR_HTTP.values()}
+    http["maxConcurrency"] = 2_000_000  # a large integer stays an integer (no 2e+06)
+    env = {item["name"]: item["value"] for item in _operator_container(
+        render_chart({"predictor": {"http": http}}))["env"] if "value" in item}
+    for field, served in PREDICTOR_HTTP.items():
+        assert env[f"PULSAR_{field.upper()}"] == str(http[_camel(served)])
+        monkeypatch.setenv(f"PULSAR_{field.upper()}", env[f"PULSAR_{field.upper()}"])
+    platform = platform_of(OperatorSettings(mlflow_tracking_uri="http://mlflow:5000"))
+    container = build_predictor_deployment(_model(platform), "7")["spec"]["template"]["spec"][
+        "containers"][0]
+    served_env = {item["name"]: item.get("value") for item in container["env"]}
+    for served in PREDICTOR_HTTP.values():
+        assert served_env[f"PULSAR_{served.upper()}"] == str(http[_camel(served)])
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("maxHeaders", 9), ("maxHeaders", 10_001), ("maxHeaderBytes", 1023),
+    ("headerTimeoutSeconds", 0), ("keepAliveSeconds", 301), ("maxConcurrency", 1),
+    ("maxConcurrency", 2.5), ("maxHeaders", "100")])
+def test_helm_refuses_a_predictor_http_limit_out_of_range(key: str, value: Any) -> None:
+    with pytest.raises(helm.HelmValuesError, match=f"/predictor/http/{key}"):
+        render_chart({"predictor": {"http": {key: value}}})

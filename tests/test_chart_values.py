@@ -101,6 +101,10 @@ def test_default_values_validate() -> None:
         ("networkPolicy.egressPorts", [{"port": 53}], "'protocol' is a required property"),
         ("networkPolicy.enable", True, "'enable' was unexpected"),
         ("serviceAccount.annotations", {"a": 1}, "$.serviceAccount.annotations.a"),
+        ("predictor.http.maxHeaders", 9, "$.predictor.http.maxHeaders"),
+        ("predictor.http.headerTimeoutSeconds", 0, "$.predictor.http.headerTimeoutSeconds"),
+        ("predictor.http.maxConcurrency", "many", "$.predictor.http.maxConcurrency"),
+        ("predictor.http.maxHeader", 100, "'maxHeader' was unexpected"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_field(dotted: str, value: Any, named: str) -> None:

@@ -7,10 +7,14 @@ are compared here with their owner, so changing one without the other fails a te
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
+from pulsar_operator.config import PREDICTOR_HTTP
 from pulsar_predictor.schemas import HistoryColumns, HistoryRow
 from pydantic.fields import FieldInfo
 
@@ -139,3 +143,25 @@ def test_the_api_defaults_a_missing_city_as_the_contract_does():
     assert HistoryRow.model_fields["city_id"].default == DEFAULT_CITY_ID
     described = HistoryColumns.model_json_schema()["properties"]["city_id"]["description"]
     assert f"Default: {DEFAULT_CITY_ID} " in described
+
+
+def _schema_bounds(schema: dict[str, Any]) -> dict[str, float]:
+    """A draft-07 JSON schema's bounds (exclusiveMinimum is a number there) as pydantic's."""
+    names = {"minimum": "ge", "exclusiveMinimum": "gt", "maximum": "le", "exclusiveMaximum": "lt"}
+    return {names[key]: value for key, value in schema.items() if key in names}
+
+
+@pytest.mark.parametrize("field", sorted(PREDICTOR_HTTP.values()))
+def test_the_charts_predictor_http_limits_are_serve_settings_own(field: str):
+    """ServeSettings owns the predictors' HTTP limits: the chart copies only the bounds (JSON
+    schema cannot import them), checked here, and leaves the default to it (null)."""
+    head, *rest = field.split("_")
+    key = head + "".join(part.title() for part in rest)
+    chart = Path(__file__).resolve().parents[1] / "charts" / "pulsar"
+    schema = json.loads((chart / "values.schema.json").read_text())
+    shown = schema["properties"]["predictor"]["properties"]["http"]["properties"][key]
+    info = ServeSettings.model_fields[field]
+    assert _schema_bounds(shown) == _bounds(info) != {}
+    assert shown["type"] == ["integer" if info.annotation is int else "number", "null"]
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    assert values["predictor"]["http"][key] is None, "the default belongs to ServeSettings"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pulsar_core.nats_auth import NatsAuthError, nats_auth
@@ -49,6 +49,23 @@ class OperatorSettings(BaseSettings):
         "`tls.key` for mutual TLS) mounted read-only into every pod that talks to NATS.")
     nats_tls_client_certificate: bool = Field(
         False, description="Also give those pods the Secret's tls.crt/tls.key (mutual TLS).")
+    nats_creds_secret: str | None = Field(
+        None, description="Secret in each SurgeModel namespace whose `user.creds` (a NATS "
+        "credentials file: user JWT and nkey seed) is mounted read-only into every pod that "
+        "talks to NATS, as PULSAR_NATS_CREDENTIALS_FILE. Not with PULSAR_NATS_NKEY_SECRET.")
+    nats_nkey_secret: str | None = Field(
+        None, description="Secret in each SurgeModel namespace whose `user.nk` (a user nkey "
+        "seed) is mounted read-only into every pod that talks to NATS, as "
+        "PULSAR_NATS_NKEY_SEED_FILE. Not with PULSAR_NATS_CREDS_SECRET.")
+
+    @field_validator("nats_nkey_secret")
+    @classmethod
+    def _one_nats_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.data.get("nats_creds_secret"):
+            raise ValueError("PULSAR_NATS_CREDS_SECRET is set too: name one NATS key Secret "
+                             "(a pod logs in one way)")
+        return value
+
     s3_credentials_secret: str | None = Field(
         None, description="Secret in each SurgeModel namespace whose AWS_ACCESS_KEY_ID, "
         "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) trainers get by secretKeyRef.")

@@ -53,7 +53,8 @@ def platform_of(config: OperatorSettings) -> Platform:
     """The wiring children get: bare URIs, credentials only by Secret reference."""
     credentials = ChildCredentials(
         config.mlflow_credentials_secret, config.nats_credentials_secret,
-        config.nats_tls_secret, config.nats_tls_client_certificate, config.s3_credentials_secret)
+        config.nats_tls_secret, config.nats_tls_client_certificate, config.s3_credentials_secret,
+        config.nats_creds_secret, config.nats_nkey_secret)
     for variable, uri, secret in (
             ("PULSAR_MLFLOW_TRACKING_URI", config.mlflow_tracking_uri,
              config.mlflow_credentials_secret),

@@ -7,13 +7,14 @@ import json
 import logging
 from typing import Any
 
+import pytest
 from pulsar_operator.builders import (
     build_bridge_deployment,
     build_predictor_deployment,
     build_training_job,
 )
 from pulsar_operator.config import OperatorSettings
-from pulsar_operator.credentials import NATS_TLS_DIR, ChildCredentials
+from pulsar_operator.credentials import NATS_KEY_DIR, NATS_TLS_DIR, ChildCredentials
 from pulsar_operator.domain import Platform, SurgeModel, Trigger
 from pulsar_operator.handlers import platform_of
 from pulsar_operator.spec import parse_spec
@@ -109,3 +110,42 @@ def test_mutual_tls_mounts_the_client_certificate() -> None:
         "PULSAR_NATS_CA_FILE": f"{NATS_TLS_DIR}/ca.crt",
         "PULSAR_NATS_CERT_FILE": f"{NATS_TLS_DIR}/tls.crt",
         "PULSAR_NATS_KEY_FILE": f"{NATS_TLS_DIR}/tls.key"}
+
+
+@pytest.mark.parametrize(("field", "key", "variable"), [
+    ("nats_creds_secret", "user.creds", "PULSAR_NATS_CREDENTIALS_FILE"),
+    ("nats_nkey_secret", "user.nk", "PULSAR_NATS_NKEY_SEED_FILE")])
+def test_an_nkey_login_is_a_mounted_secret_file_beside_the_tls_files(
+        field: str, key: str, variable: str, monkeypatch: Any) -> None:
+    monkeypatch.setenv("PULSAR_MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("PULSAR_NATS_URL", "nats://nats:4222")
+    monkeypatch.setenv(f"PULSAR_{field.upper()}", "nats-key-of-team")
+    monkeypatch.setenv("PULSAR_NATS_TLS_SECRET", "nats-ca")
+    platform = platform_of(OperatorSettings())
+    model = _model(platform)
+    pods = {"trainer": build_training_job(model, Trigger("manual", "t1"))["spec"]["template"],
+            "predictor": build_predictor_deployment(model, "1")["spec"]["template"],
+            "bridge": build_bridge_deployment(model)["spec"]["template"]}
+    for pod in pods.values():
+        assert _values(pod)[variable] == f"{NATS_KEY_DIR}/{key}"
+        assert {k for k in _values(pod) if k in (
+            "PULSAR_NATS_CREDENTIALS_FILE", "PULSAR_NATS_NKEY_SEED_FILE")} == {variable}
+        assert _values(pod)["PULSAR_NATS_CA_FILE"] == f"{NATS_TLS_DIR}/ca.crt"
+        assert {"name": "nats-key", "mountPath": NATS_KEY_DIR, "readOnly": True} in \
+            pod["spec"]["containers"][0]["volumeMounts"]
+        assert {"name": "nats-key", "secret": {
+            "secretName": "nats-key-of-team", "defaultMode": 0o440,
+            "items": [{"key": key, "path": key}]}} in pod["spec"]["volumes"]
+        assert "nats-key-of-team" not in json.dumps(pod["spec"]["containers"][0]["env"])
+
+
+def test_two_nats_key_secrets_are_refused_naming_both_variables(monkeypatch: Any) -> None:
+    from pulsar_operator.config import SettingsError, load_settings
+
+    monkeypatch.setenv("PULSAR_MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("PULSAR_NATS_CREDS_SECRET", "a")
+    monkeypatch.setenv("PULSAR_NATS_NKEY_SECRET", "b")
+    with pytest.raises(SettingsError, match=r"PULSAR_NATS_NKEY_SECRET: .*PULSAR_NATS_CREDS_SECRET"):
+        load_settings()
+    with pytest.raises(ValueError, match="PULSAR_NATS_CREDS_SECRET or PULSAR_NATS_NKEY_SECRET"):
+        ChildCredentials(nats_creds_secret="a", nats_nkey_secret="b")

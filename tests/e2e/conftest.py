@@ -142,5 +142,7 @@ def installed(admin: Api, kubelet: ProcessKubelet, services: tuple[str, str]) ->
     values = {"mlflow": {"trackingUri": mlflow_url}, "nats": {"url": nats_url},
               "credentials": {"operator": secrets, "workloads": secrets},
               "operator": {"registryPollSeconds": 3, "rolloutCheckSeconds": 2,
-                           "jobStartGraceSeconds": 3, "logFormat": "plain"}}
+                           "jobStartGraceSeconds": 3, "logFormat": "plain"},
+              # a platform-wide predictor limit: test_lifecycle checks it reaches the pods
+              "predictor": {"http": {"maxConcurrency": 500}}}
     return install(admin, kubelet, values, restricted_namespace)

@@ -26,6 +26,7 @@ import pytest
 from pulsar_operator.nats_bridge import ensure_retrain_stream
 
 from pulsar_core.registry import Registry
+from pulsar_core.settings import ServeSettings
 from tests.e2e.conftest import restricted_namespace
 from tests.e2e.stack import Installed, ready_pod_ips, wait_for
 from tests.predictor.payloads import as_rows, hexagons_of, recent
@@ -133,6 +134,11 @@ def test_lifecycle_on_a_real_control_plane(installed: Installed, services: tuple
     # serving: Deployment → ReplicaSet → pod, Ready through its real readiness probe
     ips = wait_for(lambda: ready_predictor_ips(api, "1"), 120, "a Ready predictor pod (v1)",
                    diagnose)
+    # the chart's predictor.http (conftest) through the operator into the pods it runs
+    env = {item["name"]: item.get("value") for item in api.get(
+        "Deployment", f"{NAME}-predictor", NS)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PULSAR_MAX_CONCURRENCY"] == "500"
+    assert env["PULSAR_MAX_HEADERS"] == str(ServeSettings.model_fields["max_headers"].default)
     answer = forecast(ips[0], snapshots)
     assert answer["model"]["version"] == "1" and answer["source"] == "history"
     assert {30.0, 60.0} <= {f["horizon_minutes"] for f in answer["forecasts"]}

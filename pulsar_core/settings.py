@@ -109,6 +109,10 @@ class TrainSettings(_EnvContract):
         "zone (the block before it validates); a fraction splits by trailing hours instead.")
     timezone: str | None = Field(
         None, description="IANA time zone of day boundaries; default from the city.")
+    input_timezone: str | None = Field(
+        None, description="Zone of input timestamps written without one: UTC, city (the "
+        "city's zone, see timezone) or an IANA zone. Unset: a kandoo export's are UTC (its "
+        "convention), a snapshot file's rows are rejected (naive_time:<column>).")
     backtest_folds: int | None = Field(
         None, ge=1, description="At most this many rolling-origin folds (newest); all if unset.")
     horizons_minutes: list[float] = Field(default_factory=lambda: [30.0, 60.0, 90.0])

@@ -181,14 +181,75 @@ def test_a_column_of_the_wrong_type_is_a_whole_input_error(tmp_path: Path) -> No
         load_snapshots(tmp_path / "s.parquet")
 
 
-def test_snapshot_csv_with_naive_timestamps_and_h3_strings_loads(tmp_path: Path) -> None:
-    frame = generate_snapshots(n_hexagons=4, days=1)
+def _naive_csv(tmp_path: Path, frame: pd.DataFrame) -> Path:
+    """The snapshots as a CSV with zone-less timestamps and H3 names for hexagons."""
     text = frame.assign(
         hexagon=[f"{h:x}" for h in frame[Col.HEXAGON]],
         period_start=frame[Col.PERIOD_START].dt.tz_localize(None),
         period_end=frame[Col.PERIOD_END].dt.tz_localize(None),
     )
     text.to_csv(tmp_path / "snaps.csv", index=False)
-    loaded = load_snapshots(tmp_path / "snaps.csv").snapshots
+    return tmp_path / "snaps.csv"
+
+
+def test_snapshot_csv_with_naive_timestamps_loads_when_their_zone_is_said(tmp_path: Path) -> None:
+    frame = generate_snapshots(n_hexagons=4, days=1)
+    loaded = load_snapshots(_naive_csv(tmp_path, frame), input_timezone="UTC").snapshots
     pd.testing.assert_frame_equal(loaded, frame)
     assert np.array_equal(loaded[Col.HEXAGON].to_numpy(), frame[Col.HEXAGON].to_numpy())
+
+
+def test_naive_snapshot_timestamps_are_rejected_rows_with_a_hint(tmp_path: Path) -> None:
+    """Never guessed as UTC: a file written in Tehran wall-clock time would shift by 3.5 h."""
+    frame = generate_snapshots(n_hexagons=4, days=1)
+    result = load_snapshots(_naive_csv(tmp_path, frame), rejected_dir=tmp_path / "rej")
+    assert result.snapshots.empty
+    assert result.rejected.counts == {"naive_time:period_start": len(frame)}
+    assert "--input-timezone" in result.rejected.summary()
+    assert len(pd.read_parquet(tmp_path / "rej" / "rejected.parquet")) == len(frame)
+
+
+def test_naive_snapshot_timestamps_are_read_in_the_zone_said(tmp_path: Path) -> None:
+    frame = generate_snapshots(n_hexagons=2, days=1)
+    local = frame.assign(**{c: frame[c].dt.tz_convert("Asia/Tehran") for c in
+                            (Col.PERIOD_START, Col.PERIOD_END)})
+    loaded = load_snapshots(_naive_csv(tmp_path, local), input_timezone="Asia/Tehran").snapshots
+    pd.testing.assert_frame_equal(loaded, frame)
+
+
+def test_one_naive_row_rejects_only_itself(tmp_path: Path) -> None:
+    frame = generate_snapshots(n_hexagons=2, days=1)
+    text = frame.assign(**{c: frame[c].map(lambda t: t.isoformat()) for c in
+                           (Col.PERIOD_START, Col.PERIOD_END)})
+    text.loc[3, Col.PERIOD_START] = frame.loc[3, Col.PERIOD_START].strftime("%Y-%m-%d %H:%M:%S")
+    text.to_csv(tmp_path / "mixed.csv", index=False)
+    result = load_snapshots(tmp_path / "mixed.csv")
+    assert result.rejected.counts == {"naive_time:period_start": 1}
+    assert len(result.snapshots) == len(frame) - 1
+
+
+def test_a_naive_parquet_column_is_rejected_unless_its_zone_is_said(tmp_path: Path) -> None:
+    frame = generate_snapshots(n_hexagons=2, days=1)
+    naive = frame.assign(**{c: frame[c].dt.tz_localize(None) for c in
+                            (Col.PERIOD_START, Col.PERIOD_END)})
+    naive.to_parquet(tmp_path / "naive.parquet")
+    refused = load_snapshots(tmp_path / "naive.parquet")
+    assert refused.snapshots.empty and refused.rejected.rejected == len(frame)
+    read = load_snapshots(tmp_path / "naive.parquet", input_timezone="UTC").snapshots
+    pd.testing.assert_frame_equal(read, frame)
+
+
+def test_an_unknown_input_timezone_names_the_setting(tmp_path: Path) -> None:
+    frame = generate_snapshots(n_hexagons=2, days=1)
+    with pytest.raises(DataContractError, match=r"--input-timezone 'Mars/Olympus'.*IANA"):
+        load_snapshots(_naive_csv(tmp_path, frame), input_timezone="Mars/Olympus")
+
+
+def test_a_kandoo_export_in_local_time_is_read_in_the_zone_said(tmp_path: Path) -> None:
+    """The export's convention is UTC; an export written in Tehran time says so."""
+    export = _hand_written_csv(tmp_path / "export.csv")
+    utc = load_snapshots(export).snapshots
+    tehran = load_snapshots(export, input_timezone="Asia/Tehran").snapshots
+    assert len(utc) == len(tehran) == 2
+    shift = utc[Col.PERIOD_START] - tehran[Col.PERIOD_START]
+    assert (shift == pd.Timedelta(hours=3, minutes=30)).all()

@@ -69,6 +69,29 @@ def test_missing_column_names_the_column(mlflow_uri, tmp_path, snapshots, capsys
     assert Registry(mlflow_uri).versions("pulsar-tehran-all") == []
 
 
+def test_naive_timestamps_stop_training_with_the_flag_that_fixes_them(mlflow_uri, tmp_path,
+                                                                     snapshots, capsys):
+    path = tmp_path / "local.parquet"
+    snapshots.assign(**{c: snapshots[c].dt.tz_localize(None) for c in
+                        ("period_start", "period_end")}).to_parquet(path)
+    code = main(["--data", str(path), "--mlflow-uri", mlflow_uri])
+    line = _last_line(capsys.readouterr().err)
+    assert code == 2
+    assert line.startswith("pulsar train: no valid rows left to train on")
+    assert f"naive_time:period_start {len(snapshots):,}" in line and "--input-timezone" in line
+    assert Registry(mlflow_uri).versions("pulsar-tehran-all") == []
+
+
+def test_input_timezone_city_reads_naive_timestamps_in_the_citys_zone():
+    from pulsar_trainer.pipeline import input_timezone
+
+    from pulsar_core.settings import TrainSettings
+
+    assert input_timezone(TrainSettings(input_timezone="city")) == "Asia/Tehran"
+    assert input_timezone(TrainSettings(input_timezone="city", city="x", timezone="UTC")) == "UTC"
+    assert input_timezone(TrainSettings()) is None
+
+
 def test_bad_env_and_unreachable_mlflow(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PULSAR_CNN_EPOCHS", "many")
     assert main(["--data", "x.parquet"]) == 2

@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
                          choices=("auto", "kandoo-csv", "snapshot-parquet"))
         cmd.add_argument("--rejected-dir", type=Path, default=Path(".pulsar/rejected"),
                          help="where rejected.parquet is written")
+        cmd.add_argument("--input-timezone", default=None, metavar="ZONE",
+                         help="zone of timestamps written without one (UTC or an IANA zone); "
+                         "unset: a kandoo export's are UTC, a snapshot file's are rejected")
         if name == "convert":
             cmd.add_argument("--output", "-o", type=Path, required=True)
     return parser
@@ -87,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "generate":
         return _generate(args)
     result = load_snapshots(args.inputs, data_format=args.data_format,
-                            rejected_dir=args.rejected_dir)
+                            rejected_dir=args.rejected_dir, input_timezone=args.input_timezone)
     print(result.rejected.summary())
     if args.command == "convert":
         args.output.parent.mkdir(parents=True, exist_ok=True)

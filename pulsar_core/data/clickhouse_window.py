@@ -90,6 +90,7 @@ def load_clickhouse(
     rejected_dir: Path | str | None = None,
     window: TimeWindow | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    input_timezone: str | None = None,
 ) -> tuple[LoadResult, TrainingQuery]:
     """Validated snapshots of the training window, streamed from ClickHouse in bounded
     memory, and the query that produced them."""
@@ -99,7 +100,7 @@ def load_clickhouse(
     loaded = load_raw_records(
         client.iter_chunks(query.sql, chunk_bytes), label=f"clickhouse:{query.source}",
         city_id=city_id, service_type_id=service_type_id, rejected_dir=rejected_dir,
-        window=window)
+        window=window, input_timezone=input_timezone)
     if loaded.rejected.rows_read == 0:
         raise DataContractError(
             f"0 rows in window [{query.start.isoformat()}, {query.end.isoformat()}) of "

@@ -7,6 +7,7 @@ chunk and aggregated into snapshots (see `pulsar_core.data.kandoo`), so memory s
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ class LoadResult:
 @dataclass
 class _Tally:
     window: TimeWindow
+    naive_zone: str | None = None  # zone of zone-less timestamps, when the user said it
     rows_read: int = 0
     out_of_scope: int = 0
     rejected: list[pd.DataFrame] = field(default_factory=list)
@@ -111,7 +113,7 @@ def _aggregate_records(chunks: Iterable[pd.DataFrame], label: str, agg: Snapshot
     """Validate raw record chunks (rejections counted under `label`) and fold in the rest."""
     for chunk in chunks:
         tally.rows_read += len(chunk)
-        clean, rejected = validate_raw_records(chunk, tally.window)
+        clean, rejected = validate_raw_records(chunk, tally.window, tally.naive_zone or "UTC")
         tally.reject(rejected, label)
         keep = _scope(clean, RawCol.CITY_ID, RawCol.SERVICE_TYPE, city_id, service_type_id)
         tally.out_of_scope += int((~keep).sum())
@@ -138,7 +140,7 @@ def _load_snapshot_file(source: Source, tally: _Tally, city_id: int | None,
     total = parquet_rows(source) if filters and source.container == "parquet" else len(frame)
     tally.rows_read += total
     tally.out_of_scope += total - len(frame)
-    clean, rejected = validate_snapshots(frame, tally.window)
+    clean, rejected = validate_snapshots(frame, tally.window, tally.naive_zone)
     tally.reject(rejected, source.uri)
     keep = _scope(clean, Col.CITY_ID, Col.SERVICE_TYPE, city_id, service_type_id)
     tally.out_of_scope += int((~keep).sum())
@@ -172,6 +174,19 @@ def _lookback(frame: pd.DataFrame, days: float | None, tally: _Tally) -> pd.Data
     return frame.loc[keep].reset_index(drop=True)
 
 
+def input_zone(name: str | None) -> str | None:
+    """An `--input-timezone` value checked: None (not said), UTC or an IANA zone name."""
+    if name is None or name == "UTC":
+        return name
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+        raise DataContractError(
+            f"--input-timezone {name[:60]!r} is not a time zone: use UTC, city or an IANA zone "
+            "such as Asia/Tehran (PULSAR_INPUT_TIMEZONE)") from error
+    return name
+
+
 def load_snapshots(
     uris: str | Path | Sequence[str | Path],
     *,
@@ -182,17 +197,21 @@ def load_snapshots(
     rejected_dir: Path | str | None = None,
     chunk_bytes: int = CHUNK_BYTES,
     window: TimeWindow | None = None,
+    input_timezone: str | None = None,
 ) -> LoadResult:
     """Load, aggregate and validate every input; rejected rows are counted and written aside.
 
     Timestamps outside `window` (default `TimeWindow()`: 2000-01-01 to 15 minutes from now)
-    are rejected rows. Inputs without a single row are a DataContractError.
+    are rejected rows. Zone-less timestamps are read in `input_timezone`; without it, raw
+    kandoo exports' are UTC (the export's convention) and snapshot files' are rejected rows
+    (`naive_time:<column>`). Inputs without a single row are a DataContractError.
     """
     if data_format not in ("auto", "kandoo-csv", "snapshot-parquet"):
         raise DataContractError(
             f"unknown data format {data_format!r}; use auto, kandoo-csv or snapshot-parquet"
         )
-    tally, agg, frames = _Tally(window or TimeWindow()), SnapshotAggregator(), []
+    tally = _Tally(window or TimeWindow(), input_zone(input_timezone))
+    agg, frames = SnapshotAggregator(), []
     sources = resolve_sources(uris)
     for source in sources:
         if _detect(source, data_format) == "kandoo-csv":
@@ -215,11 +234,12 @@ def load_raw_records(
     lookback_days: float | None = None,
     rejected_dir: Path | str | None = None,
     window: TimeWindow | None = None,
+    input_timezone: str | None = None,
 ) -> LoadResult:
     """`load_snapshots` for a stream of raw kandoo record chunks (text columns, as a CSV export
     reads) from anywhere, e.g. a ClickHouse query: the same validation, rejection reasons and
     aggregation; rejected rows carry `label` as their source."""
-    tally, agg = _Tally(window or TimeWindow()), SnapshotAggregator()
+    tally, agg = _Tally(window or TimeWindow(), input_zone(input_timezone)), SnapshotAggregator()
     _aggregate_records(chunks, label, agg, tally, city_id, service_type_id)
     return _finish(agg, [], tally, lookback_days, rejected_dir)
 

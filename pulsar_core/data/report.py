@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pulsar_core.data.validation import REASON
+from pulsar_core.data.validation import NAIVE_TIME, NAIVE_TIME_FIX, REASON
 
 log = logging.getLogger(__name__)
 SOURCE = "source"
@@ -35,13 +35,29 @@ class RejectionReport:
         """How many rows were rejected, all reasons together."""
         return sum(self.counts.values())
 
-    def summary(self) -> str:
-        """One human line plus one line per reason."""
+    def hints(self) -> list[str]:
+        """How to fix the reasons that have one fix."""
+        if any(reason.startswith(NAIVE_TIME) for reason in self.counts):
+            return [f"{NAIVE_TIME}: {NAIVE_TIME_FIX}"]
+        return []
+
+    def one_line(self) -> str:
+        """The counts and the fixes in one line, for an error message or a termination log."""
+        top = sorted(self.counts.items(), key=lambda item: -item[1])[:5]
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in top)
+        return "; ".join([self._head() + (f" ({reasons})" if reasons else ""), *self.hints()])
+
+    def _head(self) -> str:
         scope = (f", out of scope {self.out_of_scope:,} ({self.rows_read - self.out_of_scope:,} "
                  f"rows in scope of {self.rows_read:,})" if self.out_of_scope else "")
-        head = (f"read {self.rows_read:,} rows: kept {self.rows_kept:,}, "
+        return (f"read {self.rows_read:,} rows: kept {self.rows_kept:,}, "
                 f"rejected {self.rejected:,}{scope}")
-        lines = [head] + [f"  {reason}: {n:,}" for reason, n in sorted(self.counts.items())]
+
+    def summary(self) -> str:
+        """One human line plus one line per reason."""
+        lines = [self._head()] + [f"  {reason}: {n:,}"
+                                  for reason, n in sorted(self.counts.items())]
+        lines += [f"  {hint}" for hint in self.hints()]
         if self.path is not None:
             lines.append(f"  rejected rows written to {self.path}")
         return "\n".join(lines)

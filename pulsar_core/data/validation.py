@@ -20,6 +20,10 @@ from pulsar_core.data.errors import DataContractError
 from pulsar_core.data.window import TimeWindow
 
 REASON = "reason"
+NAIVE_TIME = "naive_time"
+NAIVE_TIME_FIX = ("timestamps written without a zone: write them with one (2025-11-22T02:15:00Z, "
+                  "+03:30), or say which zone they are in with --input-timezone (UTC, city, or an "
+                  "IANA zone such as Asia/Tehran; PULSAR_INPUT_TIMEZONE)")
 PERIOD_NS = PERIOD.value
 
 RAW_REQUIRED: tuple[str, ...] = (
@@ -138,28 +142,55 @@ def _coerce_int(series: pd.Series, col: str) -> pd.Series:
     return pd.Series(pd.arrays.IntegerArray(values, ~whole), index=series.index)
 
 
-def _coerce_time(series: pd.Series) -> pd.Series:
+# Z, z or a numeric offset after a time of day: "2025-11-22T02:15:00+03:30", "... 02:15Z"
+_OFFSET = (r"[T ]\d{1,2}(?::\d{2}(?::\d{2}(?:\.\d+)?)?)?\s*"
+           r"(?:[zZ]|(?:UTC|GMT)?[+-]\d{2}(?::?\d{2})?|UTC|GMT)$")
+
+
+def _localize(naive: pd.Series, zone: str) -> pd.Series:
+    """Wall-clock times in `zone` -> UTC; a time DST skips or repeats becomes NaT (bad_type)."""
+    local = naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+    return local.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+
+
+def _coerce_time(series: pd.Series, naive_zone: str | None = "UTC"
+                 ) -> tuple[pd.Series, np.ndarray]:
+    """(UTC timestamps, rows written without a zone).
+
+    A zone-less value is read in `naive_zone`; with None it is read as UTC only so that the
+    caller can reject its row (`naive_time:<column>`) rather than guess.
+    """
+    none = np.zeros(len(series), dtype=bool)
     if series.dtype == "datetime64[ns, UTC]":
-        return series
+        return series, none
     if isinstance(series.dtype, pd.DatetimeTZDtype):
-        return series.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+        return series.dt.tz_convert("UTC").astype("datetime64[ns, UTC]"), none
     if pd.api.types.is_datetime64_dtype(series.dtype):
-        return series.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+        return _localize(series, naive_zone or "UTC"), series.notna().to_numpy()
     text = series.astype("string").str.strip()
     parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-    return parsed.astype("datetime64[ns, UTC]")
+    parsed = parsed.astype("datetime64[ns, UTC]")
+    if naive_zone == "UTC":  # the common case (raw exports): no need to tell them apart
+        return parsed, none
+    naive = (parsed.notna() & ~text.str.contains(_OFFSET, regex=True).fillna(False)).to_numpy(
+        dtype=bool)
+    if naive.any() and naive_zone is not None:
+        local = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
+        parsed.loc[naive] = _localize(local.astype("datetime64[ns]"), naive_zone)
+    return parsed, naive
 
 
-def _coerce(series: pd.Series, col: str, dtype: str) -> pd.Series:
+def _coerce(series: pd.Series, col: str, dtype: str, naive_zone: str | None = "UTC"
+            ) -> tuple[pd.Series, np.ndarray | None]:
     if dtype.startswith("datetime64"):
-        return _coerce_time(series)
+        return _coerce_time(series, naive_zone)
     if dtype in ("int64", "Int64"):
-        return _coerce_int(series, col)
+        return _coerce_int(series, col), None
     if series.dtype == np.float64:
-        return series
+        return series, None
     if _is_text(series):
         series = series.astype("string").str.strip()
-    return pd.to_numeric(series, errors="coerce").astype("float64")
+    return pd.to_numeric(series, errors="coerce").astype("float64"), None
 
 
 class Reasons:
@@ -195,8 +226,10 @@ class Reasons:
         return np.asarray(np.asarray(self._names, dtype=object)[self._codes[rows]])
 
 
-def coerce_columns(df: pd.DataFrame, dtypes: dict[str, str]) -> tuple[pd.DataFrame, Reasons]:
-    """Cast each contract column; rows whose value cannot be cast get reason `bad_type:<col>`.
+def coerce_columns(df: pd.DataFrame, dtypes: dict[str, str], naive_zone: str | None = "UTC"
+                   ) -> tuple[pd.DataFrame, Reasons]:
+    """Cast each contract column; rows whose value cannot be cast get reason `bad_type:<col>`,
+    timestamps without a zone `naive_time:<col>` when `naive_zone` is None.
 
     A column where not a single non-null value can be cast is a whole-input error.
     """
@@ -204,7 +237,7 @@ def coerce_columns(df: pd.DataFrame, dtypes: dict[str, str]) -> tuple[pd.DataFra
     reasons = Reasons(len(df))
     for col, dtype in dtypes.items():
         raw = df[col]
-        cast = _coerce(raw, col, dtype)
+        cast, naive = _coerce(raw, col, dtype, naive_zone)
         columns[col] = cast
         if cast is raw:  # already the contract type: no value can fail to cast
             continue
@@ -219,6 +252,8 @@ def coerce_columns(df: pd.DataFrame, dtypes: dict[str, str]) -> tuple[pd.DataFra
                 f"{dtype} (first value: {first!r}); fix the column's type in the export"
             )
         reasons.add(f"bad_type:{col}", failed)
+        if naive_zone is None and naive is not None:
+            reasons.add(f"{NAIVE_TIME}:{col}", naive)
     return pd.DataFrame(columns, index=df.index), reasons
 
 
@@ -252,14 +287,16 @@ def _split(
 
 
 def validate_snapshots(
-    df: pd.DataFrame, window: TimeWindow | None = None
+    df: pd.DataFrame, window: TimeWindow | None = None, naive_zone: str | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split snapshots into (clean rows with exact contract dtypes, rejected rows + reason).
 
-    `period_start` must fall in `window` (default: `TimeWindow()`, see window.py).
+    `period_start` must fall in `window` (default: `TimeWindow()`, see window.py). Snapshots
+    carry their zone (the contract's columns are UTC instants): a zone-less timestamp is read
+    in `naive_zone` when the caller was told one, else its row is rejected (`naive_time`).
     """
     require_columns(df.columns, list(SNAPSHOT_DTYPES), "snapshot-parquet", SNAPSHOT_FIX)
-    typed, reasons = coerce_columns(df, SNAPSHOT_DTYPES)
+    typed, reasons = coerce_columns(df, SNAPSHOT_DTYPES, naive_zone)
     start, end = typed[Col.PERIOD_START], typed[Col.PERIOD_END]
     start_ns = start.to_numpy(dtype="datetime64[ns]").view("int64")
     end_ns = end.to_numpy(dtype="datetime64[ns]").view("int64")
@@ -289,7 +326,7 @@ def fill_period_end(frame: pd.DataFrame) -> pd.DataFrame:
     missing = frame[Col.PERIOD_END].isna().to_numpy()
     if not missing.any():
         return frame
-    starts = _coerce_time(frame.loc[missing, Col.PERIOD_START])
+    starts, _ = _coerce_time(frame.loc[missing, Col.PERIOD_START])
     ns = starts.to_numpy(dtype="datetime64[ns]").view("int64")
     ends = pd.Series((ns + PERIOD_NS).view("datetime64[ns]"), index=starts.index)
     ends = ends.where(starts.notna()).dt.tz_localize("UTC")
@@ -349,14 +386,15 @@ def _range_checks(typed: pd.DataFrame, *columns: str) -> list[tuple[str, np.ndar
 
 
 def validate_raw_records(
-    df: pd.DataFrame, window: TimeWindow | None = None
+    df: pd.DataFrame, window: TimeWindow | None = None, naive_zone: str = "UTC"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split raw `kandoo_parameter_nats` rows into (typed clean records, rejected rows + reason).
 
-    `clickhouse_time` must fall in `window` (default: `TimeWindow()`, see window.py).
+    `clickhouse_time` must fall in `window` (default: `TimeWindow()`, see window.py). The
+    table and its CSV export write zone-less times in UTC; `naive_zone` says otherwise.
     """
     require_columns(df.columns, list(RAW_REQUIRED), "kandoo-csv", RAW_FIX)
-    typed, reasons = coerce_columns(df, RAW_DTYPES)
+    typed, reasons = coerce_columns(df, RAW_DTYPES, naive_zone)
     reasons.add_all([
         *_null_checks(typed, RAW_DTYPES),
         *(window or TimeWindow()).checks(typed[RawCol.CLICKHOUSE_TIME], RawCol.CLICKHOUSE_TIME),

@@ -184,3 +184,18 @@ def test_an_overflowing_or_list_hexagon_rejects_only_its_own_row(hexagon: object
     rejected = (_value(live.metrics, "pulsar_live_rejected_rows_total", reason=f"bad_type:{field}")
                 + _value(live.metrics, "pulsar_live_rejected_rows_total", reason="invalid_hexagon"))
     assert rejected == 1
+
+
+def test_a_live_row_without_a_zone_is_rejected_not_read_as_utc() -> None:
+    """Written in Tehran wall-clock time and read as UTC it would pose as 3.5 h in the future
+    (or, west of UTC, as a past period): never guessed, counted with its reason."""
+    settings = ServeSettings(city="tehran", service_type="eco")
+    live = SignalFeed(settings, LiveBuffer(periods=8, max_series=100), Metrics(), print)
+    a, b = cells(2)
+    start = now_period()
+    naive = snapshot_row(b, start, 50.0) | {
+        Col.PERIOD_START: start.tz_localize(None).isoformat(), Col.PERIOD_END: None}
+    assert live.ingest(json.dumps([snapshot_row(a, start, 40.0), naive]).encode()) == 1
+    assert h3.int_to_str(int(live.buffer.frame()[Col.HEXAGON].iloc[0])) == a
+    assert _value(live.metrics, "pulsar_live_rejected_rows_total",
+                  reason="naive_time:period_start") == 1

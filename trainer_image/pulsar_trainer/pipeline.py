@@ -124,12 +124,22 @@ def _load(settings: TrainSettings, say: Progress) -> Loaded:
             settings.data_uri, data_format=settings.data_format, city_id=settings.city_id,
             service_type_id=settings.service_type_id, lookback_days=settings.lookback_days,
             rejected_dir=settings.rejected_dir, window=window,
+            input_timezone=input_timezone(settings),
         )
     say(loaded.rejected.summary())
     if loaded.snapshots.empty:
-        raise DataContractError(f"no valid rows left to train on: {loaded.rejected.summary()}")
+        raise DataContractError(f"no valid rows left to train on: {loaded.rejected.one_line()}")
     require_one_city(loaded.snapshots, settings.city_id)
     return Loaded(loaded, query)
+
+
+def input_timezone(settings: TrainSettings) -> str | None:
+    """`--input-timezone`, with `city` read as the city's zone (the day boundaries' zone)."""
+    from pulsar_core.folds import city_timezone
+
+    if settings.input_timezone != "city":
+        return settings.input_timezone
+    return city_timezone(settings.city, settings.city_id, settings.timezone)
 
 
 def _load_clickhouse(settings: TrainSettings, window: TimeWindow, say: Progress
@@ -147,7 +157,7 @@ def _load_clickhouse(settings: TrainSettings, window: TimeWindow, say: Progress
     loaded, query = load_clickhouse(
         table, city_id=settings.city_id, service_type_id=settings.service_type_id,
         lookback_days=settings.lookback_days, rejected_dir=settings.rejected_dir,
-        window=window)
+        window=window, input_timezone=input_timezone(settings))
     say(f"read window [{query.start.isoformat()}, {query.end.isoformat()}) of {query.source}")
     return loaded, query
 

@@ -142,6 +142,7 @@ def train_settings(model: SurgeModel, run_key: str) -> TrainSettings:
         city=spec.city, city_id=spec.city_id,
         service_type=spec.service_type, service_type_id=spec.service_type_id,
         data_uri=list(spec.data.uris or []), data_format=spec.data.format,
+        input_timezone=spec.data.input_timezone,
         **_clickhouse_values(model),
         lookback_days=spec.data.lookback_days, holdout_days=spec.data.holdout_days,
         horizons_minutes=list(training.horizons_minutes), window=training.window,

@@ -101,6 +101,19 @@ class ResourcesSpec(_Camel):
                                                     ("limits", self.limits)) if value}
 
 
+ZONE_NAME = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+
+
+def _known_zone(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. 'Asia/Tehran', "
+                             "'UTC')") from None
+    return value
+
+
 class CredentialsSecretSpec(_Camel):
     """A Secret (in the model's namespace) the ClickHouse user and password are read from by
     the pods themselves (secretKeyRef): the operator never reads it."""
@@ -123,6 +136,7 @@ class DataSpec(_Camel):
     uris: list[str] | None = Field(None, min_length=1, max_length=64)
     clickhouse: ClickHouseSpec | None = None
     format: Literal["kandoo-csv", "snapshot-parquet"] = "kandoo-csv"
+    input_timezone: str | None = Field(None, max_length=64, pattern=ZONE_NAME)
     lookback_days: float = Field(28, ge=1, le=365)
     holdout_days: float = Field(1, gt=0, le=30)
 
@@ -133,6 +147,11 @@ class DataSpec(_Camel):
             if problem := data_uri_problem(uri):
                 raise ValueError(f"uris[{index}] {uri[:80]!r}: {problem}")
         return value
+
+    @field_validator("input_timezone")
+    @classmethod
+    def _known_input_zone(cls, value: str | None) -> str | None:
+        return value if value == "city" else _known_zone(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
@@ -191,8 +210,7 @@ class TrainingSpec(_Camel):
         default_factory=lambda: ResourcesSpec(requests={"cpu": "1", "memory": "2Gi"},
                                               limits={"memory": "4Gi"}))
     schedule: str = Field("0 */6 * * *", pattern=r"^(\S+\s+){4}\S+$")
-    timezone: str | None = Field(None, max_length=64,
-                                 pattern=r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")
+    timezone: str | None = Field(None, max_length=64, pattern=ZONE_NAME)
     backtest_folds: int | None = Field(None, ge=1, le=60)
     horizons_minutes: list[float] = Field(default_factory=lambda: [30.0, 60.0, 90.0],
                                           min_length=1, max_length=8)
@@ -204,14 +222,8 @@ class TrainingSpec(_Camel):
 
     @field_validator("timezone")
     @classmethod
-    def _known_zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"{value!r} is not an IANA time zone (e.g. 'Asia/Tehran', "
-                                 "'UTC')") from None
-        return value
+    def _known_timezone(cls, value: str | None) -> str | None:
+        return _known_zone(value)
 
     @field_validator("schedule")
     @classmethod

@@ -182,8 +182,8 @@ def input_zone(name: str | None) -> str | None:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
         raise DataContractError(
-            f"--input-timezone {name[:60]!r} is not a time zone: use UTC, city or an IANA zone "
-            "such as Asia/Tehran (PULSAR_INPUT_TIMEZONE)") from error
+            f"--input-timezone {name[:60]!r} is not a time zone: use UTC or an IANA zone such "
+            "as Asia/Tehran (PULSAR_INPUT_TIMEZONE; the trainer also takes city)") from error
     return name
 
 

@@ -23,7 +23,8 @@ REASON = "reason"
 NAIVE_TIME = "naive_time"
 NAIVE_TIME_FIX = ("timestamps written without a zone: write them with one (2025-11-22T02:15:00Z, "
                   "+03:30), or say which zone they are in with --input-timezone (UTC, city, or an "
-                  "IANA zone such as Asia/Tehran; PULSAR_INPUT_TIMEZONE)")
+                  "IANA zone such as Asia/Tehran; PULSAR_INPUT_TIMEZONE, a SurgeModel's "
+                  "spec.data.inputTimezone)")
 PERIOD_NS = PERIOD.value
 
 RAW_REQUIRED: tuple[str, ...] = (

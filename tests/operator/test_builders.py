@@ -59,6 +59,16 @@ def test_training_job_has_the_contract_env_ownership_and_security(monkeypatch) -
     assert container["resources"]["limits"]["memory"] == "4Gi"
 
 
+def test_the_datas_input_timezone_reaches_the_trainer(monkeypatch) -> None:
+    data = {"uris": ["s3://b/t/"], "format": "snapshot-parquet", "inputTimezone": "city"}
+    job = build_training_job(_model(data=data), Trigger("spec", "spec-g1-abc"))
+    env = _env(job["spec"]["template"]["spec"]["containers"][0])
+    assert _from_env(TrainSettings, env, monkeypatch).input_timezone == "city"
+    unset = _env(build_training_job(_model(), Trigger("spec", "spec-g1-abc"))["spec"]["template"][
+        "spec"]["containers"][0])
+    assert unset.get("PULSAR_INPUT_TIMEZONE") in (None, "")
+
+
 def test_a_trainer_that_exits_2_fails_the_job_at_once_and_says_why() -> None:
     """Exit 2 is bad data or settings: no retry cures it (docs/exit-codes.md); other exits
     count against backoffLimit. The trainer's error line is its termination message."""

@@ -204,6 +204,7 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
     ("natsSubject with a wildcard", {"signals.natsSubject": "kandoo.raw.>",
                                      "signals.source": "nats", "cityId": 1}),
     ("bridge resources typo", {"signals.bridge.resources": {"limts": {"memory": "1Gi"}}}),
+    ("input timezone not zone-shaped", {"data.inputTimezone": "+03:30"}),
 ]
 
 
@@ -316,6 +317,13 @@ def test_an_unknown_time_zone_is_named_by_the_model() -> None:
         parse_spec(_with({"training.timezone": "Europe/Narnia"}))
     assert parse_spec(_with({"training.timezone": "Asia/Tehran"})).training.timezone \
         == "Asia/Tehran"
+
+
+def test_the_input_timezone_is_city_or_a_zone_that_exists() -> None:
+    with pytest.raises(InvalidSpec, match=r"spec\.data\.inputTimezone.*Asia/Narnia"):
+        parse_spec(_with({"data.inputTimezone": "Asia/Narnia"}))
+    for zone in ("city", "UTC", "Asia/Tehran"):
+        assert parse_spec(_with({"data.inputTimezone": zone})).data.input_timezone == zone
 
 
 def test_clickhouse_and_signal_patterns_are_the_models() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from typing import Any
 
 import pytest
@@ -120,3 +122,117 @@ def test_predictor_http_limits_reach_every_predictor_only_when_set(monkeypatch) 
 def test_helm_refuses_a_predictor_http_limit_out_of_range(key: str, value: Any) -> None:
     with pytest.raises(helm.HelmValuesError, match=f"/predictor/http/{key}"):
         render_chart({"predictor": {"http": {key: value}}})
+
+
+# (value under credentials.*, the operator's own variable, the workloads' setting, Secret key)
+NATS_KEY_LOGINS = [("natsCredsSecret", "PULSAR_NATS_CREDENTIALS_FILE", "PULSAR_NATS_CREDS_SECRET",
+                    "user.creds"),
+                   ("natsNkeySecret", "PULSAR_NATS_NKEY_SEED_FILE", "PULSAR_NATS_NKEY_SECRET",
+                    "user.nk")]
+NATS_KEY_VARIABLES = {name for login in NATS_KEY_LOGINS for name in login[1:3]}
+
+
+def _key_volume(secret: str, key: str) -> dict[str, Any]:
+    """The volume of a NATS key Secret: its one key, read-only to the pod's group."""
+    return {"name": "nats-key", "secret": {"secretName": secret, "defaultMode": 0o440,
+                                           "items": [{"key": key, "path": key}]}}
+
+
+def _strings(node: Any, path: str = "") -> list[tuple[str, str]]:
+    """(path, string) of every string in a rendered document, keys included."""
+    if isinstance(node, dict):
+        return [hit for key, child in node.items()
+                for hit in [(f"{path}.{key}", key), *_strings(child, f"{path}.{key}")]]
+    if isinstance(node, list):
+        return [hit for i, child in enumerate(node) for hit in _strings(child, f"{path}[{i}]")]
+    return [(path, node)] if isinstance(node, str) else []
+
+
+@pytest.mark.parametrize(("value", "variable", "setting", "key"), NATS_KEY_LOGINS,
+                         ids=["creds", "nkey"])
+def test_a_nats_key_secret_reaches_the_operator_and_the_workloads_by_reference(
+        value: str, variable: str, setting: str, key: str, tmp_path, monkeypatch) -> None:
+    """values -> the operator's own mounted key file, and the workloads' Secret by name ->
+    OperatorSettings -> a predictor's mounted key file (the same path the operator's has)."""
+    import kubernetes_validate
+    from pulsar_operator.credentials import NATS_KEY_DIR
+
+    from pulsar_core.nats_auth import NatsAuth
+    from tests.support.nats_keys import decentralized
+    from tests.test_chart_files import K8S_VERSION
+
+    documents = render_chart({"credentials": {"operator": {value: "nats-key-operator"},
+                                              "workloads": {value: "nats-key-workloads"}}})
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+    pod = deployment["spec"]["template"]["spec"]
+    container = _operator_container(documents)
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    # the operator's own login: only this Secret's one key, read-only, as its variable
+    assert env[variable] == f"{NATS_KEY_DIR}/{key}"
+    assert {"name": "nats-key", "mountPath": NATS_KEY_DIR, "readOnly": True} in \
+        container["volumeMounts"]
+    assert _key_volume("nats-key-operator", key) in pod["volumes"]
+    # the workloads': the Secret's name only, for the operator to mount into its children
+    assert env[setting] == "nats-key-workloads"
+    assert set(env) & NATS_KEY_VARIABLES == {variable, setting}
+
+    # the rendered path is the file NatsAuth reads (the volume projected here instead)
+    user = decentralized(tmp_path)
+    (tmp_path / key).write_text(user.creds if key == "user.creds" else user.user_seed.decode())
+    monkeypatch.setenv(variable, env[variable].replace(NATS_KEY_DIR, str(tmp_path)))
+    assert NatsAuth().connect_options() == {
+        "user_credentials" if key == "user.creds" else "nkeys_seed": str(tmp_path / key)}
+    monkeypatch.delenv(variable)
+
+    for name in (setting, "PULSAR_NATS_URL"):
+        monkeypatch.setenv(name, env[name])
+    platform = platform_of(OperatorSettings(mlflow_tracking_uri="http://mlflow:5000"))
+    child = build_predictor_deployment(_model(platform), "7")["spec"]["template"]["spec"]
+    assert _key_volume("nats-key-workloads", key) in child["volumes"]
+    assert {item["name"]: item.get("value") for item in child["containers"][0]["env"]}[
+        variable] == env[variable]
+
+
+@pytest.mark.parametrize(("value", "variable", "setting", "key"), NATS_KEY_LOGINS,
+                         ids=["creds", "nkey"])
+def test_only_nats_key_secret_names_reach_the_manifests(
+        value: str, variable: str, setting: str, key: str) -> None:
+    """The chart writes a Secret's name where it is referenced, never a Secret of its own nor
+    a key's contents (it has no value that could hold one)."""
+    documents = render_chart({"credentials": {"operator": {value: "nats-key-operator"},
+                                              "workloads": {value: "nats-key-workloads"}}})
+    assert [d for d in documents if d["kind"] == "Secret"] == []
+    where = {(d["kind"], path) for d in documents for path, text in _strings(d)
+             if "nats-key-" in text}
+    spec, at = ".spec.template.spec", _index(documents, setting)
+    assert where == {("Deployment", f"{spec}.volumes[1].secret.secretName"),
+                     ("Deployment", f"{spec}.containers[0].env[{at}].value")}
+    rendered = json.dumps(documents)
+    for marker in ("NATS USER JWT", "NKEY SEED", "SUA", "eyJ"):  # a .creds file, a user seed, a JWT
+        assert marker not in rendered
+
+
+def _index(documents: list[dict[str, Any]], name: str) -> int:
+    return [item["name"] for item in _operator_container(documents)["env"]].index(name)
+
+
+def test_without_nats_key_secrets_nothing_is_rendered_for_them() -> None:
+    container = _operator_container(render_chart({}))
+    assert {item["name"] for item in container["env"]} & NATS_KEY_VARIABLES == set()
+    assert "nats-key" not in json.dumps(render_chart({}))
+
+
+@pytest.mark.parametrize("who", ["operator", "workloads"])
+def test_helm_refuses_both_nats_key_secrets(who: str, tmp_path) -> None:
+    both = {"credentials": {who: {"natsCredsSecret": "a", "natsNkeySecret": "b"}}}
+    with pytest.raises(helm.HelmValuesError, match=f"/credentials/{who}/natsNkeySecret"):
+        render_chart(both)
+    # without the schema (helm --skip-schema-validation) the template refuses, naming both
+    copy = tmp_path / "pulsar"
+    shutil.copytree(CHART, copy)
+    (copy / "values.schema.json").unlink()
+    with pytest.raises(helm.HelmError, match=rf"credentials\.{who}\.natsCredsSecret and "
+                                             rf"credentials\.{who}\.natsNkeySecret are both set"):
+        helm.Chart.load(str(copy)).render(both, name="pulsar", namespace="pulsar-system",
+                                          is_install=True)

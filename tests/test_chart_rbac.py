@@ -80,3 +80,17 @@ def test_every_rule_is_a_valid_policy_rule() -> None:
             assert set(rule) == {"apiGroups", "resources", "verbs"}
             assert rule["verbs"] and "*" not in rule["verbs"]
             assert "*" not in rule["resources"]
+
+
+def test_the_operator_reads_no_secret_even_when_it_mounts_some() -> None:
+    """Secrets reach pods by reference (secretKeyRef, Secret volumes): the kubelet reads them,
+    so naming one (the operator's own NATS key, the workloads') widens no Role."""
+    from tests.e2e.stack import render_chart
+
+    assert {resource for _, resource, _ in grants(RULES)} & {"secrets"} == set()
+    keys = {"credentials": {"operator": {"natsCredsSecret": "nats-creds"},
+                            "workloads": {"natsNkeySecret": "nats-nk", "natsSecret": "nats"}}}
+    for values in ({}, keys, {**keys, "operator": {"watchNamespaces": ["a"]}}):
+        roles = [d for d in render_chart(values) if d["kind"] in ("Role", "ClusterRole")]
+        assert roles
+        assert {r for role in roles for r in grants(role["rules"])} == grants(RULES)

@@ -105,12 +105,28 @@ def test_default_values_validate() -> None:
         ("predictor.http.headerTimeoutSeconds", 0, "$.predictor.http.headerTimeoutSeconds"),
         ("predictor.http.maxConcurrency", "many", "$.predictor.http.maxConcurrency"),
         ("predictor.http.maxHeader", 100, "'maxHeader' was unexpected"),
+        ("credentials.operator.natsCredsSecret", "Nats_Creds",
+         "$.credentials.operator.natsCredsSecret"),
+        ("credentials.workloads.natsNkeySecret", "x" * 254,
+         "$.credentials.workloads.natsNkeySecret"),
+        ("credentials.workloads.natsNkey", "nats-nk", "'natsNkey' was unexpected"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_field(dotted: str, value: Any, named: str) -> None:
     errors = schema_errors(with_value(dotted, value))
     assert errors, f"{dotted}={value!r} was accepted"
     assert any(named in error for error in errors), errors
+
+
+@pytest.mark.parametrize("who", ["operator", "workloads"])
+def test_one_nats_key_secret_at_a_time(who: str) -> None:
+    """A pod logs in one way: naming a .creds and an nkey Secret both is refused."""
+    values = with_value(f"credentials.{who}.natsCredsSecret", "nats-creds")
+    assert schema_errors(values) == []
+    assert schema_errors(with_value(f"credentials.{who}.natsNkeySecret", "nats-nk")) == []
+    values["credentials"][who]["natsNkeySecret"] = "nats-nk"
+    assert [e for e in schema_errors(values)
+            if e.startswith(f"$.credentials.{who}.natsNkeySecret:")], schema_errors(values)
 
 
 def test_every_template_reference_exists_in_values() -> None:

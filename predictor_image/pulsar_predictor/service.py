@@ -222,6 +222,11 @@ class ForecastService:
     def _why_missing(self, cell: int, source: str, request: ForecastRequest) -> str:
         if source == "history":
             return "too little usable history for this hexagon in the request's history rows"
+        geography = self.buffer.geography
+        if geography is not None and not geography.inside(cell):
+            return (f"outside this model's city: more than {geography.rings} H3 rings from every "
+                    "hexagon it was trained on (PULSAR_LIVE_CITY_RINGS); ask the predictor of "
+                    "the city this hexagon lies in")
         if not self.buffer.has_hexagon(cell, request.service_type):
             service = request.service_type
             scope = "" if service is None else f" (service_type {service})"

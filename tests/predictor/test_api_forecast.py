@@ -114,7 +114,7 @@ async def test_live_signals_over_nats_feed_forecasts_and_top(settings, tiny_snap
         assert {f["hexagon_id"] for f in body["forecasts"]} == {live_cells[0]}
         assert {f["service_type"] for f in body["forecasts"]} == {1, 2}
         assert body["missing"] == [{"hexagon": unknown, "reason": body["missing"][0]["reason"]}]
-        assert "no live data" in body["missing"][0]["reason"]
+        assert body["missing"][0]["reason"].startswith("outside this model's city")
         # the precomputed live table says what the model says for the same rows sent explicitly
         direct = (await client.post("/v1/forecast", json={"hexagons": [live_cells[0]],
                                                           "history": rows})).json()

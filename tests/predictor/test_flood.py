@@ -73,6 +73,10 @@ async def test_a_flood_of_foreign_cells_evicts_no_real_series_live_or_replayed(
         await eventually(lambda: _rejected(runtime, "outside_city") == FOREIGN)
         assert runtime.buffer.series_count() == series == 60 and runtime.buffer.evicted == 0
         assert await _answers(client, real_cells) == before
+        foreign = h3.str_to_int(_foreign_rows()[0]["hexagon"])
+        body = (await client.post("/v1/forecast", json={"hexagons": [foreign]})).json()
+        assert body["forecasts"] == [] and len(body["missing"]) == 1
+        assert body["missing"][0]["reason"].startswith("outside this model's city"), body
 
     async with serving(create_app(settings)) as client:  # a restart: the warm start replays
         runtime = client._transport.app.state.runtime

@@ -323,3 +323,15 @@ class Backtest:
                 if np.isfinite(s[name]):
                     out[f"backtest_ratio_{minutes:g}m_{name}"] = float(s[name])
         return out
+
+
+@dataclass
+class BacktestedReport(EvaluationReport):
+    """The last fold's test report with the folds behind it (what training hands on)."""
+
+    backtest: Backtest | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, report: EvaluationReport, backtest: Backtest) -> BacktestedReport:
+        return cls(table=report.table, served=report.served, split=report.split,
+                   samples=report.samples, backtest=backtest)

@@ -12,16 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pulsar_core.contract import PERIOD_MINUTES
 from pulsar_core.gate import HorizonScore
-
-if TYPE_CHECKING:
-    from pulsar_core.backtest import Backtest
 
 DEAD_BAND_PCT = 5.0
 DEAD_BAND_UNITS = 1.0
@@ -59,7 +56,6 @@ class EvaluationReport:
     served: dict[float, str]
     split: str = "test"
     samples: dict[float, np.ndarray] = field(default_factory=dict, repr=False)
-    backtest: Backtest | None = field(default=None, repr=False)  # the folds behind `table`
 
     def row(self, horizon_minutes: float, model: str) -> pd.Series:
         t = self.table

@@ -27,6 +27,7 @@ import pandas as pd
 import pulsar_core
 from pulsar_core.backtest import (
     Backtest,
+    BacktestedReport,
     FoldResult,
     Scored,
     add_blend,
@@ -300,7 +301,7 @@ def _parallel_folds(features: FeatureSet, spec: FeatureSpec, folds: list[Fold],
 def train_forecaster(snapshots: pd.DataFrame, params: TrainSettings, *,
                      progress: Callable[[str], None] | None = None,
                      recipe: Recipe | None = None, features: FeatureSet | None = None,
-                     ) -> tuple[Forecaster, EvaluationReport]:
+                     ) -> tuple[Forecaster, BacktestedReport]:
     """Train the models, choose the served model per horizon on validation, score on test.
     `features`: already built from `snapshots` with this recipe's spec (benchmarks reuse them)."""
     say = progress or log.info
@@ -325,9 +326,9 @@ def train_forecaster(snapshots: pd.DataFrame, params: TrainSettings, *,
     forecaster.served, forecaster.blend = served, last.blend
     say("served per horizon (chosen on the validation days): " + ", ".join(
         f"{m:g}m={served[h]}" for h, m in zip(spec.horizons, spec.horizon_minutes, strict=True)))
-    report = evaluate(last.test.forecasts, last.test.actual, last.test.current, spec.horizons,
-                      served, split="test")
-    report.backtest = backtest
+    report = BacktestedReport.of(evaluate(last.test.forecasts, last.test.actual,
+                                          last.test.current, spec.horizons, served,
+                                          split="test"), backtest)
     valid_report = evaluate(last.valid.forecasts, last.valid.actual, last.valid.current,
                             spec.horizons, served, split="validation")
     timings["total_seconds"] = time.perf_counter() - started

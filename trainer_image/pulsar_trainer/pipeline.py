@@ -31,10 +31,10 @@ from pulsar_trainer import tracking
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pulsar_core.backtest import BacktestedReport
     from pulsar_core.data.clickhouse_window import TrainingQuery
     from pulsar_core.data.loading import LoadResult
     from pulsar_core.data.window import TimeWindow
-    from pulsar_core.evaluation import EvaluationReport
     from pulsar_core.forecaster import Forecaster
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def _train_in_run(settings: TrainSettings, loaded: LoadResult, run_id: str, reus
 
 
 def _pair_with_champion(settings: TrainSettings, forecaster: Forecaster,
-                        report: EvaluationReport, snapshots: pd.DataFrame,
+                        report: BacktestedReport, snapshots: pd.DataFrame,
                         say: Progress) -> Paired | None:
     """The champion scored on this run's test folds (same rows), or None without a champion."""
     from pulsar_core.bundle import BundleNotFound, IncompatibleBundle, load_forecaster

@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
+    from pulsar_core.backtest import BacktestedReport
     from pulsar_core.data.clickhouse_window import TrainingQuery
     from pulsar_core.data.report import RejectionReport
-    from pulsar_core.evaluation import EvaluationReport
     from pulsar_core.gate import Paired
 
 BUNDLE_TAG = "pulsar.bundle_uri"  # set last: a run carrying it has a complete bundle
@@ -151,7 +151,7 @@ def log_load_report(report: RejectionReport) -> None:
         mlflow.log_artifact(str(report.path), "data")
 
 
-def log_evaluation(report: EvaluationReport, metadata: dict[str, Any]) -> None:
+def log_evaluation(report: BacktestedReport, metadata: dict[str, Any]) -> None:
     """Metrics, the table (CSV + text), the report as JSON and the forecast-vs-actual plot."""
     import mlflow
 

@@ -380,10 +380,11 @@ def test_an_image_without_the_pulsar_dispatcher_is_caught() -> None:
     assert f"needs {package}, never copied" in " ".join(entrypoint_problems(text, image.command))
 
 
-def test_the_predictor_image_ships_the_pulsar_command_not_the_cli() -> None:
-    """The predictor imports nothing from pulsar_cli (.importlinter); its image carries only the
-    dispatcher its ENTRYPOINT runs, not the demo, its processes or its report."""
-    sources = [source for keyword, args in instructions(IMAGES[2].text) if keyword == "COPY"
+@pytest.mark.parametrize("image", IMAGES, ids=lambda image: image.dockerfile)
+def test_each_image_ships_the_pulsar_command_not_the_cli(image: Image) -> None:
+    """No image's package imports pulsar_cli (.importlinter layers); each image carries only
+    the dispatcher its ENTRYPOINT runs, not the demo, its processes or its report."""
+    sources = [source for keyword, args in instructions(image.text) if keyword == "COPY"
                and not args.startswith("--from=") for source in args.split()[:-1]]
     cli = [source for source in sources if source.split("/")[0] == "pulsar_cli"]
     assert cli == ["pulsar_cli/__init__.py", f"{PULSAR_SCRIPT.split(':')[0].replace('.', '/')}.py"]

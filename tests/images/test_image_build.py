@@ -177,9 +177,9 @@ def test_every_module_of_the_images_packages_imports(built: dict[str, float],
     assert [line for line in missing if line not in foreign] == [], "\n".join(missing)
 
 
-def test_the_predictor_image_has_the_pulsar_command_and_the_map_but_not_the_demo(
-        built: dict[str, float]) -> None:
-    image = next(image for image in IMAGES if image.name == "predictor")
+@pytest.mark.parametrize("image", IMAGES, ids=lambda image: image.name)
+def test_each_image_has_the_pulsar_command_but_not_the_demo(built: dict[str, float],
+                                                           image: ImageSpec) -> None:
     names = ("pulsar_cli.main", "pulsar_cli.demo", "pulsar_cli.report", "pulsar_core.pages.live")
     script = f"import importlib.util as u; print([n for n in {names!r} if u.find_spec(n)])"
     out = _run(image, pod_for(image), ["python", "-c", script]).strip().splitlines()[-1]

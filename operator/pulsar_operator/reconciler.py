@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 from pulsar_core.events import model_retrain_subject
 from pulsar_core.registry import RegistryUnavailable
 from pulsar_operator import metrics
-from pulsar_operator.champion import AliasNotMoved, ChampionMove, move_champion, sync_registry
+from pulsar_operator.champion import AliasNotMoved, enact, sync_registry
+from pulsar_operator.champion_machine import ChampionInputs, PredictorHealth, decide
 from pulsar_operator.clock import iso, parse_time, utcnow
 from pulsar_operator.conditions import set_condition
 from pulsar_operator.domain import SurgeModel
@@ -27,7 +28,6 @@ from pulsar_operator.serving import sync_predictor
 from pulsar_operator.signals import sync_signals
 from pulsar_operator.spec import InvalidSpec, SurgeModelSpec, parse_spec
 from pulsar_operator.status import (
-    Challenger,
     Predictor,
     Promotion,
     Registry,
@@ -97,14 +97,8 @@ async def _registry_step(runtime: Runtime, model: SurgeModel, status: Status,
 async def _revert(runtime: Runtime, model: SurgeModel, status: Status, to: str,
                   now: datetime) -> Step[Status]:
     """Move the alias back to `to`: the predictor of the champion never became ready."""
-    bad = status.champion.version if status.champion is not None else None
-    moved = await move_champion(runtime, model, ChampionMove(to, None, "RolloutReverted"), now)
-    challenger = (status.challenger or Challenger()).updated(
-        version=bad, passed=False, reason=f"predictor for version {bad} never became ready",
-        judged_at=iso(now))
-    return Step(moved.updated(challenger=challenger), (
-        Decision("RolloutReverted", f"predictor for version {bad} was not ready within the "
-                 f"deadline; reverted to version {to}", True),))
+    decision = decide(ChampionInputs(model, status, PredictorHealth(revert_to=to), now))
+    return await enact(runtime, model, decision, now)
 
 
 def degraded_by(mlflow_error: str | None, nats_error: str | None,

@@ -2,48 +2,31 @@
 paired live evidence, watch a new champion and roll it back on live regression.
 
 status.rollout.phase: Shadowing -> Watching (promoted) | Retired; Watching -> Promoted (kept) |
-RolledBack. The decisions are pulsar_core.live_evidence's; this module only fetches (score
-stream, registry), applies (challenger Deployment, alias) and reports (status, Event, metric).
+RolledBack. The verdicts are pulsar_core.live_evidence's and what they do to the champion is
+champion_machine.decide's; this module only fetches (score stream), applies (challenger
+Deployment, alias through champion.enact) and reports (metrics).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from pulsar_core.live_evidence import (
-    ShadowVerdict,
-    WatchVerdictResult,
-    judge_shadow,
-    judge_watch,
-    pair_periods,
-    period_scores,
-)
+from pulsar_core.live_evidence import judge_shadow, judge_watch, pair_periods, period_scores
 from pulsar_core.live_scores import scores_subject
 from pulsar_operator import metrics
 from pulsar_operator.builders import build_predictor_deployment, dns_name, labels
-from pulsar_operator.champion import ChampionMove, move_champion
+from pulsar_operator.champion import enact
+from pulsar_operator.champion_machine import ChampionInputs, ShadowEvidence, WatchEvidence, decide
 from pulsar_operator.children import holds
-from pulsar_operator.clock import iso, parse_time
+from pulsar_operator.clock import parse_time
 from pulsar_operator.conditions import set_condition
 from pulsar_operator.domain import SurgeModel
 from pulsar_operator.kube import DEPLOYMENTS, KubeError
-from pulsar_operator.recorder import Decision
 from pulsar_operator.runtime import Runtime
 from pulsar_operator.score_book import ScoresUnavailable
-from pulsar_operator.status import (
-    Challenger,
-    Condition,
-    Rollout,
-    ShadowHorizon,
-    Status,
-    Step,
-    WatchHorizon,
-)
-
-H = TypeVar("H", ShadowHorizon, WatchHorizon)
+from pulsar_operator.status import Condition, Rollout, Status, Step
 
 COMPONENT = "challenger"  # the Service selects component=predictor only: no client reaches it
 LIVE_PHASES = ("Shadowing", "Watching")  # judged again every rollout_check_seconds
@@ -80,9 +63,9 @@ async def sync_rollout(runtime: Runtime, model: SurgeModel, status: Status,
     if rollout is not None and rollout.phase == "Shadowing" \
             and not model.spec.serving.model_version:
         await _apply_challenger(runtime, model, str(rollout.challenger))
-        step = await _shadow(runtime, model, rollout, status.challenger, now)
+        step = await _shadow(runtime, model, status, rollout, now)
     elif rollout is not None and rollout.phase == "Watching":
-        step = await _watch(runtime, model, rollout, now)
+        step = await _watch(runtime, model, status, rollout, now)
     after = status.merged(step.part)
     conditions = _condition(after.rollout, after.conditions, model.generation)
     part = step.part if conditions is None else step.part.updated(conditions=conditions)
@@ -125,107 +108,65 @@ async def _errors(runtime: Runtime, model: SurgeModel, version: str) -> Any:
                              model.registered_model, version)
 
 
-def _round(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None else round(float(value), digits)
-
-
-async def _shadow(runtime: Runtime, model: SurgeModel, rollout: Rollout,
-                  judged: Challenger | None, now: datetime) -> Step[Status]:
+async def _shadow(runtime: Runtime, model: SurgeModel, status: Status, rollout: Rollout,
+                  now: datetime) -> Step[Status]:
+    """Read both versions' live errors, judge them, and carry out what decide makes of it."""
     challenger, champion = str(rollout.challenger), str(rollout.champion)
     try:
         pairs = pair_periods(await _errors(runtime, model, champion),
                              await _errors(runtime, model, challenger))
     except ScoresUnavailable as error:
-        return Step(Status(rollout=rollout.updated(
-            verdict="wait", reason=f"evidence kept, not judged: {error}")))
-    started = parse_time(rollout.started_at) or now
-    verdict = judge_shadow(pairs, model.spec.training.horizons_minutes, started, now,
-                           model.spec.rollout.to_policy())
-    rollout = _shown(model, rollout, verdict)
-    if verdict.verdict == "wait":
-        return Step(Status(rollout=rollout))
-    metrics.ROLLOUT_VERDICTS.labels(verdict.verdict).inc()
-    rollout = rollout.updated(decided_at=iso(now))
-    if verdict.verdict == "promote":
-        moved = await move_champion(runtime, model,
-                                    ChampionMove(challenger, champion, "ShadowPromoted"), now)
-        last = max(p.period_start for periods in pairs.values() for p in periods)
-        watching = rollout.updated(phase="Watching", promoted_at=iso(now), previous=champion,
-                                   evidence_until=iso(last))
-        return Step(moved.updated(rollout=watching), (
-            Decision("ShadowPromoted", f"version {challenger} promoted on live evidence: "
-                     f"{verdict.reason}"),))
-    retired = (judged or Challenger()).updated(
-        version=challenger, passed=False, awaiting_approval=False,
-        reason=f"retired after shadow: {verdict.reason}", judged_at=iso(now))
-    return Step(Status(challenger=retired, rollout=rollout.updated(phase="Retired")), (
-        Decision("ShadowRetired", f"version {challenger} retired; champion {champion} keeps "
-                 f"serving: {verdict.reason}", True),))
+        evidence = ShadowEvidence(unavailable=str(error))
+    else:
+        started = parse_time(rollout.started_at) or now
+        evidence = ShadowEvidence(pairs, judge_shadow(
+            pairs, model.spec.training.horizons_minutes, started, now,
+            model.spec.rollout.to_policy()))
+    decision = decide(ChampionInputs(model, status, evidence, now))
+    if evidence.verdict is not None:
+        _live_maes(model, decision.part.rollout)
+        if evidence.verdict.verdict != "wait":
+            metrics.ROLLOUT_VERDICTS.labels(evidence.verdict.verdict).inc()
+    return await enact(runtime, model, decision, now)
 
 
-def _shown(model: SurgeModel, rollout: Rollout, verdict: ShadowVerdict) -> Rollout:
-    rows = [ShadowHorizon(horizon_minutes=e.horizon_minutes, scored=e.scored, periods=e.periods,
-                          champion_live_mae=_round(e.champion_mae),
-                          challenger_live_mae=_round(e.challenger_mae), periods_won=e.wins,
-                          p_value=_round(e.p_value, 6)) for e in verdict.horizons]
-    first = _at_30m(rows) or ShadowHorizon(horizon_minutes=30.0)
-    for row in rows:
-        for role, mae in (("champion", row.champion_live_mae),
-                          ("challenger", row.challenger_live_mae)):
-            if mae is not None:
-                metrics.LIVE_MAE.labels(model.namespace, model.name, role,
-                                        f"{row.horizon_minutes:g}").set(mae)
-    return rollout.updated(verdict=verdict.verdict, reason=verdict.reason, test=verdict.test,
-                           horizons=rows, champion_live_mae30m=first.champion_live_mae,
-                           challenger_live_mae30m=first.challenger_live_mae)
-
-
-def _at_30m(rows: Sequence[H]) -> H | None:
-    """The 30-minute row (the printer column's), else the first."""
-    return next((r for r in rows if r.horizon_minutes == 30.0), rows[0] if rows else None)
-
-
-async def _watch(runtime: Runtime, model: SurgeModel, rollout: Rollout,
+async def _watch(runtime: Runtime, model: SurgeModel, status: Status, rollout: Rollout,
                  now: datetime) -> Step[Status]:
+    """Read the new and the previous champion's live errors, judge the watch, carry it out."""
     current, previous = str(rollout.challenger), str(rollout.previous)
     try:
         after = period_scores(await _errors(runtime, model, current))
         before = period_scores(await _errors(runtime, model, previous))
     except ScoresUnavailable as error:
-        return Step(Status(rollout=rollout.updated(watch=f"evidence kept, not judged: {error}")))
-    promoted = parse_time(rollout.promoted_at) or now
-    split = parse_time(rollout.evidence_until) or promoted
-    result = judge_watch(after, before, model.spec.training.horizons_minutes, split, promoted,
-                         now, model.spec.rollout.to_policy())
-    rollout = _watch_shown(model, rollout, result)
-    if result.verdict == "wait":
-        return Step(Status(rollout=rollout))
-    if result.verdict == "keep":
-        return Step(Status(rollout=rollout.updated(phase="Promoted", watched_until=iso(now))))
-    moved = await move_champion(runtime, model, ChampionMove(previous, None, "RolledBack"), now)
-    metrics.ROLLBACKS.inc()
-    back = moved.updated(
-        last_good_version=previous,
-        challenger=Challenger(version=current, passed=False, awaiting_approval=False,
-                              reason=f"rolled back after promotion: {result.reason}",
-                              judged_at=iso(now)),
-        rollout=rollout.updated(phase="RolledBack", rolled_back_at=iso(now)))
-    return Step(back, (Decision("RolledBack", f"version {current} rolled back to {previous}: "
-                                f"{result.reason}", True),))
+        evidence = WatchEvidence(unavailable=str(error))
+    else:
+        promoted = parse_time(rollout.promoted_at) or now
+        split = parse_time(rollout.evidence_until) or promoted
+        evidence = WatchEvidence(judge_watch(after, before, model.spec.training.horizons_minutes,
+                                             split, promoted, now,
+                                             model.spec.rollout.to_policy()))
+    decision = decide(ChampionInputs(model, status, evidence, now))
+    if evidence.result is not None:
+        _live_maes(model, decision.part.rollout, watch=True)
+    step = await enact(runtime, model, decision, now)
+    if evidence.result is not None and evidence.result.verdict == "rollback":
+        metrics.ROLLBACKS.inc()
+    return step
 
 
-def _watch_shown(model: SurgeModel, rollout: Rollout, result: WatchVerdictResult) -> Rollout:
-    rows = [WatchHorizon(horizon_minutes=r.horizon_minutes, scored=r.scored,
-                         champion_live_mae=_round(r.live_mae), previous_scored=r.previous_scored,
-                         previous_live_mae=_round(r.previous_mae),
-                         regression_pct=_round(r.regression_pct, 2)) for r in result.horizons]
-    first = _at_30m(rows) or WatchHorizon(horizon_minutes=30.0)
-    for row in rows:
-        if row.champion_live_mae is not None:
-            metrics.LIVE_MAE.labels(model.namespace, model.name, "champion",
-                                    f"{row.horizon_minutes:g}").set(row.champion_live_mae)
-    return rollout.updated(watch_verdict=result.verdict, watch_reason=result.reason,
-                           watch_horizons=rows, champion_live_mae30m=first.champion_live_mae)
+def _live_maes(model: SurgeModel, rollout: Rollout | None, watch: bool = False) -> None:
+    """The live MAE gauges from the rows a shadow's (or a watch's) verdict put in status."""
+    if rollout is None:
+        return
+    shown: list[tuple[float, str, float | None]] = [
+        (r.horizon_minutes, "champion", r.champion_live_mae)
+        for r in rollout.watch_horizons or []] if watch else [
+        (r.horizon_minutes, role, mae) for r in rollout.horizons or []
+        for role, mae in (("champion", r.champion_live_mae),
+                          ("challenger", r.challenger_live_mae))]
+    for horizon, role, mae in shown:
+        if mae is not None:
+            metrics.LIVE_MAE.labels(model.namespace, model.name, role, f"{horizon:g}").set(mae)
 
 
 def _condition(rollout: Rollout | None, conditions: list[Condition] | None,

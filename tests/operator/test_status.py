@@ -120,7 +120,7 @@ def _passing(version: str) -> Any:
 
 
 def test_a_gate_pass_shadows_the_champion_but_never_cuts_short_its_watch() -> None:
-    from pulsar_operator.champion import promotion_step
+    from pulsar_operator.champion_machine import promotion_step
     from pulsar_operator.status import Rollout
 
     champion = VersionInfo("m", "3", "run", "s3://x")

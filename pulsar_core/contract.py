@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
-PERIOD = pd.Timedelta(minutes=7.5)
+    PERIOD: pd.Timedelta
+
 PERIOD_MINUTES = 7.5
+
+
+def __getattr__(name: str) -> object:
+    """`PERIOD` (a pandas Timedelta) is made on first use: the names and ids here are also read
+    by processes that never touch a frame (the operator), and pandas with pyarrow is about
+    60 MB of their memory."""
+    if name == "PERIOD":
+        import pandas as pd
+
+        period = pd.Timedelta(minutes=PERIOD_MINUTES)
+        globals()["PERIOD"] = period
+        return period
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Col(StrEnum):

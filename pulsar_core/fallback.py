@@ -9,11 +9,12 @@ against this one by a test.
 from __future__ import annotations
 
 from enum import StrEnum
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from pulsar_core.contract import ForecastCol as F
+
+if TYPE_CHECKING:  # the enum is read by processes that never forecast (the operator)
+    import pandas as pd
 
 CNN_CHOICES = ("cnn", "blend")  # served choices the CNN takes part in (blend: with ElasticNet)
 PERSISTENCE = "baseline:persistence"
@@ -38,6 +39,8 @@ def apply_fallback(frame: pd.DataFrame, fallback: Fallback, cnn_minutes: list[fl
                    why: str) -> pd.DataFrame:
     """The forecast frame after the policy, for rows of `cnn_minutes` horizons that ElasticNet
     answered in the CNN's place."""
+    import numpy as np
+
     replaced = frame[F.HORIZON_MINUTES].isin(cnn_minutes).to_numpy() & ~np.isin(
         frame[F.MODEL].astype(str).to_numpy(), CNN_CHOICES)
     if fallback is Fallback.ELASTICNET or not replaced.any():

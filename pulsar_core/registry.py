@@ -7,7 +7,7 @@ Synchronous, like MLflow's client; async callers (the operator, the predictor) w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -99,6 +99,20 @@ def _is_not_found(error: Exception) -> bool:
     return "RESOURCE_DOES_NOT_EXIST" in str(getattr(error, "error_code", "")) or (
         "not found" in str(error).lower() or "does not exist" in str(error).lower()
     )
+
+
+class VersionRegistry(Protocol):
+    """What the operator asks of a registry: `Registry`, or `registry_rest.RestRegistry`."""
+
+    tracking_uri: str
+
+    def versions(self, name: str) -> list[VersionInfo]: ...
+
+    def get_version(self, name: str, version: str) -> VersionInfo: ...
+
+    def get_alias(self, name: str, alias: str = CHAMPION) -> VersionInfo | None: ...
+
+    def set_alias(self, name: str, version: str, alias: str = CHAMPION) -> None: ...
 
 
 class Registry:

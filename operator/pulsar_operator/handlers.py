@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from pulsar_core.registry import Registry
+from pulsar_core.registry_rest import open_registry
 from pulsar_operator import metrics
 from pulsar_operator.config import OperatorSettings, load_settings
 from pulsar_operator.credentials import ChildCredentials, without_credentials
@@ -77,7 +77,8 @@ async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo,
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
     info = _login(config, settings)
     kube = Kube(info, limit=config.workers * 2, relogin=lambda: _login(config, settings))
-    runtime = Runtime(settings=config, kube=kube, registry=Registry(config.mlflow_tracking_uri),
+    runtime = Runtime(settings=config, kube=kube,
+                      registry=open_registry(config.mlflow_tracking_uri),
                       platform=platform_of(config))
     memo["runtime"] = runtime
     metrics.count_tasks_of(asyncio.get_running_loop())

@@ -1,16 +1,16 @@
-"""The operator's typed, async view of the MLflow registry (pulsar_core.registry is sync, like
-MLflow's client): each call runs in a worker thread so the event loop never blocks, and an
-outage arrives as RegistryUnavailable."""
+"""The operator's typed, async view of the MLflow registry (`Registry` and, for a tracking
+server, `registry_rest.RestRegistry` are sync): each call runs in a worker thread so the event
+loop never blocks, and an outage arrives as RegistryUnavailable."""
 
 from __future__ import annotations
 
 import asyncio
 
-from pulsar_core.registry import Registry, VersionInfo
+from pulsar_core.registry import VersionInfo, VersionRegistry
 
 
 class AsyncRegistry:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: VersionRegistry) -> None:
         self._registry = registry
 
     async def versions(self, name: str) -> list[VersionInfo]:

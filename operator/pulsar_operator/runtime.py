@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from pulsar_core.events import model_retrain_subject, signals_subject
-from pulsar_core.registry import Registry
+from pulsar_core.registry import VersionRegistry
 from pulsar_core.settings import registered_model_name
 from pulsar_operator import metrics
 from pulsar_operator.config import OperatorSettings
@@ -131,7 +131,7 @@ class Runtime:
 
     settings: OperatorSettings
     kube: Kube
-    registry: Registry
+    registry: VersionRegistry
     platform: Platform
     publisher: Publisher | None = None
     score_book: ScoreBook | None = None  # PULSAR_SCORES reader while NATS is connected

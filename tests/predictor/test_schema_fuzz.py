@@ -2,6 +2,12 @@
 
 import pytest
 import schemathesis
+
+# schemathesis loads its OpenAPI support on first use, and pytest rewrites those modules (it is a
+# pytest plugin): parsing them mid-session, with other tests' threads alive, once raised
+# CPython 3.11.7's "AST constructor recursion depth mismatch" (python/cpython#106905, fixed in
+# 3.11.8). Loading it here, at collection, keeps that parse out of the run.
+import schemathesis.specs.openapi.schemas
 from hypothesis import HealthCheck, given, settings
 from pulsar_predictor import create_app
 

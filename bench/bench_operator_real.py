@@ -186,7 +186,7 @@ def scale_run(count: int, order: str, mlflow: str, settle: float,
                                       job_start_grace=job_start_grace, engine=engine,
                                       metrics_port=port)
             time.sleep(5)  # let it log in and start its watches before the models arrive
-        started = time.monotonic()
+        started, began = time.monotonic(), datetime.now(UTC)
         for index in range(count):
             api.create(model(index))
         if operator is None:
@@ -194,7 +194,7 @@ def scale_run(count: int, order: str, mlflow: str, settle: float,
                                       registry_poll=registry_poll,
                                       job_start_grace=job_start_grace, engine=engine,
                                       metrics_port=port)
-            started = time.monotonic()
+            started, began = time.monotonic(), datetime.now(UTC)
         watched = psutil.Process(operator.pid)
         peak = 0.0
         jobs = statuses = 0
@@ -206,6 +206,9 @@ def scale_run(count: int, order: str, mlflow: str, settle: float,
             time.sleep(0.5)
         elapsed = time.monotonic() - started
         passes = reconciles(port)  # by the time every model has its Job and status
+        busy = audit_breakdown(control.audit_log, began, datetime.now(UTC))
+        print(f"requests until every Job and status, by kind: {dict(busy.most_common(10))}",
+              flush=True)
         time.sleep(settle)  # kopf's idle workers exit; Job/Pod churn calms down
         cpu_before, window_start = sum(watched.cpu_times()[:2]), datetime.now(UTC)
         time.sleep(settle)

@@ -124,10 +124,10 @@ def _pod_security() -> dict[str, Any]:
 
 
 def _exact(contract: type[C], **values: Any) -> C:
-    """The contract from these values and the defaults only. Every field is passed explicitly
-    because pydantic-settings lets init values outrank the environment: the operator's own
-    PULSAR_* variables (PULSAR_HOST, say) must never leak into its children's env."""
-    return contract(**contract.model_construct(**values).model_dump())
+    """The contract from these values and the defaults only, validated: `model_validate`
+    skips pydantic-settings' sources, so the operator's own PULSAR_* variables (PULSAR_HOST,
+    say) never leak into its children's env, and no environment is read per child."""
+    return contract.model_validate(contract.model_construct(**values).model_dump())
 
 
 def train_settings(model: SurgeModel, run_key: str) -> TrainSettings:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -43,23 +44,35 @@ class _Trees:
     baseline: float
     depth: int
 
-    def predict(self, x: np.ndarray, chunk_rows: int = 4096) -> np.ndarray:
+    @cached_property
+    def _walk(self) -> tuple[np.ndarray, ...]:
+        """Per node: feature, threshold, left, right and the NaN child, with every leaf its own
+        child (feature 0, threshold +inf), so each level is one branch-free step."""
+        own = np.arange(len(self.value), dtype=np.intp)
+        left = np.where(self.leaf, own, self.left).astype(np.intp)
+        right = np.where(self.leaf, own, self.right).astype(np.intp)
+        return (np.where(self.leaf, 0, self.feature).astype(np.intp),
+                np.where(self.leaf, np.inf, self.threshold), left, right,
+                np.where(self.missing_left, left, right), self.roots.astype(np.intp))
+
+    def predict(self, x: np.ndarray, chunk_rows: int = 512) -> np.ndarray:
         """Raw (log-space) predictions: baseline + the sum of the trees' leaf values."""
         out = np.full(len(x), self.baseline)
         if not len(self.roots):
             return out
+        feature, threshold, left, right, missing, roots = self._walk
         for start in range(0, len(x), chunk_rows):
-            block = x[start:start + chunk_rows]
-            rows = np.arange(len(block))[:, None]
-            node = np.broadcast_to(self.roots, (len(block), len(self.roots))).copy()
+            block = np.ascontiguousarray(x[start:start + chunk_rows], dtype=np.float64)
+            flat = block.ravel()
+            offsets = (np.arange(len(block), dtype=np.intp) * block.shape[1])[:, None]
+            node = np.broadcast_to(roots, (len(block), len(roots))).copy()
             for _ in range(self.depth):
-                inner = ~self.leaf[node]
-                if not inner.any():
-                    break
-                value = block[rows, np.maximum(self.feature[node], 0)]
-                left = (value <= self.threshold[node]) | (np.isnan(value) & self.missing_left[node])
-                node = np.where(inner, np.where(left, self.left[node], self.right[node]), node)
-            out[start:start + chunk_rows] += self.value[node].sum(axis=1)
+                value = flat.take(offsets + feature.take(node))
+                step = np.where(value <= threshold.take(node), left.take(node),
+                                right.take(node))
+                absent = np.isnan(value)
+                node = np.where(absent, missing.take(node), step) if absent.any() else step
+            out[start:start + chunk_rows] += self.value.take(node).sum(axis=1)
         return out
 
     @staticmethod

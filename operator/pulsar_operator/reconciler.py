@@ -244,6 +244,7 @@ class _Pass:
     decisions: list[Decision] = dataclasses.field(default_factory=list)
     rejected: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None
+    job_unwritten: bool = False  # this pass started a Job the API's status does not show yet
 
     def take(self, step: Step[Status] | None) -> None:
         if step is not None:
@@ -275,11 +276,14 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], key: Key) -> Outcom
     inputs = inputs_of(body.get("spec") or {}, annotations)
     inputs_changed = runtime.registry_inputs.setdefault(key, inputs) != inputs
     async def checkpoint() -> None:
-        """Write what this pass decided so far (a Job it started) before slower work: an
-        operator killed after it never starts a second Job for a spec changed meanwhile."""
+        """A Job this pass started goes on record before any MLflow or evidence read that
+        follows it: an operator killed during that read never starts a second Job for a spec
+        changed meanwhile. Without such a read the pass's one write records it."""
+        if not run.job_unwritten:
+            return
         interim = finish(run.status, spec.paused, generation, None, runtime.nats_error).dump()
         await _write(runtime, key, meta, run.written, interim, run.decisions)
-        run.written, run.decisions = interim, []
+        run.written, run.decisions, run.job_unwritten = interim, [], False
 
     if not spec.paused:
         await _steps(runtime, key, model, run, annotations, meta.get("creationTimestamp"),
@@ -318,21 +322,14 @@ async def _refuse(runtime: Runtime, key: Key, meta: dict[str, Any], original: di
 async def _steps(runtime: Runtime, key: Key, model: SurgeModel, run: _Pass,
                  annotations: dict[str, str], created_at: str | None,
                  inputs_changed: bool, checkpoint: Callable[[], Awaitable[None]]) -> None:
-    """Training, registry, live rollout and predictor steps of an unpaused model."""
+    """Job outcome, registry, new training, live rollout and predictor steps of an unpaused
+    model. MLflow is read before a Job starts (triggers never depend on it), so a new model's
+    Job and its first registry read share one status write."""
     now = utcnow()
     grace = timedelta(seconds=runtime.settings.job_start_grace_seconds)
     ended = await observe_job(runtime.kube, model, run.status.last_training, runtime.children,
                               now, grace, runtime.start_checks)
     run.take(ended)
-    if key not in runtime.catalog.bodies:
-        raise ModelGone(key)  # deleted meanwhile: create nothing for it
-    before = run.status.last_training
-    run.take(await _guarded(start_training(runtime.kube, model, run.status, annotations,
-                                           parse_time(created_at) or now, now),
-                            "trainer Job", run.rejected))
-    if run.status.last_training != before and (run.status.last_training or Training()).job \
-            != (before or Training()).job:
-        await checkpoint()  # a new Job: on record before MLflow is read
     job_finished = ended is not None and ended.part.last_training is not None and \
         ended.part.last_training.outcome != "Running"
     due = due_work(runtime.settings, key, run.status, inputs_changed=inputs_changed,
@@ -345,7 +342,14 @@ async def _steps(runtime: Runtime, key: Key, model: SurgeModel, run: _Pass,
         run.take(read)
     elif registry is not None and registry.error:
         run.error = registry.error
-    run.error = await _serving_steps(runtime, key, model, now, due.rollout, run)
+    if key not in runtime.catalog.bodies:
+        raise ModelGone(key)  # deleted meanwhile: create nothing for it
+    before = (run.status.last_training or Training()).job
+    run.take(await _guarded(start_training(runtime.kube, model, run.status, annotations,
+                                           parse_time(created_at) or now, now),
+                            "trainer Job", run.rejected))
+    run.job_unwritten = (run.status.last_training or Training()).job != before
+    run.error = await _serving_steps(runtime, key, model, now, due.rollout, run, checkpoint)
     run.take(await _guarded(sync_signals(
         runtime.kube, model, run.status.signals,
         runtime.catalog.bridge_owner(model.spec.signals_subject), runtime.children),
@@ -353,10 +357,12 @@ async def _steps(runtime: Runtime, key: Key, model: SurgeModel, run: _Pass,
 
 
 async def _serving_steps(runtime: Runtime, key: Key, model: SurgeModel, now: datetime,
-                         rollout_due: bool, run: _Pass) -> str | None:
+                         rollout_due: bool, run: _Pass,
+                         checkpoint: Callable[[], Awaitable[None]]) -> str | None:
     """Live rollout and predictor; the MLflow error, if any (also the registry's, if any)."""
     error = run.error
     if error is None and run.status.rollout is not None and rollout_due:
+        await checkpoint()
         runtime.rollout_next[key] = next_rollout_check(runtime.settings, key, now)
         try:  # the live rollout reads NATS and MLflow: on its own clock, like the registry
             run.take(await _guarded(sync_rollout(runtime, model, run.status, now),
@@ -372,6 +378,7 @@ async def _serving_steps(runtime: Runtime, key: Key, model: SurgeModel, now: dat
     revert_to = served[1] if served is not None else None
     run.take(served[0] if served is not None else None)
     if revert_to and error is None:
+        await checkpoint()
         try:
             run.take(await _revert(runtime, model, run.status, revert_to, now))
             run.take((await sync_predictor(runtime.kube, model, run.status, now,

@@ -17,6 +17,7 @@ from typing import Any
 
 from pulsar_operator.clock import parse_time
 from pulsar_operator.config import OperatorSettings
+from pulsar_operator.names import APPROVE_ANNOTATION
 from pulsar_operator.rollout import LIVE_PHASES
 from pulsar_operator.spec import SurgeModelSpec
 from pulsar_operator.status import Predictor, RejectedChild, Status, Training
@@ -60,8 +61,10 @@ def registry_next(settings: OperatorSettings, key: Key, status: Status,
 
 def inputs_of(spec: dict[str, Any], annotations: dict[str, str]) -> str:
     """A fingerprint of what a registry read depends on besides MLflow: the spec (policy,
-    pinned version) and the annotations (an approval, a retrain request)."""
-    text = json.dumps({"spec": spec, "annotations": annotations}, sort_keys=True, default=str)
+    pinned version) and the approval annotation. A retrain request is not among them: its
+    Job starts without waiting for MLflow, whose read follows when the Job ends."""
+    approval = annotations.get(APPROVE_ANNOTATION)
+    text = json.dumps({"spec": spec, "approval": approval}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -4,9 +4,10 @@ For each size (default 100 and 1,000 SurgeModels) and each start order (operator
 the models arrive, operator started after they exist), on a fresh control plane:
 seconds until every model has its Job and a status, operator peak RSS and CPU, API server and
 etcd RSS, and after settling the operator's idle CPU and its API request rate (counted from the
-API server's audit log, the operator's ServiceAccount only). Then the retrain path: 20 models
-whose first Job completes (a process kubelet runs a stand-in trainer that exits 0), one NATS
-retrain request each, seconds from publish to the new Job being visible (p50/p99).
+API server's audit log, the operator's ServiceAccount only). Then the retrain path: models
+(--retrain-requests, default 50) whose first Job completes (a process kubelet runs a stand-in
+trainer that exits 0), one NATS retrain request each, seconds from publish to the new Job
+being visible (p50/p99).
 Ratios are printed against the 100-model run of the same session. With `--baseline REF` every
 measurement runs twice in the same session, once with the operator of git revision REF (a
 worktree, first on PYTHONPATH) and once with this tree's, and the ratios are against REF. The
@@ -238,7 +239,7 @@ async def _publish(url: str, subject: str, msg_id: str) -> None:
     await client.close()
 
 
-def retrain_latency(mlflow: str, engine: Engine, count: int = 20) -> list[float]:
+def retrain_latency(mlflow: str, engine: Engine, count: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp, plane(Path(tmp)) as (control, api, account):
         nats_server = NatsServer(Path(tmp) / "jetstream")
         nats_server.start()
@@ -267,6 +268,8 @@ def retrain_latency(mlflow: str, engine: Engine, count: int = 20) -> list[float]
                             "Job", NS, labelSelector=f"forecasting.pulsar.dev/model={name}")) < 2:
                         time.sleep(0.02)
                     latencies.append(time.monotonic() - started)
+                print(f"{engine.name}: latencies in request order: "
+                      f"{[round(value, 2) for value in latencies]}", flush=True)
             finally:
                 operator.terminate()
                 operator.wait(timeout=30)
@@ -288,6 +291,8 @@ def main() -> None:
                         help="PULSAR_JOB_START_GRACE_SECONDS; no node runs the 1,000 Jobs' pods "
                         "here, so each is asked about at grace, 2x, 4x ... of its wait")
     parser.add_argument("--skip-retrain", action="store_true")
+    parser.add_argument("--retrain-requests", type=int, default=50,
+                        help="models whose retrain request -> Job latency is measured (one each)")
     parser.add_argument("--baseline", metavar="REF",
                         help="also run the operator of this git revision, first, as the baseline")
     args = parser.parse_args()
@@ -306,7 +311,8 @@ def main() -> None:
                                              args.registry_poll, args.job_start_grace, engine))
                     print(f"measured: {results[-1]}", flush=True)
         if not args.skip_retrain:
-            latencies = {engine.name: sorted(retrain_latency(mlflow, engine))
+            latencies = {engine.name: sorted(retrain_latency(mlflow, engine,
+                                                             args.retrain_requests))
                          for engine in engines}
     report(results, latencies, args.registry_poll, args.settle)
 

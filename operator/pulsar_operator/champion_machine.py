@@ -12,7 +12,7 @@ it.
     registry plan   -> promote | shadow first (Shadowing) | keep the alias, show the verdict
     shadow verdict  -> wait | promote (alias -> challenger, Watching) | retire (Retired)
     watch verdict   -> wait | keep (Promoted) | roll back (alias -> previous, RolledBack)
-    predictor never ready by its deadline -> revert (alias -> last good version)
+    predictor health -> rolled out | wait | revert (alias -> last good version) | failed
 """
 
 from __future__ import annotations
@@ -26,13 +26,15 @@ from pulsar_core.gate import scores_from_tags
 from pulsar_core.live_evidence import PeriodPair, ShadowVerdict, WatchVerdictResult
 from pulsar_core.promotion import Judgement, PromotionPlan
 from pulsar_core.registry import VersionInfo
-from pulsar_operator.clock import iso
+from pulsar_operator.builders import predictor_name
+from pulsar_operator.clock import iso, parse_time
 from pulsar_operator.domain import SurgeModel
 from pulsar_operator.recorder import Decision
 from pulsar_operator.shadow_plan import start_shadow, takes_shadow
 from pulsar_operator.status import (
     Challenger,
     Champion,
+    Predictor,
     Promotion,
     Rollout,
     ShadowHorizon,
@@ -84,11 +86,10 @@ class WatchEvidence:
 
 @dataclass(frozen=True)
 class PredictorHealth:
-    """The predictor of status.champion after a look at its Deployment: the version to go back
-    to when it was not available by spec.serving.rolloutDeadlineSeconds, or Kubernetes gave up
-    (serving.rollout_progress names it only when an earlier, unpinned version exists)."""
+    """How the Deployment of status.predictor (the champion's) stands after a look at it."""
 
-    revert_to: str | None
+    available: bool
+    exceeded: bool  # Kubernetes gave up on the rollout (ProgressDeadlineExceeded)
 
 
 Evidence = RegistryRead | ShadowEvidence | WatchEvidence | PredictorHealth
@@ -124,9 +125,7 @@ def decide(inputs: ChampionInputs) -> ChampionDecision:
         return _shadow(status, evidence, now)
     if isinstance(evidence, WatchEvidence):
         return _watch(status, evidence, now)
-    if evidence.revert_to:
-        return _revert(status, evidence.revert_to, now)
-    return ChampionDecision(None, Status())
+    return _predictor(inputs.model, status, evidence, now)
 
 
 def version_summary(version: VersionInfo) -> dict[str, Any]:
@@ -250,6 +249,36 @@ def _watch(status: Status, evidence: WatchEvidence, now: datetime) -> ChampionDe
     return ChampionDecision(ChampionMove(previous, None, "RolledBack"), back, (
         Decision("RolledBack", f"version {current} rolled back to {previous}: "
                  f"{result.reason}", True),))
+
+
+def _predictor(model: SurgeModel, status: Status, health: PredictorHealth,
+               now: datetime) -> ChampionDecision:
+    """A predictor available once is rolled out. One still unavailable past
+    spec.serving.rolloutDeadlineSeconds, or given up by Kubernetes, sends the alias back to
+    the last good version, unless the spec pins one or there is none: then status says the
+    rollout failed (a Warning when that is news) instead of waiting for ever."""
+    predictor = status.predictor or Predictor()
+    if health.available:
+        return ChampionDecision(None, Status(predictor=predictor.without("rollout_failed")
+                                             .updated(rolled_out_at=predictor.rolled_out_at
+                                                      or iso(now))))
+    if predictor.rolled_out_at and not health.exceeded:
+        return ChampionDecision(None, Status())  # a later dip is no failed rollout
+    serving = model.spec.serving
+    started = parse_time(predictor.rollout_started_at) or now
+    late = (now - started).total_seconds() > serving.rollout_deadline_seconds
+    if not (late or health.exceeded):
+        return ChampionDecision(None, Status())
+    last_good, version = status.last_good_version, predictor.version
+    if last_good and last_good != version and not serving.model_version:
+        return _revert(status, last_good, now)
+    failed = (f"predictor for version {version} not available within "
+              f"{serving.rollout_deadline_seconds}s and no earlier version to revert to; see "
+              f"`kubectl -n {model.namespace} describe deploy {predictor_name(model)}`")
+    news = (Decision("RolloutFailed", failed, True),) if failed != predictor.rollout_failed \
+        else ()
+    return ChampionDecision(None, Status(predictor=predictor.updated(rollout_failed=failed)),
+                            news)
 
 
 def _revert(status: Status, to: str, now: datetime) -> ChampionDecision:

@@ -15,7 +15,12 @@ from pulsar_core.events import model_retrain_subject
 from pulsar_core.registry import RegistryUnavailable
 from pulsar_operator import metrics
 from pulsar_operator.champion import AliasNotMoved, enact, sync_registry
-from pulsar_operator.champion_machine import ChampionInputs, PredictorHealth, decide
+from pulsar_operator.champion_machine import (
+    ChampionDecision,
+    ChampionInputs,
+    PredictorHealth,
+    decide,
+)
 from pulsar_operator.clock import iso, parse_time, utcnow
 from pulsar_operator.conditions import set_condition
 from pulsar_operator.domain import SurgeModel
@@ -24,7 +29,7 @@ from pulsar_operator.policy import Policy
 from pulsar_operator.recorder import Decision, post_event
 from pulsar_operator.rollout import remove_challenger, sync_rollout
 from pulsar_operator.runtime import Key, Runtime
-from pulsar_operator.serving import sync_predictor
+from pulsar_operator.serving import Served, sync_predictor
 from pulsar_operator.signals import sync_signals
 from pulsar_operator.spec import InvalidSpec, SurgeModelSpec, parse_spec
 from pulsar_operator.status import (
@@ -92,13 +97,6 @@ async def _registry_step(runtime: Runtime, model: SurgeModel, status: Status,
         if status.registry is not None and status.registry.failures else ()
     return Step(step.part.updated(registry=Registry(checked_at=iso(now))),
                 step.decisions + recovered), None
-
-
-async def _revert(runtime: Runtime, model: SurgeModel, status: Status, to: str,
-                  now: datetime) -> Step[Status]:
-    """Move the alias back to `to`: the predictor of the champion never became ready."""
-    decision = decide(ChampionInputs(model, status, PredictorHealth(revert_to=to), now))
-    return await enact(runtime, model, decision, now)
 
 
 def degraded_by(mlflow_error: str | None, nats_error: str | None,
@@ -375,17 +373,30 @@ async def _serving_steps(runtime: Runtime, key: Key, model: SurgeModel, now: dat
             run.status = run.status.updated(rollout=removed)
     served = await _guarded(sync_predictor(runtime.kube, model, run.status, now,
                                            runtime.children), "predictor", run.rejected)
-    revert_to = served[1] if served is not None else None
-    run.take(served[0] if served is not None else None)
-    if revert_to and error is None:
+    if served is None or not served.applied:
+        return error
+    run.take(served.step)
+    health = _judge_predictor(model, run.status, served, now)
+    if health.move is None:
+        run.take(Step(health.part, health.decisions))
+    elif error is None:  # MLflow is down: the revert waits for it
         await checkpoint()
         try:
-            run.take(await _revert(runtime, model, run.status, revert_to, now))
-            run.take((await sync_predictor(runtime.kube, model, run.status, now,
-                                           runtime.children))[0])
+            run.take(await enact(runtime, model, health, now))
+            again = await sync_predictor(runtime.kube, model, run.status, now, runtime.children)
+            run.take(again.step)
+            rolled = _judge_predictor(model, run.status, again, now)
+            if rolled.move is None:
+                run.take(Step(rolled.part, rolled.decisions))
         except RegistryUnavailable as failure:
             error = str(failure)
     return error
+
+
+def _judge_predictor(model: SurgeModel, status: Status, served: Served,
+                     now: datetime) -> ChampionDecision:
+    return decide(ChampionInputs(model, status, PredictorHealth(served.available,
+                                                                served.exceeded), now))
 
 
 def _check_registry_owner(runtime: Runtime, key: Key) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pulsar_operator.builders import (
     build_predictor_autoscaler,
@@ -16,7 +16,7 @@ from pulsar_operator.builders import (
     short_hash,
 )
 from pulsar_operator.children import drift
-from pulsar_operator.clock import iso, parse_time
+from pulsar_operator.clock import iso
 from pulsar_operator.domain import SurgeModel
 from pulsar_operator.kube import (
     AUTOSCALERS,
@@ -56,14 +56,23 @@ def wanted_replicas(model: SurgeModel, deployment: dict[str, Any] | None) -> int
     return max(int(scaled), scaling.min_replicas) if scaled is not None else scaling.min_replicas
 
 
+class Served(NamedTuple):
+    """A look at the champion's predictor: its status part and how its Deployment stands."""
+
+    step: Step[Status]
+    available: bool
+    exceeded: bool  # Kubernetes gave up on the rollout (ProgressDeadlineExceeded)
+    applied: bool = True  # False: no champion, no predictor
+
+
 async def sync_predictor(kube: Kube, model: SurgeModel, status: Status, now: datetime,
                          watched: dict[tuple[str, str, str], dict[str, Any]]
-                         ) -> tuple[Step[Status], str | None]:
-    """Apply the predictor for status.champion: status.predictor and its Events, and a version
-    to revert to, if any."""
+                         ) -> Served:
+    """Apply the predictor for status.champion: status.predictor, its Events and how the
+    Deployment stands (champion_machine judges a late rollout)."""
     version = status.champion.version if status.champion is not None else None
     if not version:
-        return Step(Status()), None
+        return Served(Step(Status()), available=False, exceeded=False, applied=False)
     deployment = build_predictor_deployment(model, version)
     applied = short_hash(json.dumps(deployment, sort_keys=True), 16)
     previous = status.predictor or Predictor()
@@ -78,12 +87,8 @@ async def sync_predictor(kube: Kube, model: SurgeModel, status: Status, now: dat
         live = await kube.get(DEPLOYMENTS, model.namespace, predictor_name(model))
     replicas = wanted_replicas(model, live)
     ready, available, exceeded = deployment_health(live, replicas)
-    predictor, revert_to = rollout_progress(
-        model, predictor.updated(ready_replicas=ready, replicas=replicas, available=available),
-        version, status.last_good_version, available, exceeded, now)
-    if predictor.rollout_failed and predictor.rollout_failed != previous.rollout_failed:
-        decisions.append(Decision("RolloutFailed", predictor.rollout_failed, True))
-    return Step(Status(predictor=predictor), tuple(decisions)), revert_to
+    predictor = predictor.updated(ready_replicas=ready, replicas=replicas, available=available)
+    return Served(Step(Status(predictor=predictor), tuple(decisions)), available, exceeded)
 
 
 async def _apply_children(kube: Kube, model: SurgeModel, deployment: dict[str, Any],
@@ -124,30 +129,6 @@ def applied_predictor(model: SurgeModel, previous: Predictor, version: str, appl
         return predictor, None
     return predictor, Decision("PredictorRollout", f"predictor {predictor_name(model)} rolls to "
                                f"version {version}")
-
-
-def rollout_progress(model: SurgeModel, predictor: Predictor, version: str,
-                     last_good: str | None, available: bool, exceeded: bool,
-                     now: datetime) -> tuple[Predictor, str | None]:
-    """status.predictor after a look at the Deployment, and the version to revert to when the
-    rollout failed (past the deadline, or Kubernetes gave up) and an earlier one exists."""
-    if available:
-        return predictor.without("rollout_failed").updated(
-            rolled_out_at=predictor.rolled_out_at or iso(now)), None
-    if predictor.rolled_out_at and not exceeded:
-        return predictor, None  # ready once: a later dip is not a failed rollout unless K8s says so
-    started = parse_time(predictor.rollout_started_at) or now
-    late = (now - started).total_seconds() > model.spec.serving.rollout_deadline_seconds
-    if (late or exceeded) and last_good and last_good != version \
-            and not model.spec.serving.model_version:
-        return predictor, str(last_good)
-    if late or exceeded:  # nothing to go back to: say so instead of waiting for ever
-        return predictor.updated(rollout_failed=(
-            f"predictor for version {version} not available within "
-            f"{model.spec.serving.rollout_deadline_seconds}s and no earlier version to revert "
-            f"to; see `kubectl -n {model.namespace} describe deploy {predictor_name(model)}`"
-        )), None
-    return predictor, None
 
 
 async def _repair_reason(kube: Kube, manifest: dict[str, Any],

@@ -20,7 +20,7 @@ from pulsar_operator.champion_machine import (
 )
 from pulsar_operator.domain import Platform, SurgeModel
 from pulsar_operator.spec import parse_spec
-from pulsar_operator.status import Challenger, Champion, Rollout, Status
+from pulsar_operator.status import Challenger, Champion, Predictor, Rollout, Status
 
 from pulsar_core.live_evidence import (
     HorizonEvidence,
@@ -60,8 +60,17 @@ SHADOWING = Status(champion=Champion(version="3"), rollout=Rollout(
 WATCHING = Status(champion=Champion(version="4"), last_good_version="3", rollout=Rollout(
     phase="Watching", challenger="4", champion="3", previous="3",
     promoted_at="2026-11-29T10:00:00Z"))
+# version 5's predictor started rolling out 6 h ago and never became available
 SERVING_5 = Status(champion=Champion(version="5"), last_good_version="4",
-                   challenger=Challenger(version="5", passed=True))
+                   challenger=Challenger(version="5", passed=True),
+                   predictor=Predictor(version="5", rollout_started_at="2026-11-29T06:00:00Z"))
+FIRST_5 = SERVING_5.without("last_good_version")
+FRESH_5 = SERVING_5.updated(predictor=Predictor(version="5",
+                                                rollout_started_at="2026-11-29T11:59:00Z"))
+ROLLED_5 = SERVING_5.updated(predictor=Predictor(version="5",
+                                                 rollout_started_at="2026-11-29T06:00:00Z",
+                                                 rolled_out_at="2026-11-29T06:05:00Z"))
+UNAVAILABLE, GAVE_UP = PredictorHealth(False, False), PredictorHealth(False, True)
 
 
 def _shadow(verdict: Verdict) -> ShadowEvidence:
@@ -116,11 +125,23 @@ ROWS = {
         Row(WATCHING, _watch("keep"), None, "Promoted", ()),
     "watch still gathering":
         Row(WATCHING, _watch("wait"), None, "Watching", ()),
-    "predictor never ready reverts":
-        Row(SERVING_5, PredictorHealth(revert_to="4"), ChampionMove("4", None, "RolloutReverted"),
+    "predictor never ready by its deadline reverts":
+        Row(SERVING_5, UNAVAILABLE, ChampionMove("4", None, "RolloutReverted"),
             None, ("RolloutReverted",)),
-    "predictor healthy: nothing to do":
-        Row(SERVING_5, PredictorHealth(revert_to=None), None, None, ()),
+    "Kubernetes gave up on a rolled-out predictor: revert":
+        Row(ROLLED_5, GAVE_UP, ChampionMove("4", None, "RolloutReverted"),
+            None, ("RolloutReverted",)),
+    "predictor late, nothing earlier: rollout failed":
+        Row(FIRST_5, UNAVAILABLE, None, None, ("RolloutFailed",)),
+    "predictor late, version pinned: rollout failed, no revert":
+        Row(SERVING_5, UNAVAILABLE, None, None, ("RolloutFailed",),
+            {"serving": {"modelVersion": "5"}}),
+    "predictor within its deadline: wait":
+        Row(FRESH_5, UNAVAILABLE, None, None, ()),
+    "predictor ready once, a later dip: no failure":
+        Row(ROLLED_5, UNAVAILABLE, None, None, ()),
+    "predictor available: rolled out":
+        Row(SERVING_5, PredictorHealth(True, False), None, None, ()),
 }
 
 
@@ -178,8 +199,23 @@ def test_a_rollback_keeps_the_previous_version_as_last_good_and_blames_the_new_o
 
 
 def test_a_revert_blames_the_champion_whose_predictor_never_became_ready() -> None:
-    decision = decide(ChampionInputs(_model(), SERVING_5, PredictorHealth(revert_to="4"), NOW))
+    decision = decide(ChampionInputs(_model(), SERVING_5, UNAVAILABLE, NOW))
     challenger = decision.part.challenger
     assert challenger is not None and (challenger.version, challenger.passed) == ("5", False)
     assert challenger.reason == "predictor for version 5 never became ready"
     assert "reverted to version 4" in decision.decisions[0].message
+
+
+def test_a_failed_rollout_is_said_once_and_cleared_when_the_predictor_becomes_available(
+        ) -> None:
+    model = _model()
+    first = decide(ChampionInputs(model, FIRST_5, UNAVAILABLE, NOW))
+    failed = FIRST_5.merged(first.part)
+    assert failed.predictor is not None and failed.predictor.rollout_failed is not None
+    assert "no earlier version to revert to" in failed.predictor.rollout_failed
+    again = decide(ChampionInputs(model, failed, UNAVAILABLE, NOW + timedelta(minutes=1)))
+    assert again.decisions == () and again.move is None
+    healed = failed.merged(decide(ChampionInputs(model, failed, PredictorHealth(True, False),
+                                                 NOW)).part)
+    assert healed.predictor is not None and healed.predictor.rollout_failed is None
+    assert healed.predictor.rolled_out_at == "2026-11-29T12:00:00Z"

@@ -50,6 +50,7 @@ from pulsar_core.forecaster import (
 from pulsar_core.models.baselines import BASELINES, baseline_forecast
 from pulsar_core.models.boosting import train_boosting
 from pulsar_core.models.config import BoostingConfig, CNNConfig, ElasticNetConfig
+from pulsar_core.models.cpu import usable_cores
 from pulsar_core.models.elasticnet import train_elasticnet
 from pulsar_core.models.ensemble import train_cnn_ensemble
 from pulsar_core.settings import TrainSettings
@@ -66,17 +67,32 @@ class Recipe:
     guard_calendar: bool = True  # calendar inputs outside their training range -> the trees
     balanced: bool = True  # walk-forward blend + served choice, time-of-day bands equal
     cnn_valid_rows: int | None = 30_000  # CNN early stopping on a sample (None: all rows)
-    # Folds trained in this many processes at once (1: in this process). Each worker maps the
+    # Folds trained in this many processes at once (1: in this process; None: one per usable
+    # core where the data repays starting them, see fold_processes). Each worker maps the
     # features from one temporary copy on disk and returns its scores; the bundle's fold
     # returns its models through Forecaster.save / load.
-    fold_workers: int = 1
+    fold_workers: int | None = None
     boosting_config: BoostingConfig = field(default_factory=BoostingConfig)
 
     @classmethod
     def before_issue_23(cls) -> Recipe:
         """The code path of the bundles before issue 23 (features v1, two learners)."""
         return cls(feature_version=1, boosting=False, guard_calendar=False, balanced=False,
-                   cnn_valid_rows=None)
+                   cnn_valid_rows=None, fold_workers=1)
+
+
+# Below this many feature rows folds train in this process: starting a worker (a fresh
+# interpreter importing torch) costs seconds, more than a small fold's training.
+PARALLEL_MIN_ROWS = 100_000
+
+
+def fold_processes(recipe: Recipe, folds: int, rows: int) -> int:
+    """How many processes train the folds: recipe.fold_workers when set, else one per usable
+    core (affinity and cgroup quota, models.cpu) up to the fold count, on data of at least
+    PARALLEL_MIN_ROWS rows."""
+    if recipe.fold_workers is not None:
+        return max(1, min(recipe.fold_workers, folds))
+    return max(1, min(usable_cores(), folds)) if rows >= PARALLEL_MIN_ROWS else 1
 
 
 @dataclass(frozen=True)
@@ -225,9 +241,10 @@ def run_backtest(features: FeatureSet, spec: FeatureSpec, params: TrainSettings,
     results: list[FoldResult] = []
     timings = {"elasticnet_seconds": 0.0, "cnn_seconds": 0.0, "hgb_seconds": 0.0}
     forecaster = None
-    if recipe.fold_workers > 1 and len(folds) > 1:
+    workers = fold_processes(recipe, len(folds), len(features))
+    if workers > 1:
         results, forecaster, spent_all = _parallel_folds(features, spec, folds, params, recipe,
-                                                         timezone, say)
+                                                         timezone, say, workers)
         for spent in spent_all:
             for name, value in spent.items():
                 timings[name] = timings.get(name, 0.0) + value
@@ -244,6 +261,14 @@ def run_backtest(features: FeatureSet, spec: FeatureSpec, params: TrainSettings,
 
 
 _ARRAYS = ("tabular", "sequence", "current", "targets")
+
+
+def _worker_threads(threads: int) -> None:
+    """Worker initialiser: the process's share of the cores for torch and OpenMP
+    (models.cpu.training_threads reads it), so workers together never oversubscribe."""
+    import os
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def _fold_worker(directory: str, spec: FeatureSpec, fold: Fold, params: TrainSettings,
@@ -267,9 +292,10 @@ def _fold_worker(directory: str, spec: FeatureSpec, fold: Fold, params: TrainSet
 
 def _parallel_folds(features: FeatureSet, spec: FeatureSpec, folds: list[Fold],
                     params: TrainSettings, recipe: Recipe, timezone: str,
-                    say: Callable[[str], None],
+                    say: Callable[[str], None], workers: int,
                     ) -> tuple[list[FoldResult], Forecaster, list[dict[str, float]]]:
-    """Every fold in `recipe.fold_workers` spawned processes, the costliest (latest) first."""
+    """Every fold in `workers` spawned processes, the costliest (latest) first; each worker
+    trains on its share of the usable cores."""
     import multiprocessing
     import tempfile
     from concurrent.futures import ProcessPoolExecutor
@@ -284,8 +310,10 @@ def _parallel_folds(features: FeatureSet, spec: FeatureSpec, folds: list[Fold],
         features.keys.to_pickle(root / "keys.pkl")  # our own file, read back by our workers
         (root / "names.txt").write_text("\n".join(features.tabular_names))
         context = multiprocessing.get_context("spawn")  # no fork of a process holding torch
-        with ProcessPoolExecutor(min(recipe.fold_workers, len(folds)),
-                                 mp_context=context) as pool:
+        threads = max(1, usable_cores() // workers)
+        say(f"folds in {workers} worker processes, {threads} thread(s) each")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_threads,
+                                 initargs=(threads,)) as pool:
             jobs = {pool.submit(_fold_worker, directory, spec, fold, params, recipe,
                                 fold is folds[-1]): fold for fold in reversed(folds)}
             done: dict[str, tuple[FoldResult, dict[str, float]]] = {}

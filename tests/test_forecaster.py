@@ -245,8 +245,24 @@ def test_folds_in_worker_processes_give_the_same_backtest_and_bundle():
     frame = city_frame(days=4)
     params = TrainSettings(horizons_minutes=[30.0], holdout_days=1.0, cnn_epochs=1,
                            cnn_channels=8, cnn_batch_size=64, cnn_seeds=1)
-    alone, report = train_forecaster(frame, params)
+    alone, report = train_forecaster(frame, params, recipe=Recipe(fold_workers=1))
     pooled, pooled_report = train_forecaster(frame, params, recipe=Recipe(fold_workers=2))
     assert len(report.backtest.results) == 2
     pd.testing.assert_frame_equal(pooled_report.backtest.table(), report.backtest.table())
     pd.testing.assert_frame_equal(pooled.predict(frame).frame, alone.predict(frame).frame)
+
+
+def test_folds_train_in_one_process_per_usable_core_only_where_the_data_repays_it(monkeypatch):
+    from pulsar_core import training
+    from pulsar_core.training import PARALLEL_MIN_ROWS, Recipe, fold_processes
+
+    monkeypatch.setattr(training, "usable_cores", lambda: 2)
+    big = PARALLEL_MIN_ROWS
+    assert fold_processes(Recipe(), folds=4, rows=big) == 2
+    assert fold_processes(Recipe(), folds=1, rows=big) == 1
+    assert fold_processes(Recipe(), folds=4, rows=big - 1) == 1  # small data: no start-up cost
+    assert fold_processes(Recipe(fold_workers=1), folds=4, rows=big) == 1  # asked: in-process
+    assert fold_processes(Recipe(fold_workers=3), folds=2, rows=10) == 2  # at most one a fold
+    assert fold_processes(Recipe.before_issue_23(), folds=4, rows=big) == 1  # today's path
+    monkeypatch.setattr(training, "usable_cores", lambda: 1)
+    assert fold_processes(Recipe(), folds=4, rows=big) == 1

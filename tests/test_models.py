@@ -93,7 +93,7 @@ def test_bagged_trees_predict_the_mean_of_their_fits():
     train, valid = _features()
     one = [train_boosting(train, valid, SPEC.horizons[:1],
                           BoostingConfig(max_iter=10, min_samples_leaf=5, seed=seed,
-                                         max_train_rows=200)).fits[0]
+                                         max_train_rows=200, bags=1)).fits[0]
            for seed in (3, 1003)]
     x = valid.tabular.astype(float)[:, : one[0].feature.max() + 1]
     merged = _Trees.average(one)
@@ -103,3 +103,20 @@ def test_bagged_trees_predict_the_mean_of_their_fits():
                             BoostingConfig(max_iter=10, min_samples_leaf=5, seed=3,
                                            max_train_rows=200, bags=2))
     assert len(bagged.fits[0].roots) == len(one[0].roots) + len(one[1].roots)
+
+
+def test_trees_trained_on_every_row_are_the_same_for_every_seed():
+    from pulsar_core.models.boosting import train_boosting
+    from pulsar_core.models.config import BoostingConfig
+
+    train, valid = _features()
+    rows = int(np.isfinite(train.targets[:, 0]).sum())
+
+    def fit(seed: int, limit: int) -> np.ndarray:
+        config = BoostingConfig(max_iter=10, min_samples_leaf=5, seed=seed, max_train_rows=limit)
+        return train_boosting(train, valid, SPEC.horizons[:1], config).predict(valid)
+
+    # every training row fits the sample: the seed changes nothing
+    np.testing.assert_array_equal(fit(3, rows), fit(4, rows))
+    # a sample smaller than the rows is the seed's: two seeds draw different trees
+    assert not np.array_equal(fit(3, rows // 2), fit(4, rows // 2))

@@ -3,7 +3,7 @@
 Usage: python bench/bench_training.py [path.parquet] [--recipes today new ...] [--seed 7]
 Each recipe trains exactly as `pulsar train` does (features, the rolling-origin backtest with
 every fold, the CNN seed ensemble, the trees where the recipe has them, the served choice) in
-a child process of its own, so its peak RSS is its own. Recipes:
+a child process of its own (with its fold workers), so its memory is its own. Recipes:
 - today: training.Recipe.before_issue_23() (features v1, ElasticNet + CNN ensemble);
 - new: training.Recipe() (features v2, + boosted trees, calendar guard, balanced choices; the
   folds in one worker process per usable core, training.fold_processes);
@@ -14,7 +14,7 @@ CPU seconds are the recipe process's and its fold workers' (user + system). Peak
 recipe process's, with workers the largest worker's beside it; `PSS MB` (the goal's number) is
 the peak of what the recipe's processes held at once, sampled, shared pages (the workers'
 memory-mapped features) counted once.
-Prints seconds, peak RSS and each recipe's ratio to the first one, measured in this run (the
+Prints wall and CPU seconds, memory and each recipe's ratio to the first one, in this run (the
 machine's other load hits both alike; run it on an idle machine for absolute numbers).
 """
 

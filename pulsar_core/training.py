@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -86,13 +87,34 @@ class Recipe:
 PARALLEL_MIN_ROWS = 100_000
 
 
+# What one more fold worker may add at most, on the full shared file (docs/accuracy.md: the
+# recipe with two workers peaked at 2.75 GB in all), so a pod's memory limit is respected.
+WORKER_MEMORY_BYTES = 2 * 2**30
+CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
+
+
+def memory_workers() -> int | None:
+    """How many fold processes the cgroup v2 memory limit leaves room for (at least 1); None
+    when no limit is visible. A trainer pod on a 16-core node with the default 4Gi limit
+    trains 2 folds at once, not 4 (OOMKilled)."""
+    try:
+        limit = CGROUP_MEMORY_MAX.read_text().strip()
+    except OSError:
+        return None
+    if not limit.isdigit():
+        return None  # "max": no limit
+    return max(1, int(limit) // WORKER_MEMORY_BYTES)
+
+
 def fold_processes(recipe: Recipe, folds: int, rows: int) -> int:
     """How many processes train the folds: recipe.fold_workers when set, else one per usable
-    core (affinity and cgroup quota, models.cpu) up to the fold count, on data of at least
-    PARALLEL_MIN_ROWS rows."""
+    core (affinity and cgroup quota, models.cpu) up to the fold count and what the memory
+    limit allows, on data of at least PARALLEL_MIN_ROWS rows."""
     if recipe.fold_workers is not None:
         return max(1, min(recipe.fold_workers, folds))
-    return max(1, min(usable_cores(), folds)) if rows >= PARALLEL_MIN_ROWS else 1
+    if rows < PARALLEL_MIN_ROWS:
+        return 1
+    return max(1, min(usable_cores(), folds, memory_workers() or folds))
 
 
 @dataclass(frozen=True)
@@ -275,8 +297,6 @@ def _fold_worker(directory: str, spec: FeatureSpec, fold: Fold, params: TrainSet
                  recipe: Recipe, keep: bool) -> tuple[FoldResult, dict[str, float]]:
     """One fold in a worker process: features mapped from `directory`; with `keep`, the
     fold's models are saved to `directory`/<fold> (torch modules do not pickle)."""
-    from pathlib import Path
-
     root = Path(directory)
     arrays = {name: np.load(root / f"{name}.npy", mmap_mode="r") for name in _ARRAYS
               if (root / f"{name}.npy").exists()}
@@ -299,7 +319,6 @@ def _parallel_folds(features: FeatureSet, spec: FeatureSpec, folds: list[Fold],
     import multiprocessing
     import tempfile
     from concurrent.futures import ProcessPoolExecutor
-    from pathlib import Path
 
     with tempfile.TemporaryDirectory(prefix="pulsar-folds-") as directory:
         root = Path(directory)

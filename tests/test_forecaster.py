@@ -257,6 +257,7 @@ def test_folds_train_in_one_process_per_usable_core_only_where_the_data_repays_i
     from pulsar_core.training import PARALLEL_MIN_ROWS, Recipe, fold_processes
 
     monkeypatch.setattr(training, "usable_cores", lambda: 2)
+    monkeypatch.setattr(training, "memory_workers", lambda: None)  # no memory limit seen
     big = PARALLEL_MIN_ROWS
     assert fold_processes(Recipe(), folds=4, rows=big) == 2
     assert fold_processes(Recipe(), folds=1, rows=big) == 1
@@ -266,3 +267,21 @@ def test_folds_train_in_one_process_per_usable_core_only_where_the_data_repays_i
     assert fold_processes(Recipe.before_issue_23(), folds=4, rows=big) == 1  # today's path
     monkeypatch.setattr(training, "usable_cores", lambda: 1)
     assert fold_processes(Recipe(), folds=4, rows=big) == 1
+
+
+def test_a_pods_memory_limit_bounds_the_fold_processes(monkeypatch, tmp_path):
+    from pulsar_core import training
+    from pulsar_core.training import PARALLEL_MIN_ROWS, Recipe, fold_processes
+
+    limit = tmp_path / "memory.max"
+    monkeypatch.setattr(training, "CGROUP_MEMORY_MAX", limit)
+    monkeypatch.setattr(training, "usable_cores", lambda: 16)
+    big = PARALLEL_MIN_ROWS
+    limit.write_text(f"{4 * 2**30}\n")  # the trainer's default limit, 4Gi
+    assert fold_processes(Recipe(), folds=4, rows=big) == 2
+    limit.write_text(f"{2**30}\n")  # less than one worker's share: still one process
+    assert fold_processes(Recipe(), folds=4, rows=big) == 1
+    limit.write_text("max\n")  # no limit: the cores decide
+    assert fold_processes(Recipe(), folds=4, rows=big) == 4
+    limit.unlink()  # no cgroup v2 file at all
+    assert fold_processes(Recipe(), folds=4, rows=big) == 4

@@ -335,13 +335,13 @@ async def _steps(runtime: Runtime, key: Key, model: SurgeModel, run: _Pass,
                    announced=runtime.announced.get(model.registered_model),
                    rollout_next=runtime.rollout_next.get(key), now=now)
     registry = run.status.registry
+    _still_there(runtime, key)
     if due.registry:
         read, run.error = await _registry_step(runtime, model, run.status, annotations, now)
         run.take(read)
     elif registry is not None and registry.error:
         run.error = registry.error
-    if key not in runtime.catalog.bodies:
-        raise ModelGone(key)  # deleted meanwhile: create nothing for it
+    _still_there(runtime, key)  # the registry read may have been slow
     before = (run.status.last_training or Training()).job
     run.take(await _guarded(start_training(runtime.kube, model, run.status, annotations,
                                            parse_time(created_at) or now, now),
@@ -352,6 +352,12 @@ async def _steps(runtime: Runtime, key: Key, model: SurgeModel, run: _Pass,
         runtime.kube, model, run.status.signals,
         runtime.catalog.bridge_owner(model.spec.signals_subject), runtime.children),
         "signal bridge", run.rejected))
+
+
+def _still_there(runtime: Runtime, key: Key) -> None:
+    """Raise ModelGone when the model was deleted meanwhile: nothing more is made for it."""
+    if key not in runtime.catalog.bodies:
+        raise ModelGone(key)
 
 
 async def _serving_steps(runtime: Runtime, key: Key, model: SurgeModel, now: datetime,

@@ -51,7 +51,7 @@ from pulsar_core.forecaster import (
 from pulsar_core.models.baselines import BASELINES, baseline_forecast
 from pulsar_core.models.boosting import train_boosting
 from pulsar_core.models.config import BoostingConfig, CNNConfig, ElasticNetConfig
-from pulsar_core.models.cpu import usable_cores
+from pulsar_core.models.cpu import memory_workers, usable_cores
 from pulsar_core.models.elasticnet import train_elasticnet
 from pulsar_core.models.ensemble import train_cnn_ensemble
 from pulsar_core.settings import TrainSettings
@@ -85,25 +85,6 @@ class Recipe:
 # Below this many feature rows folds train in this process: starting a worker (a fresh
 # interpreter importing torch) costs seconds, more than a small fold's training.
 PARALLEL_MIN_ROWS = 100_000
-
-
-# What one more fold worker may add at most, on the full shared file (docs/accuracy.md: the
-# recipe with two workers peaked at 2.75 GB in all), so a pod's memory limit is respected.
-WORKER_MEMORY_BYTES = 2 * 2**30
-CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
-
-
-def memory_workers() -> int | None:
-    """How many fold processes the cgroup v2 memory limit leaves room for (at least 1); None
-    when no limit is visible. A trainer pod on a 16-core node with the default 4Gi limit
-    trains 2 folds at once, not 4 (OOMKilled)."""
-    try:
-        limit = CGROUP_MEMORY_MAX.read_text().strip()
-    except OSError:
-        return None
-    if not limit.isdigit():
-        return None  # "max": no limit
-    return max(1, int(limit) // WORKER_MEMORY_BYTES)
 
 
 def fold_processes(recipe: Recipe, folds: int, rows: int) -> int:

@@ -271,10 +271,11 @@ def test_folds_train_in_one_process_per_usable_core_only_where_the_data_repays_i
 
 def test_a_pods_memory_limit_bounds_the_fold_processes(monkeypatch, tmp_path):
     from pulsar_core import training
+    from pulsar_core.models import cpu
     from pulsar_core.training import PARALLEL_MIN_ROWS, Recipe, fold_processes
 
     limit = tmp_path / "memory.max"
-    monkeypatch.setattr(training, "CGROUP_MEMORY_MAX", limit)
+    monkeypatch.setattr(cpu, "CGROUP_MEMORY_MAX", limit)
     monkeypatch.setattr(training, "usable_cores", lambda: 16)
     big = PARALLEL_MIN_ROWS
     limit.write_text(f"{4 * 2**30}\n")  # the trainer's default limit, 4Gi

@@ -1,4 +1,5 @@
-"""CPU thread policy for torch training: one intra-op thread per spare core, never more.
+"""CPU thread policy for torch training: one intra-op thread per spare core, never more; and
+how many fold processes the container's CPU and memory limits leave room for.
 
 Measured on a shared 2-core machine (load ~4): a CNN epoch took 35 s with 2 intra-op threads and
 6.3 s with 1. Spinning OpenMP workers that wait for a core held by another process cost far more
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
 MAX_THREADS = 4
 
 
@@ -28,6 +30,24 @@ def usable_cores() -> int:
     except (OSError, ValueError):
         pass  # no cgroup v2 quota visible: affinity is the limit
     return max(1, cores)
+
+
+# What one more fold worker may add at most, on the full shared file (docs/accuracy.md: the
+# recipe with two workers peaked at 2.75 GB in all), so a pod's memory limit is respected.
+WORKER_MEMORY_BYTES = 2 * 2**30
+
+
+def memory_workers() -> int | None:
+    """How many fold processes the cgroup v2 memory limit leaves room for (at least 1); None
+    when no limit is visible. A trainer pod on a 16-core node with the default 4Gi limit
+    trains 2 folds at once, not 4 (OOMKilled)."""
+    try:
+        limit = CGROUP_MEMORY_MAX.read_text().strip()
+    except OSError:
+        return None
+    if not limit.isdigit():
+        return None  # "max": no limit
+    return max(1, int(limit) // WORKER_MEMORY_BYTES)
 
 
 def training_threads() -> int:

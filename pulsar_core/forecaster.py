@@ -266,10 +266,14 @@ class Forecaster:
         minutes = self.spec.horizon_minutes[index]
         current = features.current
         change = 100 * (value - current) / np.maximum(np.abs(current), 1.0)
-        explanation = explain(self.elasticnet.contributions(features, index),
-                              self.elasticnet.names, change, minutes,
-                              features.column("rising_periods"))
         baseline = np.char.startswith(label.astype(str), "baseline:")
+        guarded = np.zeros(len(value), bool) if outside is None else outside & ~baseline
+        if guarded.any():
+            model = np.where(np.isin(label.astype(str), ("elasticnet", "cnn")),
+                             "hgb" if trees else "baseline:phase_mean", label)
+            label[guarded] = model[guarded]
+        explanation = self._explain(features, index, change, (label == "hgb") |
+                                    (guarded & trees))
         if baseline.any():
             reason = ("it beat the learned models on validation" if mae is not None else
                       "no validation target spans this horizon")
@@ -277,12 +281,8 @@ class Forecaster:
                 f"{pct:+d}% in {minutes:g} min: {name} answers ({reason})"
                 for pct, name in zip(np.round(change[baseline]).astype(int).tolist(),
                                      label[baseline].tolist(), strict=True)]
-        if outside is not None and outside.any():
-            guarded = outside & ~baseline
-            who, instead = (("gradient-boosted trees", "hgb") if trees else
-                            ("phase_mean", "baseline:phase_mean"))
-            model = np.where(np.isin(label.astype(str), ("elasticnet", "cnn")), instead, label)
-            label[guarded] = model[guarded]
+        if guarded.any():
+            who = "gradient-boosted trees" if trees else "phase_mean"
             note = (f"; {who} answers without the time of day ("
                     f"{', '.join(outside_names or [])} outside the training range)")
             explanation[guarded] = [text + note for text in explanation[guarded].tolist()]
@@ -296,6 +296,22 @@ class Forecaster:
             ForecastCol.MODEL: label,
             ForecastCol.EXPLANATION: explanation,
         }
+
+    def _explain(self, features: FeatureSet, index: int, change: np.ndarray,
+                 by_trees: np.ndarray) -> np.ndarray:
+        """The drivers of each row's forecast: the trees' own credits where they answer (bundles
+        whose trees hold node means), ElasticNet's elsewhere."""
+        minutes = self.spec.horizon_minutes[index]
+        explanation = explain(self.elasticnet.contributions(features, index),
+                              self.elasticnet.names, change, minutes,
+                              features.column("rising_periods"))
+        if self.hgb is not None and by_trees.any():
+            part = features.subset(by_trees)
+            credits = self.hgb.contributions(part, index)
+            if credits is not None:
+                explanation[by_trees] = explain(credits, self.hgb.names, change[by_trees],
+                                                minutes, part.column("rising_periods"))
+        return explanation
 
     def _frame(self, features: FeatureSet, blocks: list[dict[str, np.ndarray]]
                ) -> pd.DataFrame:

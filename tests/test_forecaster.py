@@ -12,6 +12,7 @@ from pulsar_core.fallback import CnnUnavailable, Fallback
 from pulsar_core.features import build_features
 from pulsar_core.forecaster import Forecaster
 from pulsar_core.models.baselines import baseline_forecast
+from pulsar_core.models.explain import explain
 from pulsar_core.settings import TrainSettings
 from pulsar_core.training import train_forecaster
 from tests.support.frames import city_frame
@@ -213,6 +214,14 @@ def test_a_time_of_day_outside_the_training_range_is_answered_without_it(trained
     np.testing.assert_allclose(second[ForecastCol.VALUE].to_numpy(), fallback)
     assert out[ForecastCol.EXPLANATION].str.contains(
         "without the time of day \\(tod_cos outside the training range\\)").all()
+    # the trees answer those rows, and their own credits name the drivers: never the hour
+    credits = forecaster.hgb.contributions(features, 0)
+    drivers = explain(credits, forecaster.hgb.names, first[ForecastCol.CHANGE_PCT].to_numpy(),
+                      7.5, features.column("rising_periods"))
+    assert first[ForecastCol.EXPLANATION].tolist() == [
+        f"{text}; gradient-boosted trees answers without the time of day (tod_cos outside "
+        "the training range)" for text in drivers]
+    assert not out[ForecastCol.EXPLANATION].str.contains("time of day,|time of day;").any()
     forecaster.ranges["tod_cos"] = (low, high)
     assert forecaster.predict(frame).outside_range == 0
 

@@ -86,6 +86,35 @@ def test_boosted_trees_leave_out_calendar_features_and_match_sklearn_after_a_rou
                                rtol=1e-9, atol=1e-9)
 
 
+def test_tree_contributions_add_up_to_the_forecast_and_credit_the_features_split_on():
+    from pulsar_core.models.boosting import BoostedTreesModel, _Trees, train_boosting
+    from pulsar_core.models.config import BoostingConfig
+
+    train, valid = _features()
+    model = train_boosting(train, valid, SPEC.horizons, BoostingConfig(max_iter=30,
+                                                                       min_samples_leaf=5))
+    fit = model.fits[0]
+    credits = model.contributions(valid, 0)
+    assert credits is not None and credits.shape == (len(valid), len(model.names))
+    x = valid.tabular[:, [valid.tabular_names.index(n) for n in model.names]].astype(float)
+    x[::5, 2] = np.nan  # a missing input follows its learned side and is credited there too
+    credits = fit.contributions(x)
+    np.testing.assert_allclose(fit.expected + credits.sum(axis=1), fit.predict(x),
+                               rtol=1e-9, atol=1e-9)
+    never_split = np.setdiff1d(np.arange(len(model.names)), fit.feature[~fit.leaf])
+    assert (credits[:, never_split] == 0).all() and np.abs(credits).sum() > 0
+    assert model.contributions(valid, 2) is None  # no trees 20 periods ahead
+    # saved and loaded, the node means travel; trees saved without them explain nothing
+    meta, arrays = model.state()
+    np.testing.assert_array_equal(
+        BoostedTreesModel.from_state(meta, arrays).contributions(valid, 0),
+        model.contributions(valid, 0))
+    older = {k: v for k, v in arrays.items() if not k.endswith(".mean")}
+    assert BoostedTreesModel.from_state(meta, older).contributions(valid, 0) is None
+    merged = _Trees.average([fit, fit])
+    np.testing.assert_allclose(merged.contributions(x), credits, rtol=1e-9, atol=1e-12)
+
+
 def test_bagged_trees_predict_the_mean_of_their_fits():
     from pulsar_core.models.boosting import _Trees, train_boosting
     from pulsar_core.models.config import BoostingConfig

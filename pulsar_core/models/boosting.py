@@ -10,11 +10,18 @@ Early stopping watches the time-ordered validation split, never a random share o
 
 Bundles hold no pickles: each tree is stored as flat node arrays in an .npz and evaluated by
 `predict` in numpy (tests check it against scikit-learn's own predict).
+
+`contributions` splits a forecast between the features the way a path through each tree does:
+every node holds the mean of its leaves weighted by their training rows (`mean`), and a split
+moves the forecast by the child's mean minus its own, credited to the split's feature. The
+credits and the roots' means sum to the prediction, so a row the trees answer is explained by
+the trees' own reasons (models.explain), not ElasticNet's.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -27,6 +34,7 @@ from pulsar_core.models.cpu import training_threads
 
 log = logging.getLogger(__name__)
 _FIELDS = ("feature", "threshold", "missing_left", "left", "right", "leaf", "value")
+_OPTIONAL = ("mean",)  # bundles whose trees were saved before contributions lack it
 
 
 @dataclass
@@ -43,6 +51,7 @@ class _Trees:
     roots: np.ndarray  # int32
     baseline: float
     depth: int
+    mean: np.ndarray | None = None  # float64 per node: its leaves' row-weighted mean value
 
     @cached_property
     def _walk(self) -> tuple[np.ndarray, ...]:
@@ -55,29 +64,62 @@ class _Trees:
                 np.where(self.leaf, np.inf, self.threshold), left, right,
                 np.where(self.missing_left, left, right), self.roots.astype(np.intp))
 
+    def _descend(self, block: np.ndarray, offsets: np.ndarray, node: np.ndarray) -> np.ndarray:
+        """Every tree's node one level down for each row of `block` (leaves stay)."""
+        feature, threshold, left, right, missing, _ = self._walk
+        value = block.ravel().take(offsets + feature.take(node))
+        step = np.where(value <= threshold.take(node), left.take(node), right.take(node))
+        absent = np.isnan(value)
+        return np.where(absent, missing.take(node), step) if absent.any() else step
+
+    def _blocks(self, x: np.ndarray, chunk_rows: int
+                ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """(start, rows, flat offsets, every tree's root per row) per chunk of `x`."""
+        roots = self._walk[-1]
+        for start in range(0, len(x), chunk_rows):
+            block = np.ascontiguousarray(x[start:start + chunk_rows], dtype=np.float64)
+            offsets = (np.arange(len(block), dtype=np.intp) * block.shape[1])[:, None]
+            yield start, block, offsets, np.broadcast_to(roots, (len(block), len(roots))).copy()
+
     def predict(self, x: np.ndarray, chunk_rows: int = 512) -> np.ndarray:
         """Raw (log-space) predictions: baseline + the sum of the trees' leaf values."""
         out = np.full(len(x), self.baseline)
         if not len(self.roots):
             return out
-        feature, threshold, left, right, missing, roots = self._walk
-        for start in range(0, len(x), chunk_rows):
-            block = np.ascontiguousarray(x[start:start + chunk_rows], dtype=np.float64)
-            flat = block.ravel()
-            offsets = (np.arange(len(block), dtype=np.intp) * block.shape[1])[:, None]
-            node = np.broadcast_to(roots, (len(block), len(roots))).copy()
+        for start, block, offsets, node in self._blocks(x, chunk_rows):
             for _ in range(self.depth):
-                value = flat.take(offsets + feature.take(node))
-                step = np.where(value <= threshold.take(node), left.take(node),
-                                right.take(node))
-                absent = np.isnan(value)
-                node = np.where(absent, missing.take(node), step) if absent.any() else step
-            out[start:start + chunk_rows] += self.value.take(node).sum(axis=1)
+                node = self._descend(block, offsets, node)
+            out[start:start + len(block)] += self.value.take(node).sum(axis=1)
         return out
+
+    def contributions(self, x: np.ndarray, chunk_rows: int = 512) -> np.ndarray | None:
+        """(n, features) log-space credits per feature (see the module's docstring); they sum
+        to predict(x) minus `expected`. None for trees saved without node means."""
+        if self.mean is None:
+            return None
+        out = np.zeros(x.shape)
+        features = self._walk[0]
+        for start, block, offsets, node in self._blocks(x, chunk_rows):
+            rows = np.arange(len(block), dtype=np.intp)[:, None] * x.shape[1]
+            credit = np.zeros(block.size)
+            for _ in range(self.depth):
+                below = self._descend(block, offsets, node)
+                credit += np.bincount((rows + features.take(node)).ravel(),
+                                      (self.mean.take(below) - self.mean.take(node)).ravel(),
+                                      minlength=block.size)
+                node = below
+            out[start:start + len(block)] = credit.reshape(block.shape)
+        return out
+
+    @property
+    def expected(self) -> float:
+        """The prediction before any split: the baseline plus every root's mean."""
+        assert self.mean is not None
+        return self.baseline + float(self.mean.take(self.roots).sum())
 
     @staticmethod
     def from_sklearn(model: Any) -> _Trees:
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in _FIELDS}
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in (*_FIELDS, *_OPTIONAL)}
         roots, offset, depth = [], 0, 0
         for (predictor,) in model._predictors:  # one tree per iteration (a single output)
             nodes = predictor.nodes
@@ -92,6 +134,7 @@ class _Trees:
             parts["right"].append(np.where(leaf, 0, nodes["right"] + offset).astype(np.int32))
             parts["leaf"].append(leaf)
             parts["value"].append(nodes["value"].astype(np.float64))
+            parts["mean"].append(_node_means(nodes))
             depth = max(depth, int(nodes["depth"].max()))
             offset += len(nodes)
         arrays = {name: (np.concatenate(values) if values else np.empty(0))
@@ -100,7 +143,7 @@ class _Trees:
                       arrays["missing_left"].astype(bool), arrays["left"].astype(np.int32),
                       arrays["right"].astype(np.int32), arrays["leaf"].astype(bool),
                       arrays["value"], np.asarray(roots, np.int32),
-                      float(np.ravel(model._baseline_prediction)[0]), depth)
+                      float(np.ravel(model._baseline_prediction)[0]), depth, arrays["mean"])
 
     @staticmethod
     def average(parts: list[_Trees]) -> _Trees:
@@ -121,10 +164,13 @@ class _Trees:
                       np.where(leaf, 0, left).astype(np.int32),
                       np.where(leaf, 0, right).astype(np.int32), leaf, joined("value") / k,
                       joined("roots", True).astype(np.int32),
-                      float(np.mean([p.baseline for p in parts])), max(p.depth for p in parts))
+                      float(np.mean([p.baseline for p in parts])), max(p.depth for p in parts),
+                      None if any(p.mean is None for p in parts) else joined("mean") / k)
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         out = {f"{prefix}.{name}": getattr(self, name) for name in _FIELDS}
+        if self.mean is not None:
+            out[f"{prefix}.mean"] = self.mean
         return out | {f"{prefix}.roots": self.roots}
 
     @staticmethod
@@ -135,7 +181,22 @@ class _Trees:
                       get["missing_left"].astype(bool), get["left"].astype(np.int32),
                       get["right"].astype(np.int32), get["leaf"].astype(bool),
                       get["value"].astype(np.float64), get["roots"].astype(np.int32),
-                      baseline, depth)
+                      baseline, depth, np.asarray(arrays[f"{prefix}.mean"], np.float64)
+                      if f"{prefix}.mean" in arrays else None)
+
+
+def _node_means(nodes: np.ndarray) -> np.ndarray:
+    """Each node's leaves' values averaged with their training row counts. Children follow
+    their parent in scikit-learn's node order, so one backward pass fills every parent."""
+    mean = nodes["value"].astype(np.float64)
+    count = nodes["count"].astype(np.float64)
+    for i in range(len(nodes) - 1, -1, -1):
+        if not nodes["is_leaf"][i]:
+            left, right = int(nodes["left"][i]), int(nodes["right"][i])
+            total = count[left] + count[right]
+            mean[i] = ((mean[left] * count[left] + mean[right] * count[right]) / total
+                       if total else 0.0)
+    return mean
 
 
 class BoostedTreesModel:
@@ -168,6 +229,12 @@ class BoostedTreesModel:
             if fit is not None:
                 out[:, i] = np.expm1(np.clip(fit.predict(x), -20, 20)).clip(min=0)
         return out
+
+    def contributions(self, features: FeatureSet, horizon_index: int) -> np.ndarray | None:
+        """(n, len(names)) log-space credits of each feature to one horizon's forecast; None
+        where that horizon has no trees or they were saved without node means."""
+        fit = self.fits[horizon_index]
+        return None if fit is None else fit.contributions(self._inputs(features))
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta: dict[str, Any] = {

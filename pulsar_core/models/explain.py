@@ -9,13 +9,16 @@ import numpy as np
 # (name prefixes, phrase when pushing up, phrase when pushing down); first match wins.
 _GROUPS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("delta_", "rising_periods", "cumulative_surge_delta"), "demand rising", "demand falling"),
-    (("nb_",), "neighbours surging", "neighbours quiet"),
+    (("nb_", "rel_neighbours"), "neighbours surging", "neighbours quiet"),
     (("surge_", "cumulative_surge"), "surge building", "surge easing"),
     (("seasonal_",), "busy at this time on earlier days", "quiet at this time on earlier days"),
     (("hist_",), "usually busy here", "usually quiet here"),
     (("phase",), "busy half of the 15-minute cycle ahead",
      "quiet half of the 15-minute cycle ahead"),
     (("tod_", "dow_"), "busier time of day", "quieter time of day"),
+    (("rel_",), "level against its usual one points up", "level against its usual one points down"),
+    (("log_staleness", "log_gap_before_run", "first_of_run", "run_length"),
+     "time since its last gap points up", "time since its last gap points down"),
     (("service_",), "busier service type", "quieter service type"),
     (("demand", "log_demand", "lag_", "roll", "same_phase", "other_phase"),
      "high current level", "low current level"),

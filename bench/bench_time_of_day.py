@@ -1,11 +1,11 @@
 """Forecasts at a time of day the model has barely seen, and from one training to the next.
 
 Usage: python bench/bench_time_of_day.py [path.parquet] [--seeds 7 17 27] [--epochs N]
-                                          [--no-baseline] [--no-folds]
+                                          [--cnn-seeds N] [--no-baseline] [--no-folds]
 On the real Tehran snapshots, in one process and on identical rows:
 1. The rolling-origin folds (as `pulsar train` runs them), by horizon and by local time-of-day
    band, for today's recipe (training.Recipe.before_issue_23(): features v1, ElasticNet + CNN)
-   and the new one (features v2, + boosted trees, calendar range guard, band-balanced
+   and the new one (features v3, + boosted trees, calendar range guard, band-balanced
    walk-forward choices), and new served vs today's served MAE on the same rows per fold.
 2. The daytime-session check: the least-covered time of day (the one 17:00-18:07 Tehran
    session) is the test; training is every other session but one, the latest, which validates
@@ -145,6 +145,8 @@ def main() -> int:
     parser.add_argument("path", nargs="?", type=Path, default=DEFAULT)
     parser.add_argument("--seeds", type=int, nargs="+", default=[7])
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--cnn-seeds", type=int, default=None,
+                        help="CNN ensemble members (default: TrainSettings' own)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip today's recipe (no same-rows comparison)")
     parser.add_argument("--no-folds", action="store_true", help="only the daytime check")
@@ -160,6 +162,8 @@ def main() -> int:
     pd.set_option("display.width", 200)
     snapshots = pd.read_parquet(args.path)
     base_params = TrainSettings(holdout_days=1.0, cnn_epochs=args.epochs)
+    if args.cnn_seeds is not None:
+        base_params = base_params.model_copy(update={"cnn_seeds": args.cnn_seeds})
     timezone = city_timezone(base_params.city, base_params.city_id, base_params.timezone)
     # today's recipe with its folds in worker processes where cores allow: the same numbers
     # as in one process (tests/test_forecaster.py), in less time

@@ -5,7 +5,7 @@ Each recipe trains exactly as `pulsar train` does (features, the rolling-origin 
 every fold, the CNN seed ensemble, the trees where the recipe has them, the served choice) in
 a child process of its own (with its fold workers), so its memory is its own. Recipes:
 - today: training.Recipe.before_issue_23() (features v1, ElasticNet + CNN ensemble);
-- new: training.Recipe() (features v2, + boosted trees, calendar guard, balanced choices; the
+- new: training.Recipe() (features v3, + boosted trees, calendar guard, balanced choices; the
   folds in one worker process per usable core, training.fold_processes);
 - new-serial: new with every fold in this process (Recipe.fold_workers=1);
 - new-bags3: new with three bagged tree fits per horizon (BoostingConfig.bags=3);

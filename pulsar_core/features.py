@@ -41,8 +41,9 @@ class FeatureSpec:
     # 1: the features of bundles before issue 23; 2 adds staleness, the gap before the run and
     # levels relative to the series' own recent and phase means (features that travel across
     # hours and gaps) and drops the day of week (a week of data shows each weekday once or
-    # twice, never a Sunday). A bundle rebuilds the version it was trained with.
-    version: int = 2
+    # twice, never a Sunday). 3: those gaps saturate at LONG_GAP_PERIODS. A bundle rebuilds
+    # the version it was trained with.
+    version: int = 3
 
     def __post_init__(self) -> None:
         if 1 not in self.horizons:
@@ -240,7 +241,7 @@ def _tabular(grid: SeriesGrid, context: _Context, chunk: Chunk,
     feats["nb_delta_1"] = feats["nb_demand_l0"] - feats["nb_demand_l1"]
     if spec.version >= 2:
         feats |= _travelling(grid, chunk, feats, lookback(spec).history, spec.window,
-                             spec.rolling)
+                             spec.rolling, LONG_GAP_PERIODS if spec.version >= 3 else None)
     return feats
 
 
@@ -253,6 +254,13 @@ def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(np.log1p(np.maximum(a, 0.0)) - np.log1p(np.maximum(b, 0.0)))
 
 
+# Version 3: a gap of 8 hours or more reads as 8 hours. The hours between one session and the
+# next are the collection's schedule, not the city's: the data's nights follow gaps of 22.75
+# hours or days, so the 13.5 hours before its one afternoon session were a staleness training
+# never held, and the trees answered its first periods like rows that were 4-5 hours stale.
+LONG_GAP_PERIODS = 64
+
+
 def _gap_before(grid: SeriesGrid, rows: np.ndarray, cap: int) -> np.ndarray:
     """Periods between each row and its series' previous row (`cap` when none within it)."""
     before = np.maximum(rows - 1, 0)
@@ -262,17 +270,20 @@ def _gap_before(grid: SeriesGrid, rows: np.ndarray, cap: int) -> np.ndarray:
 
 
 def _travelling(grid: SeriesGrid, chunk: Chunk, feats: dict[str, np.ndarray],
-                history: int, window: int, rolling: tuple[int, ...]) -> dict[str, np.ndarray]:
+                history: int, window: int, rolling: tuple[int, ...],
+                long_gap: int | None) -> dict[str, np.ndarray]:
     """Version-2 features: how stale the inputs are and levels relative to the series' own
     means. They mean the same at any hour and after any gap, where raw levels and the time of
     day do not (issue 23). The gaps are capped so that they read no key more than
-    `history` - 1 periods before the anchor (Lookback.history: serving parity)."""
+    `history` - 1 periods before the anchor (Lookback.history: serving parity), and (version 3)
+    at `long_gap` periods."""
     recent = next((f"roll{size}_mean" for size in sorted(rolling)), None)
     run = feats["run_length"].astype(np.int64)  # 1..window: the anchor itself is observed
     run_start = chunk.anchors - (run - 1)  # keys are unique: the run is the rows before
+    cap = min(history - 1, long_gap or history), min(history - window, long_gap or history)
     out = {
-        "log_staleness": np.log1p(_gap_before(grid, chunk.anchors, history - 1)),
-        "log_gap_before_run": np.log1p(_gap_before(grid, run_start, history - window)),
+        "log_staleness": np.log1p(_gap_before(grid, chunk.anchors, cap[0])),
+        "log_gap_before_run": np.log1p(_gap_before(grid, run_start, cap[1])),
         "first_of_run": (run == 1).astype(np.float64),
         "rel_hist_same_phase": _log_ratio(feats["demand"], feats["hist_mean_same_phase"]),
         "rel_hist_other_phase": _log_ratio(feats["hist_mean_other_phase"],

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from pulsar_core.contract import LEAKY_SAME_PERIOD, PERIOD, Col
-from pulsar_core.features import FeatureSpec, build_features, lookback
+from pulsar_core.features import LONG_GAP_PERIODS, FeatureSpec, build_features, lookback
 from tests.support.frames import CENTRE, city_frame, snapshot_frame
 
 T0 = pd.Timestamp("2025-12-01 22:45", tz="UTC")
@@ -120,8 +122,8 @@ def test_spec_round_trips_and_always_has_the_first_period():
 
 
 def test_version_two_knows_how_stale_the_inputs_are_and_levels_relative_to_own_means():
-    features = build_features(_gap_series(), SPEC)
-    assert SPEC.version == 2
+    spec = replace(SPEC, version=2)
+    features = build_features(_gap_series(), spec)
     after_gap, inside = _row(features, 5), _row(features, 6)
     assert features.column("log_staleness")[after_gap] == np.float32(np.log1p(3))  # 2 -> 5
     assert features.column("log_staleness")[inside] == np.float32(np.log1p(1))
@@ -130,12 +132,40 @@ def test_version_two_knows_how_stale_the_inputs_are_and_levels_relative_to_own_m
     # period 6 is in a run that began at 5, after a gap of 3 periods
     assert features.column("log_gap_before_run")[inside] == np.float32(np.log1p(3))
     first = _row(features, 0)  # nothing before: the cap, one period short of the lookback
-    cap = lookback(SPEC).history - 1
+    cap = lookback(spec).history - 1
     assert features.column("log_staleness")[first] == np.float32(np.log1p(cap))
     # demand 70 against its own phase's mean (period 6: periods 0, 2, 6 -> 10, 30, 70)
     expected = np.log1p(70.0) - np.log1p((10 + 30 + 70) / 3)
     assert abs(features.column("rel_hist_same_phase")[inside] - expected) < 1e-5
     assert "dow_sin" not in features.tabular_names  # a week of data cannot teach weekdays
+
+
+def test_version_three_reads_every_gap_of_eight_hours_or_more_as_eight_hours():
+    import h3
+
+    assert SPEC.version == 3 and LONG_GAP_PERIODS == 64  # 8 hours of 7.5-minute periods
+    # one series back after 13.5 hours (108 periods), one after 3 days, one after 3 periods
+    gaps = {"afternoon": 108, "days": 3 * 192, "short": 3}
+    cells = [h3.str_to_int(c) for c in h3.grid_disk(CENTRE, 3)][:3]
+    frames = [snapshot_frame([cell], 1, [T0, T0 + (gap + 1) * PERIOD, T0 + (gap + 2) * PERIOD],
+                             np.array([[10.0, 20.0, 30.0]]))
+              for cell, gap in zip(cells, gaps.values(), strict=True)]
+    frame = pd.concat(frames, ignore_index=True)
+    for version, long in ((3, LONG_GAP_PERIODS), (2, None)):
+        features = build_features(frame, replace(SPEC, version=version))
+        staleness, before_run = features.column("log_staleness"), features.column(
+            "log_gap_before_run")
+        for (name, gap), cell in zip(gaps.items(), cells, strict=True):
+            after = np.flatnonzero((features.keys[Col.HEXAGON] == cell).to_numpy() &
+                                   (features.keys[Col.PERIOD_START] == T0 + (gap + 1) * PERIOD)
+                                   .to_numpy())[0]
+            # the gap in periods between the two rows is gap + 1
+            expected = gap + 1 if long is None or name == "short" else long
+            if long is None:
+                expected = min(expected, lookback(SPEC).history - 1)
+            assert staleness[after] == np.float32(np.log1p(expected)), (version, name)
+            assert before_run[after + 1] == np.float32(np.log1p(
+                min(expected, lookback(SPEC).history - SPEC.window))), (version, name)
 
 
 def test_version_one_builds_the_features_of_older_bundles():

@@ -9,7 +9,8 @@ of ElasticNet, the CNN, the trees and phase_mean per horizon, in `blend`; models
 Out-of-range guard (issue 23): the bundle records each tabular feature's training range
 (`ranges`); a series whose calendar features (features.CALENDAR_FEATURES: an hour or weekday
 the training data never held) lie outside it gets the trees' forecast in place of ElasticNet's
-and the CNN's, which read those features (phase_mean where there are no trees). The rows are
+(and the CNN's where it reads those features: bundles trained before its calendar inputs were
+pinned, models.cnn.reads_calendar), phase_mean's where there are no trees. The rows are
 counted in ForecastResult.outside_range and said in the explanation.
 """
 
@@ -20,6 +21,7 @@ import logging
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,7 +42,7 @@ from pulsar_core.features import (
 from pulsar_core.models.baselines import baseline_forecast
 from pulsar_core.models.blend import Weights, as_weights, combine
 from pulsar_core.models.boosting import BoostedTreesModel
-from pulsar_core.models.cnn import CNNModel
+from pulsar_core.models.cnn import CNNModel, reads_calendar
 from pulsar_core.models.elasticnet import ElasticNetModel
 from pulsar_core.models.ensemble import CNNEnsemble, load_cnn
 from pulsar_core.models.explain import explain
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 BUNDLE_JSON = "forecaster.json"
 T = TypeVar("T")
 _DIRECTIONS = np.array(["down", "flat", "up"], dtype=object)
+_WHO = {"hgb": "gradient-boosted trees", "cnn": "the CNN", "blend": "the blend",
+        "baseline:phase_mean": "phase_mean"}
 _BLOCK_COLUMNS = (ForecastCol.VALUE, ForecastCol.CHANGE_PCT, ForecastCol.DIRECTION,
                   ForecastCol.CONFIDENCE, ForecastCol.MODEL, ForecastCol.EXPLANATION)
 
@@ -120,13 +124,21 @@ def calendar_free(features: FeatureSet, horizons: tuple[int, ...],
     return phase_mean if trees is None else np.where(np.isfinite(trees), trees, phase_mean)
 
 
+def calendar_readers(cnn: CNNEnsemble | CNNModel | None, names: list[str]) -> tuple[str, ...]:
+    """The models a calendar input steers: ElasticNet, and the CNN unless it was trained with
+    those inputs pinned (CNNConfig.calendar)."""
+    return ("elasticnet", "cnn") if cnn is not None and reads_calendar(cnn, names) else \
+        ("elasticnet",)
+
+
 def guard(forecasts: dict[str, np.ndarray], outside: np.ndarray,
-          fallback: np.ndarray) -> None:
-    """In place: rows `outside` of the models that read calendar features answered by
-    `fallback` (the trees, which do not), so any blend of them leans on what stays valid."""
+          fallback: np.ndarray, readers: tuple[str, ...] = ("elasticnet", "cnn")) -> None:
+    """In place: rows `outside` of the models that read calendar features (`readers`)
+    answered by `fallback` (the trees, which do not), so any blend of them leans on what stays
+    valid."""
     if not outside.any():
         return
-    for name in ("elasticnet", "cnn"):
+    for name in readers:
         if name in forecasts:
             values = forecasts[name]
             swap = outside[:, None] & np.isfinite(values) & np.isfinite(fallback)
@@ -161,8 +173,13 @@ class Forecaster:
         outside, names = outside_calendar(features, self.ranges)
         if outside.any():
             members = {"elasticnet": linear} | ({"cnn": cnn} if cnn is not None else {})
-            guard(members, outside, calendar_free(features, self.spec.horizons, trees))
+            guard(members, outside, calendar_free(features, self.spec.horizons, trees),
+                  self._readers)
         return outside, names
+
+    @cached_property
+    def _readers(self) -> tuple[str, ...]:
+        return calendar_readers(self.cnn, self.elasticnet.names)
 
     def _cnn_forecast(self, features: FeatureSet, use_cnn: bool) -> tuple[np.ndarray | None,
                                                                           str | None]:
@@ -269,7 +286,7 @@ class Forecaster:
         baseline = np.char.startswith(label.astype(str), "baseline:")
         guarded = np.zeros(len(value), bool) if outside is None else outside & ~baseline
         if guarded.any():
-            model = np.where(np.isin(label.astype(str), ("elasticnet", "cnn")),
+            model = np.where(np.isin(label.astype(str), self._readers),
                              "hgb" if trees else "baseline:phase_mean", label)
             label[guarded] = model[guarded]
         explanation = self._explain(features, index, change, (label == "hgb") |
@@ -282,10 +299,11 @@ class Forecaster:
                 for pct, name in zip(np.round(change[baseline]).astype(int).tolist(),
                                      label[baseline].tolist(), strict=True)]
         if guarded.any():
-            who = "gradient-boosted trees" if trees else "phase_mean"
-            note = (f"; {who} answers without the time of day ("
-                    f"{', '.join(outside_names or [])} outside the training range)")
-            explanation[guarded] = [text + note for text in explanation[guarded].tolist()]
+            why = f"without the time of day ({', '.join(outside_names or [])} outside the " \
+                  "training range)"
+            explanation[guarded] = [
+                f"{text}; {_WHO.get(who, who)} answers {why}" for text, who in
+                zip(explanation[guarded].tolist(), label[guarded].tolist(), strict=True)]
         confidence = (np.abs(value) / (np.abs(value) + mae)) if mae else np.zeros(len(value))
         return {
             ForecastCol.HORIZON_MINUTES: np.full(len(value), float(minutes)),

@@ -8,10 +8,10 @@ per horizon made on the pooled validation days (backtest.walk_forward); where th
 a fold on which that choice loses to the fold's strongest baseline by more than 2%, the bundle
 serves the validation-chosen baseline at that horizon instead, and says so in its metadata.
 
-`Recipe` says what a run builds beyond the settings (issue 23: feature version 2, the boosted
-trees, the calendar range guard, band-balanced walk-forward choices); `Recipe.before_issue_23()`
-is the code path of the bundles before it, kept so that benchmarks compare both on the same rows
-in the same process.
+`Recipe` says what a run builds beyond the settings (issue 23: feature version 3, the boosted
+trees, the calendar range guard, a CNN no hour steers, band-balanced walk-forward choices);
+`Recipe.before_issue_23()` is the code path of the bundles before it, kept so that benchmarks
+compare both on the same rows in the same process.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from pulsar_core.folds import Fold, city_timezone, make_folds
 from pulsar_core.forecaster import (
     Forecaster,
     calendar_free,
+    calendar_readers,
     feature_ranges,
     guard,
     outside_calendar,
@@ -63,11 +64,12 @@ log = logging.getLogger(__name__)
 class Recipe:
     """What a training run builds beyond TrainSettings."""
 
-    feature_version: int = 2  # FeatureSpec.version
+    feature_version: int = 3  # FeatureSpec.version
     boosting: bool = True  # the third learner (models.boosting)
     guard_calendar: bool = True  # calendar inputs outside their training range -> the trees
     balanced: bool = True  # walk-forward blend + served choice, time-of-day bands equal
     cnn_valid_rows: int | None = 30_000  # CNN early stopping on a sample (None: all rows)
+    cnn_calendar: bool = False  # the CNN reads the time of day (CNNConfig.calendar)
     # Folds trained in this many processes at once (1: in this process; None: one per usable
     # core where the data repays starting them, see fold_processes). Each worker maps the
     # features from one temporary copy on disk and returns its scores; the bundle's fold
@@ -79,7 +81,7 @@ class Recipe:
     def before_issue_23(cls) -> Recipe:
         """The code path of the bundles before issue 23 (features v1, two learners)."""
         return cls(feature_version=1, boosting=False, guard_calendar=False, balanced=False,
-                   cnn_valid_rows=None, fold_workers=1)
+                   cnn_valid_rows=None, fold_workers=1, cnn_calendar=True)
 
 
 # Below this many feature rows folds train in this process: starting a worker (a fresh
@@ -151,7 +153,8 @@ def all_forecasts(forecaster: Forecaster, features: FeatureSet) -> dict[str, np.
         out[name] = np.stack([baseline_forecast(name, features, h) for h in horizons], axis=1)
     if forecaster.ranges:
         outside, _ = outside_calendar(features, forecaster.ranges)
-        guard(out, outside, calendar_free(features, horizons, out.get("hgb")))
+        guard(out, outside, calendar_free(features, horizons, out.get("hgb")),
+              calendar_readers(forecaster.cnn, forecaster.elasticnet.names))
     return out
 
 
@@ -186,7 +189,7 @@ def fit_models(train_part: FeatureSet, valid_part: FeatureSet, spec: FeatureSpec
                            learning_rate=params.cnn_learning_rate, patience=params.cnn_patience,
                            batch_size=params.cnn_batch_size, seed=params.seed,
                            max_train_rows=params.cnn_max_train_rows,
-                           max_valid_rows=recipe.cnn_valid_rows)
+                           max_valid_rows=recipe.cnn_valid_rows, calendar=recipe.cnn_calendar)
     cnn = train_cnn_ensemble(train_part, valid_part, spec.horizons, cnn_config,
                              params.cnn_seeds, progress=say)
     timings["cnn_seconds"] = time.perf_counter() - cnn_clock

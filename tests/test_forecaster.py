@@ -199,6 +199,7 @@ def test_a_time_of_day_outside_the_training_range_is_answered_without_it(trained
     forecaster.ranges["tod_cos"] = (high + 0.5, high + 1.0)  # no serving hour is inside it
     features = build_features(frame, forecaster.spec, targets=False, last_only=True)
     trees = forecaster.hgb.predict(features)
+    cnn = forecaster.cnn.predict(features)
     result = forecaster.predict(frame)
     assert result.outside_range == len(features)
     out = result.frame
@@ -207,11 +208,16 @@ def test_a_time_of_day_outside_the_training_range_is_answered_without_it(trained
     assert (first[ForecastCol.MODEL] == "hgb").all()
     np.testing.assert_allclose(first[ForecastCol.VALUE].to_numpy(), trees[:, 0])
     second = out[out[ForecastCol.HORIZON_MINUTES] == 30.0]
-    # the blend's ElasticNet and CNN shares went to what reads no calendar feature: the trees,
-    # phase_mean where they have no model (too few training targets 30 minutes ahead here)
+    # the blend's ElasticNet share went to what reads no calendar feature: the trees,
+    # phase_mean where they have no model (too few training targets 30 minutes ahead here);
+    # the CNN was trained with its calendar inputs pinned, so its share stays its own
     fallback = np.where(np.isfinite(trees[:, 1]), trees[:, 1],
                         baseline_forecast("phase_mean", features, 4))
-    np.testing.assert_allclose(second[ForecastCol.VALUE].to_numpy(), fallback)
+    np.testing.assert_allclose(second[ForecastCol.VALUE].to_numpy(),
+                               0.5 * fallback + 0.5 * cnn[:, 1], rtol=1e-6)
+    assert (second[ForecastCol.MODEL] == "blend").all()
+    assert second[ForecastCol.EXPLANATION].str.contains("; the blend answers without the time "
+                                                        "of day").all()
     assert out[ForecastCol.EXPLANATION].str.contains(
         "without the time of day \\(tod_cos outside the training range\\)").all()
     # the trees answer those rows, and their own credits name the drivers: never the hour
@@ -224,6 +230,27 @@ def test_a_time_of_day_outside_the_training_range_is_answered_without_it(trained
     assert not out[ForecastCol.EXPLANATION].str.contains("time of day,|time of day;").any()
     forecaster.ranges["tod_cos"] = (low, high)
     assert forecaster.predict(frame).outside_range == 0
+
+
+def test_a_cnn_that_reads_the_time_of_day_is_guarded_too(tmp_path):
+    from pulsar_core.forecaster import calendar_readers
+    from pulsar_core.training import Recipe
+
+    frame = city_frame(days=4)
+    params = TrainSettings(horizons_minutes=[30.0], holdout_days=1.0, cnn_epochs=1,
+                           cnn_channels=8, cnn_batch_size=64, cnn_seeds=1)
+    forecaster, _ = train_forecaster(frame, params, recipe=Recipe(cnn_calendar=True))
+    assert calendar_readers(forecaster.cnn, forecaster.elasticnet.names) == ("elasticnet",
+                                                                              "cnn")
+    forecaster.served = {1: "cnn", 4: "cnn"}
+    high = forecaster.ranges["tod_cos"][1]
+    forecaster.ranges["tod_cos"] = (high + 0.5, high + 1.0)
+    features = build_features(frame, forecaster.spec, targets=False, last_only=True)
+    trees = forecaster.hgb.predict(features)
+    first = forecaster.predict(frame).frame
+    first = first[first[ForecastCol.HORIZON_MINUTES] == 7.5]
+    assert (first[ForecastCol.MODEL] == "hgb").all()
+    np.testing.assert_allclose(first[ForecastCol.VALUE].to_numpy(), trees[:, 0])
 
 
 def test_a_bundle_from_before_the_trees_and_ranges_still_loads_and_serves(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from pulsar_core.features import FeatureSpec, build_features
@@ -41,6 +43,28 @@ def test_explanations_name_the_strongest_drivers():
                         valid.column("rising_periods"))
     assert len(sentences) == len(valid)
     assert all(s.startswith("+22% in 30 min: ") and ", " in s for s in sentences)
+
+
+def test_a_cnn_trained_with_its_calendar_inputs_pinned_is_never_steered_by_the_hour():
+    from pulsar_core.features import CALENDAR_FEATURES
+    from pulsar_core.models.cnn import reads_calendar
+
+    train, valid = _features()
+    config = CNNConfig(channels=8, hidden=16, epochs=2, batch_size=64, device="cpu")
+    pinned = train_cnn(train, valid, SPEC.horizons, replace(config, calendar=False))
+    reading = train_cnn(train, valid, SPEC.horizons, config)
+    names = list(valid.tabular_names)
+    assert not reads_calendar(pinned, names) and reads_calendar(reading, names)
+    moved = valid.subset(np.arange(len(valid)))
+    moved.tabular = moved.tabular.copy()
+    for name in CALENDAR_FEATURES:
+        if name in names:  # an hour the training rows never held, and its mirror image
+            moved.tabular[:, names.index(name)] = -moved.tabular[:, names.index(name)] + 0.3
+    np.testing.assert_array_equal(pinned.predict(moved), pinned.predict(valid))
+    assert not np.allclose(reading.predict(moved), reading.predict(valid))
+    meta, arrays = pinned.state()  # the pin is in the state: a loaded CNN stays blind
+    again = CNNModel.from_state(meta, arrays, valid.sequence.shape[2], valid.tabular.shape[1])
+    assert not reads_calendar(again, names)
 
 
 def test_cnn_is_seeded_masks_untrained_horizons_and_round_trips():

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pulsar_core.features import FeatureSet
+from pulsar_core.features import CALENDAR_FEATURES, FeatureSet
 from pulsar_core.models.config import CNNConfig
 from pulsar_core.models.cpu import torch_threads, training_threads
 
@@ -137,6 +137,23 @@ def _fit_standardisation(network: Any, tabular: np.ndarray) -> None:
         getattr(network, name).copy_(torch.as_tensor(values, dtype=torch.float32))
 
 
+def _pin(network: Any, columns: list[int]) -> None:
+    """The input clamp of `columns` narrowed to their training mean: whatever they hold, the
+    network reads a constant (zero after standardisation), in training and in serving."""
+    for column in columns:
+        network.tab_low[column] = network.tab_mean[column]
+        network.tab_high[column] = network.tab_mean[column]
+
+
+def reads_calendar(model: Any, names: list[str]) -> bool:
+    """Whether a CNN (or every member of an ensemble) can be steered by a calendar input:
+    false where each calendar column's input clamp is a single value."""
+    members = getattr(model, "members", [model])
+    columns = [i for i, name in enumerate(names) if name in CALENDAR_FEATURES]
+    return any(bool((m.network.tab_low[columns] < m.network.tab_high[columns]).any())
+               for m in members) if columns else False
+
+
 def _start_at_the_median(network: Any, targets: np.ndarray) -> None:
     """Output bias = log1p(median target) per horizon: the first epoch starts from a sane level
     instead of climbing from expm1(0) = 0 (slow, and it wastes the early-stopping budget)."""
@@ -177,6 +194,9 @@ def _fit(train: FeatureSet, valid: FeatureSet, horizons: tuple[int, ...], config
     network = build_network(train.sequence.shape[2], train.tabular.shape[1], len(horizons),
                             config)
     _fit_standardisation(network, train.tabular[rows])
+    if not config.calendar:
+        _pin(network, [i for i, name in enumerate(train.tabular_names)
+                       if name in CALENDAR_FEATURES])
     _start_at_the_median(network, train.targets[rows])
     network.to(device)
     seq_t = torch.from_numpy(train.sequence[rows]).to(device)

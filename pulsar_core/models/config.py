@@ -35,6 +35,9 @@ class CNNConfig:
     # Early stopping judges a seeded sample of this many validation rows (None: all of them);
     # every member of an ensemble judges the same rows.
     max_valid_rows: int | None = None
+    # False: the calendar inputs (features.CALENDAR_FEATURES) are pinned to their training mean,
+    # so no hour steers the network, seen or not (models.cnn.reads_calendar).
+    calendar: bool = True
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ def calendar_readers(cnn: CNNEnsemble | CNNModel | None, names: list[str]) -> tu
 
 
 def guard(forecasts: dict[str, np.ndarray], outside: np.ndarray,
-          fallback: np.ndarray, readers: tuple[str, ...] = ("elasticnet", "cnn")) -> None:
+          fallback: np.ndarray, readers: tuple[str, ...]) -> None:
     """In place: rows `outside` of the models that read calendar features (`readers`)
     answered by `fallback` (the trees, which do not), so any blend of them leans on what stays
     valid."""

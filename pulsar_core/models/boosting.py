@@ -100,11 +100,10 @@ class _Trees:
         out = np.zeros(x.shape)
         features = self._walk[0]
         for start, block, offsets, node in self._blocks(x, chunk_rows):
-            rows = np.arange(len(block), dtype=np.intp)[:, None] * x.shape[1]
             credit = np.zeros(block.size)
             for _ in range(self.depth):
                 below = self._descend(block, offsets, node)
-                credit += np.bincount((rows + features.take(node)).ravel(),
+                credit += np.bincount((offsets + features.take(node)).ravel(),
                                       (self.mean.take(below) - self.mean.take(node)).ravel(),
                                       minlength=block.size)
                 node = below

@@ -21,7 +21,9 @@ from pulsar_core.events import SIGNALS_STREAM
 from pulsar_core.live_signals import ensure_signals_stream
 
 log = logging.getLogger(__name__)
-_BATCH = 256
+_FETCH = 256
+INGEST_MESSAGES = 4096  # the largest batch handed to `ingest` (and MAX_RUN_ROWS of bridge rows)
+INGEST_BYTES = 16 * 2**20
 
 
 async def signals_end(client: Client) -> int:
@@ -33,31 +35,38 @@ async def signals_end(client: Client) -> int:
 
 
 async def replay_signals(client: Client, subject: str, since: datetime, upto: int,
-                         ingest: Callable[[bytes], Awaitable[None]],
+                         ingest: Callable[[list[bytes]], Awaitable[None]],
                          wait: float = 2.0) -> int:
     """Feed the messages of `subject` kept since `since`, up to stream sequence `upto`, to
-    `ingest`, oldest first; returns how many. The consumer is ephemeral (no acks; gone a
-    minute after the replay)."""
+    `ingest`, oldest first, in batches of at most INGEST_MESSAGES messages and INGEST_BYTES
+    (or one fetch); returns how many. The consumer is ephemeral (no acks; gone a minute after
+    the replay)."""
     if upto <= 0:
         return 0
     js = client.jetstream(timeout=5)
     config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since,
                             ack_policy=AckPolicy.NONE, inactive_threshold=60.0)
     pull = await js.pull_subscribe(subject, stream=SIGNALS_STREAM, config=config)
-    replayed = 0
+    replayed, pending, size = 0, [], 0
     try:
         while True:
             try:
-                batch = await pull.fetch(_BATCH, timeout=wait)
+                batch = await pull.fetch(_FETCH, timeout=wait)
             except nats.errors.TimeoutError:  # nothing (more) kept
-                return replayed
-            for msg in batch:
-                if msg.metadata.sequence.stream > upto:
-                    return replayed
-                await ingest(msg.data)
-                replayed += 1
-            if not batch or batch[-1].metadata.num_pending == 0:
-                return replayed
+                break
+            kept = [msg.data for msg in batch if msg.metadata.sequence.stream <= upto]
+            pending += kept
+            size += sum(len(data) for data in kept)
+            done = len(kept) < len(batch) or not batch or batch[-1].metadata.num_pending == 0
+            if pending and (done or len(pending) >= INGEST_MESSAGES or size >= INGEST_BYTES):
+                await ingest(pending)
+                replayed, pending, size = replayed + len(pending), [], 0
+            if done:
+                break
             await asyncio.sleep(0)  # live messages and requests interleave with the replay
     finally:
         await pull.unsubscribe()
+    if pending:  # the stream ran dry (a fetch timed out) while a batch was filling
+        await ingest(pending)
+        replayed += len(pending)
+    return replayed

@@ -30,6 +30,7 @@ from pulsar_core.data.sources import (
     resolve_sources,
 )
 from pulsar_core.data.validation import (
+    DUPLICATE,
     RAW_FIX,
     RAW_REQUIRED,
     REASON,
@@ -157,7 +158,7 @@ def _combine(frames: list[pd.DataFrame], tally: _Tally) -> pd.DataFrame:
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if len(frames) > 1:
         dup = frame.duplicated(KEY).to_numpy()
-        rejected = frame.loc[dup].assign(**{REASON: "duplicate"})
+        rejected = frame.loc[dup].assign(**{REASON: DUPLICATE})
         tally.rejected.append(rejected[[*SNAPSHOT_DTYPES, REASON, SOURCE, _WEIGHT]])
         frame = frame.loc[~dup]
     if not _is_sorted(frame):

@@ -20,6 +20,8 @@ from pulsar_core.data.errors import DataContractError
 from pulsar_core.data.window import TimeWindow
 
 REASON = "reason"
+DUPLICATE = "duplicate"  # the reason of a later repeat of a row's key
+BAD_TYPE = "bad_type:"  # the reason of a value its column's type cannot read, + the column
 NAIVE_TIME = "naive_time"
 NAIVE_TIME_FIX = ("timestamps written without a zone: write them with one (2025-11-22T02:15:00Z, "
                   "+03:30), or say which zone they are in with --input-timezone (UTC, city, or an "
@@ -252,7 +254,7 @@ def coerce_columns(df: pd.DataFrame, dtypes: dict[str, str], naive_zone: str | N
                 f"column {str(col)!r} has dtype {raw.dtype} and none of its values can be read as "
                 f"{dtype} (first value: {first!r}); fix the column's type in the export"
             )
-        reasons.add(f"bad_type:{col}", failed)
+        reasons.add(f"{BAD_TYPE}{col}", failed)
         if naive_zone is None and naive is not None:
             reasons.add(f"{NAIVE_TIME}:{col}", naive)
     return pd.DataFrame(columns, index=df.index), reasons
@@ -315,7 +317,7 @@ def validate_snapshots(
         *_surge_checks(typed, Col.SURGE_PERCENT, Col.CUMULATIVE_SURGE_PERCENT,
                        Col.SURGE_ABSOLUTE, Col.CUMULATIVE_SURGE_ABSOLUTE),
     ])
-    reasons.add("duplicate", _duplicates(typed, reasons.ok))
+    reasons.add(DUPLICATE, _duplicates(typed, reasons.ok))
     clean, rejected = _split(df, typed, reasons)
     return clean.astype(SNAPSHOT_DTYPES), rejected
 

@@ -14,8 +14,9 @@ a time would:
   null would be widened to a float;
 - a run holds at most `max_rows` rows, so the frame it builds is bounded.
 
-The feed falls back to one message at a time wherever a run's validation rejects a row as a
-repeat or for its type (a case these rules did not foresee), so the rules serve speed only.
+As a second guard, the feed goes one message at a time wherever a run's validation still
+rejects a row as a repeat or for its type (a case these rules did not foresee). It cannot catch
+the widened integer (its row fails as an invalid cell, if at all): that rule is needed.
 """
 
 from __future__ import annotations
